@@ -1,0 +1,1 @@
+"""Matched model implementations: numpy specs/math in `common`, one folder per framework."""

@@ -1,0 +1,70 @@
+"""What every backend shares, framework-free: specs, the schedule, the step counter, weight
+checks, and the composition of a sampling step. A framework's backend.py adds only tensor ops
+(see docs/ARCHITECTURE.md for the whole interface)."""
+import numpy as np
+
+from .diffusion import Schedule, StepCoefficients, sampler_step
+from .specs import DiffusionSpec, OptimSpec, UNetSpec
+from .weights import check_weights
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class BackendBase:
+    name = "base"
+
+    def __init__(self, unet: UNetSpec, diffusion: DiffusionSpec, optim: OptimSpec = None, *,
+                 device="auto", threads=None, seed=0):
+        if device not in DEVICES:
+            raise ValueError(f"device={device!r} is invalid: one of {list(DEVICES)}")
+        self.unet_spec = unet
+        self.diffusion_spec = diffusion
+        self.optim_spec = optim or OptimSpec()
+        self.schedule = Schedule(diffusion)
+        self.threads = threads
+        self.seed = seed
+        self.step = 0  # optimizer steps taken
+
+    # -- framework-specific parts, implemented by each backend ---------------------------
+    def _train_step(self, x0, t, noise, lr):
+        raise NotImplementedError
+
+    def _clamp(self, x):
+        raise NotImplementedError
+
+    # -- shared composition ----------------------------------------------------------------
+    def load_weights(self, weights):
+        check_weights(self.unet_spec, weights)
+        self._load_weights(weights)
+
+    def train_step(self, x0, t, noise=None):
+        """One optimizer step on x0 at timesteps t (numpy int64). Returns the unsynced loss."""
+        t = np.asarray(t, dtype=np.int64)
+        if noise is None:
+            noise = self.randn(tuple(x0.shape))
+        self.step += 1
+        return self._train_step(x0, t, noise, self.optim_spec.lr_at(self.step))
+
+    def _training_loss(self, x0, t, noise):
+        """The DDPM objective: noise x0 to x_t (Ho et al. eq. 4), predict the noise."""
+        a, b = self.schedule.q_sample_coefficients(t)
+        x_t = self._vec(a) * x0 + self._vec(b) * noise
+        return self._loss(self.model(x_t, self._t(t)), noise)
+
+    def sample_step(self, x, coeffs: StepCoefficients, noise=None, ema=True):
+        """One reverse step (DDPM or DDIM, by the coefficients). Returns (x_prev, x0_pred)."""
+        t = np.full((x.shape[0],), coeffs.t, dtype=np.int64)
+        eps = self.eps(x, t, ema=ema)
+        if coeffs.sigma > 0 and noise is None:
+            noise = self.randn(tuple(x.shape))
+        clamp = self._clamp if self.diffusion_spec.clip_x0 else None
+        return sampler_step(x, eps, coeffs, noise, clamp)
+
+    def sample(self, x, plan, noises=None, ema=True):
+        """Run a whole chain from x_T; noises (optional) supplies each step's noise."""
+        for i, coeffs in enumerate(plan):
+            x, _ = self.sample_step(x, coeffs, None if noises is None else noises[i], ema=ema)
+        return x
+
+    def ema_enabled(self):
+        return self.optim_spec.ema_decay > 0

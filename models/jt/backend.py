@@ -1,0 +1,242 @@
+"""Jittor backend: the only module that runs the Jittor model for the harness.
+
+Jittor executes lazily: nothing below computes until `sync()` (or `.item()`/`.numpy()`).
+"""
+import math
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from models.common.backend_base import BackendBase
+from models.jt.runtime import import_jittor, onednn_enabled
+
+
+def _jittor(threads, device):
+    if threads:
+        # oneDNN ops use OpenMP and read this at start-up; set it before the import.
+        os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+    return import_jittor(use_cuda=None if device == "auto" else device == "cuda")
+
+
+class JittorBackend(BackendBase):
+    name = "jittor"
+
+    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0):
+        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
+        jt = self.jt = _jittor(threads, device)
+        if device == "cuda" and not jt.has_cuda:
+            raise RuntimeError("device=cuda requested but jittor has no CUDA")
+        jt.flags.use_cuda = 1 if device in ("auto", "cuda") and jt.has_cuda else 0
+        self.device = "cuda" if jt.flags.use_cuda else "cpu"
+        # Peak-memory accounting (jt.get_max_memory_info) only works with this flag on.
+        jt.flags.profile_memory_enable = 1
+        jt.set_seed(seed)
+        from models.jt.unet import UNet
+
+        self.model = UNet(unet)
+        self.ema_model = None
+        if self.ema_enabled():
+            self.ema_model = UNet(unet)
+            self.ema_model.eval()
+            for p in self.ema_model.parameters():
+                p.stop_grad()
+        self._copy_to_ema()
+        o = self.optim_spec
+        self.names = [n for n, _ in self.model.named_parameters()]
+        self.params = [p for _, p in self.model.named_parameters()]
+        self.opt = _torch_adam_class(jt)(self.params, lr=o.lr, betas=o.betas, eps=o.eps)
+
+    @staticmethod
+    def versions():
+        jt = import_jittor()
+        return {"framework": "jittor", "version": jt.__version__,
+                "has_cuda": bool(jt.has_cuda), "use_cuda": bool(jt.flags.use_cuda),
+                "onednn": onednn_enabled(), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+
+    # -- weights ---------------------------------------------------------------------------
+    def _copy_to_ema(self):
+        if self.ema_model is None:
+            return
+        ema = dict(self.ema_model.named_parameters())
+        for n, p in self.model.named_parameters():
+            ema[n].assign(p.detach().clone())
+
+    def _load_weights(self, weights):
+        jt = self.jt
+        for name, p in self.model.named_parameters():
+            p.assign(jt.array(np.asarray(weights[name], dtype=np.float32)))
+        self._copy_to_ema()
+        jt.sync_all(True)
+
+    def export_weights(self, ema=False):
+        model = self.ema_model if (ema and self.ema_model is not None) else self.model
+        return OrderedDict((n, p.numpy().copy()) for n, p in model.named_parameters())
+
+    def optimizer_state(self):
+        state = {"step": np.array(self.step, dtype=np.int64)}
+        if self.opt.n_step:
+            pg = self.opt.param_groups[0]
+            for name, m, v in zip(self.names, pg["m"], pg["values"]):
+                state[f"m.{name}"] = m.numpy()
+                state[f"v.{name}"] = v.numpy()
+        return state
+
+    def load_optimizer_state(self, state):
+        jt = self.jt
+        self.step = int(state["step"])
+        self.opt.n_step = self.step
+        pg = self.opt.param_groups[0]
+        for name, m, v in zip(self.names, pg["m"], pg["values"]):
+            if f"m.{name}" in state:
+                m.assign(jt.array(np.array(state[f"m.{name}"])))
+                v.assign(jt.array(np.array(state[f"v.{name}"])))
+
+    # -- tensors -----------------------------------------------------------------------------
+    def to_device(self, array):
+        return self.jt.array(np.ascontiguousarray(array, dtype=np.float32))
+
+    def to_numpy(self, tensor):
+        return tensor.numpy()
+
+    def randn(self, shape):
+        return self.jt.randn(*shape)
+
+    def sync(self):
+        self.jt.sync_all(True)
+
+    def _clamp(self, x):
+        return x.clamp(-1.0, 1.0)
+
+    def _t(self, t):
+        return self.jt.array(np.asarray(t, dtype=np.int64))
+
+    def _loss(self, pred, target):
+        kind = self.diffusion_spec.loss
+        if kind == "l2":
+            return ((pred - target) ** 2).mean()
+        if kind == "l1":
+            return (pred - target).abs().mean()
+        return self.jt.nn.smooth_l1_loss(target, pred)  # huber with delta 1
+
+    def _vec(self, a):
+        return self.to_device(a).reshape(-1, 1, 1, 1)
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_step(self, x0, t, noise, lr):
+        self.model.train()
+        loss = self._training_loss(x0, t, noise)
+        self.opt.lr = lr
+        self.opt.backward(loss)
+        if self.optim_spec.grad_clip > 0:
+            self.opt.clip_grad_norm(self.optim_spec.grad_clip, 2)
+        self.opt.step()
+        if self.ema_model is not None:
+            d = self.optim_spec.ema_decay
+            for e, p in zip(self.ema_model.parameters(), self.params):
+                e.update(e * d + p.detach() * (1.0 - d))
+        return loss
+
+    def loss_and_grads(self, x0, t, noise):
+        """Training loss and every parameter's gradient, without stepping (parity checks)."""
+        self.model.train()
+        loss = self._training_loss(x0, t, noise)
+        grads = self.jt.grad(loss, self.params)
+        self.jt.sync_all(True)
+        return float(loss.item()), OrderedDict((n, g.numpy().copy()) for n, g in zip(self.names, grads))
+
+    def loss_value(self, loss):
+        return float(loss.item())
+
+    def eval_loss(self, x0, t, noise=None):
+        if noise is None:
+            noise = self.randn(tuple(x0.shape))
+        self.model.eval()
+        with self.jt.no_grad():
+            return float(self._training_loss(x0, t, noise).item())
+
+    # -- sampling ----------------------------------------------------------------------------
+    def eps(self, x, t, ema=False):
+        model = self.ema_model if (ema and self.ema_model is not None) else self.model
+        model.eval()
+        with self.jt.no_grad():
+            return model(x, self._t(t))
+
+    # -- memory ------------------------------------------------------------------------------
+    def reset_peak_memory(self):
+        # Jittor has no reset for its peak counter; peaks are since process start.
+        pass
+
+    def memory_stats(self):
+        self.jt.sync_all(True)
+        info = self.jt.get_max_memory_info()  # "<peak bytes>[!@#div1!@#]<allocation dump>"
+        try:
+            peak = int(str(info).split("[!@#div1!@#]", 1)[0])
+        except ValueError:
+            peak = None
+        current = None
+        try:
+            current = int(self.jt.flags.stat_allocator_total_alloc_byte
+                          - self.jt.flags.stat_allocator_total_free_byte)
+        except AttributeError:
+            pass
+        return {"allocator_peak_bytes": peak, "allocator_current_bytes": current}
+
+    # -- data ----------------------------------------------------------------------------------
+    def native_loader(self, images, batch_size, *, shuffle=True, drop_last=True, num_workers=0,
+                      pin_memory=False, persistent_workers=False, seed=0):
+        # Jittor's Dataset has no pin_memory/persistent_workers: they are accepted and ignored
+        # (recorded as such in the cell's start record by the harness).
+        ds = _image_dataset_class(self.jt)(images)
+        ds.set_attrs(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                     num_workers=num_workers)
+        return ds
+
+
+def _image_dataset_class(jt):
+    class ImageDataset(jt.dataset.Dataset):
+        """uint8 HWC images -> float32 CHW in [-1, 1], per sample (as the torch loader)."""
+
+        def __init__(self, images):
+            super().__init__()
+            self.images = images
+            self.set_attrs(total_len=len(images))
+
+        def __getitem__(self, i):
+            return self.images[i].transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+
+    return ImageDataset
+
+
+def _torch_adam_class(jt):
+    class TorchAdam(jt.nn.Adam):
+        """Adam with PyTorch's update rule, built from the same lazy Jittor ops as jt.nn.Adam.
+
+        jt.nn.Adam computes p -= lr*sqrt(1-b2^n)/(1-b1^n) * m / (sqrt(v) + eps), which puts eps
+        inside the bias correction: early steps use an effective eps ~30x larger than torch's
+        and the two frameworks would train different models. This is torch.optim.Adam's rule:
+        p -= lr/(1-b1^n) * m / (sqrt(v)/sqrt(1-b2^n) + eps).
+        """
+
+        def step(self, loss=None, retain_graph=False):
+            self.pre_step(loss, retain_graph)
+            n = float(self.n_step)
+            jt.flags.node_order = 1
+            for pg in self.param_groups:
+                lr = pg.get("lr", self.lr)
+                eps = pg.get("eps", self.eps)
+                b0, b1 = pg.get("betas", self.betas)
+                step_size = lr / (1 - b0 ** n)
+                bc2_sqrt = math.sqrt(1 - b1 ** n)
+                for p, g, v, m in zip(pg["params"], pg["grads"], pg["values"], pg["m"]):
+                    if p.is_stop_grad():
+                        continue
+                    m.update(b0 * m + (1 - b0) * g)
+                    v.update(b1 * v + (1 - b1) * g * g)
+                    p.update(p - step_size * m / (jt.sqrt(v) / bc2_sqrt + eps))
+            self.post_step()
+
+    return TorchAdam
+
+
+Backend = JittorBackend

@@ -1,0 +1,202 @@
+"""Prove two frameworks run the same model: identical weights and inputs in, outputs compared.
+
+Each framework runs in its own process (they must never share one):
+
+    python -m models.parity run --framework torch --case case.npz --out torch.npz
+    python -m models.parity check [--seed N]     # makes a case, runs both, prints the errors
+
+A case holds canonical weights, a batch, timesteps and every noise draw, all made in numpy.
+Errors are relative: ||a - b|| / ||b||, with the first framework as b.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from models.common.diffusion import sampler_plan
+from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
+from models.common.weights import init_weights
+
+# Tolerances the parity tests enforce (issue 2); the check command prints against them too.
+TOLERANCES = {"forward": 1e-4, "loss": 1e-5, "grad": 1e-3, "params_after_steps": 1e-4,
+              "ddim_eta0": 1e-3, "ddim_eta1": 1e-3, "ddpm": 1e-3}
+
+TINY_UNET = UNetSpec(image_size=16, in_channels=3, base_channels=16, ch_mult=(1, 2),
+                     num_res_blocks=1, attn_resolutions=(8,), dropout=0.0, norm_groups=4)
+# T=100 keeps the chains short; warm-up 2 and a small clip exercise the lr ramp and clipping.
+TINY_DIFFUSION = DiffusionSpec(timesteps=100, loss="l2")
+TINY_OPTIM = OptimSpec(lr=1e-3, warmup_steps=2, grad_clip=0.5, ema_decay=0.9)
+OPT_STEPS = 3
+SAMPLERS = {"ddim_eta0": ("ddim", 10, 0.0), "ddim_eta1": ("ddim", 10, 1.0), "ddpm": ("ddpm", 20, None)}
+
+
+def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM, batch=4):
+    rng = np.random.default_rng(seed)
+    shape = (batch, unet.in_channels, unet.image_size, unet.image_size)
+    case = {f"w.{k}": v for k, v in init_weights(unet, seed=seed, scheme="random").items()}
+    case["x0"] = rng.uniform(-1, 1, size=(OPT_STEPS,) + shape).astype(np.float32)
+    case["t"] = rng.integers(0, diffusion.timesteps, size=(OPT_STEPS, batch)).astype(np.int64)
+    case["noise"] = rng.standard_normal((OPT_STEPS,) + shape).astype(np.float32)
+    case["x_T"] = rng.standard_normal(shape).astype(np.float32)
+    for key, (_, steps, _) in SAMPLERS.items():
+        case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(np.float32)
+    case["specs"] = np.array(json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
+                                         "optim": optim.to_dict()}))
+    return case
+
+
+def run_case(framework, case):
+    """Everything the tests compare, computed by one framework. Returns name -> array."""
+    from models.registry import load_backend
+
+    specs = json.loads(str(case["specs"]))
+    unet, diffusion = UNetSpec(**specs["unet"]), DiffusionSpec(**specs["diffusion"])
+    optim = OptimSpec(**specs["optim"])
+    be = load_backend(framework)(unet, diffusion, optim, device="cpu", seed=0)
+    weights = {k[2:]: v for k, v in case.items() if k.startswith("w.")}
+    be.load_weights(weights)
+    # Loading then exporting must give back the canonical weights bit for bit.
+    exported = be.export_weights()
+    out = {"roundtrip_max_abs_diff": np.array(max(
+        float(np.max(np.abs(exported[k] - weights[k]))) for k in weights))}
+    x0, t, noise = be.to_device(case["x0"][0]), case["t"][0], be.to_device(case["noise"][0])
+    out["forward"] = be.to_numpy(be.eps(x0, t))
+    loss, grads = be.loss_and_grads(x0, t, noise)
+    out["loss"] = np.array(loss)
+    out.update({f"grad.{k}": v for k, v in grads.items()})
+    for key, (sampler, steps, eta) in SAMPLERS.items():
+        plan = sampler_plan(diffusion, sampler, steps=steps, eta=eta)
+        noises = [be.to_device(n) for n in case[f"chain_noise.{key}"]]
+        out[key] = be.to_numpy(be.sample(be.to_device(case["x_T"]), plan, noises, ema=False))
+    losses = []
+    for i in range(OPT_STEPS):
+        step_loss = be.train_step(be.to_device(case["x0"][i]), case["t"][i], be.to_device(case["noise"][i]))
+        losses.append(be.loss_value(step_loss))
+    out["train_losses"] = np.array(losses)
+    out.update({f"params_after_steps.{k}": v for k, v in be.export_weights().items()})
+    out.update({f"ema_after_steps.{k}": v for k, v in be.export_weights(ema=True).items()})
+    return out
+
+
+def describe(framework, unet, forward=False):
+    """Parameter name -> shape of the framework's UNet for `unet`, and optionally the shape
+    of a forward pass on one zero image (checks the model runs at that size)."""
+    from models.registry import load_backend
+
+    be = load_backend(framework)(unet, DiffusionSpec(), OptimSpec(ema_decay=0), device="cpu")
+    info = {"shapes": {k: list(v.shape) for k, v in be.export_weights().items()}}
+    if forward:
+        x = be.to_device(np.zeros((1, unet.in_channels, unet.image_size, unet.image_size)))
+        info["forward_shape"] = list(be.to_numpy(be.eps(x, np.array([10]))).shape)
+    return info
+
+
+def rel_error(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = np.linalg.norm(b)
+    return float(np.linalg.norm(a - b) / (denom if denom > 0 else 1.0))
+
+
+def analytically_inert(key):
+    """Attention key biases add the same q.b_k to every logit of a softmax row, which the
+    softmax cancels: their true gradient is exactly 0 and both frameworks return float noise
+    (~1e-9) there, which Adam then normalises into lr-sized steps in random directions.
+    Relative error is meaningless for them; `inert_gradients_are_zero` checks them instead."""
+    return key.endswith(".k.bias") and key.startswith(("grad.", "params_after_steps.", "ema_after_steps."))
+
+
+def inert_gradients_are_zero(out, rtol=1e-5):
+    """The inert gradients are ~0 relative to the whole gradient's norm."""
+    total = np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for k, v in out.items() if k.startswith("grad.")))
+    inert = [np.linalg.norm(v) for k, v in out.items() if k.startswith("grad.") and analytically_inert(k)]
+    return max(inert, default=0.0) <= rtol * total
+
+
+def compare(a, b):
+    """Per category, the worst relative error (and which tensor it was)."""
+    worst = {}
+    for key in b:
+        if analytically_inert(key) or key == "roundtrip_max_abs_diff":
+            continue
+        cat = key.split(".", 1)[0]
+        cat = "loss" if cat == "train_losses" else cat
+        err = rel_error(a[key], b[key])
+        if cat not in worst or err > worst[cat][0]:
+            worst[cat] = (err, key)
+    return worst
+
+
+def _save(path, arrays):
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def run_in_subprocess(framework, case_path, out_path):
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "models.parity", "run", "--framework", framework,
+                           "--case", case_path, "--out", out_path],
+                          cwd=root, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not os.path.exists(out_path):
+        raise RuntimeError(f"{framework} parity run failed (rc={proc.returncode}):\n"
+                           f"{(proc.stdout + proc.stderr)[-3000:]}")
+    return _load(out_path)
+
+
+def check(frameworks=("torch", "jittor"), seed=0, workdir=None):
+    """Make a case, run it in each framework's own process, return (outputs, worst errors)."""
+    workdir = workdir or tempfile.mkdtemp(prefix="diffbench-parity-")
+    case_path = os.path.join(workdir, "case.npz")
+    _save(case_path, make_case(seed))
+    outs = {fw: run_in_subprocess(fw, case_path, os.path.join(workdir, f"{fw}.npz"))
+            for fw in frameworks}
+    ref = outs[frameworks[0]]
+    return outs, {fw: compare(outs[fw], ref) for fw in frameworks[1:]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m models.parity", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a case in one framework")
+    r.add_argument("--framework", required=True)
+    r.add_argument("--case", required=True)
+    r.add_argument("--out", required=True)
+    d = sub.add_parser("describe", help="print a framework's parameter shapes for a UNet spec")
+    d.add_argument("--framework", required=True)
+    d.add_argument("--unet", required=True, help="UNetSpec fields as JSON")
+    d.add_argument("--forward", action="store_true")
+    c = sub.add_parser("check", help="run a fresh case in torch and jittor and compare")
+    c.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.cmd == "run":
+        _save(args.out, run_case(args.framework, _load(args.case)))
+        return 0
+    if args.cmd == "describe":
+        print(json.dumps(describe(args.framework, UNetSpec(**json.loads(args.unet)), args.forward)))
+        return 0
+    _, errors = check(seed=args.seed)
+    failed = False
+    for fw, worst in errors.items():
+        print(f"{fw} vs torch (relative error ||a-b||/||b||, worst tensor per category):")
+        for cat, (err, key) in sorted(worst.items()):
+            tol = TOLERANCES.get(cat)
+            ok = tol is None or err <= tol
+            failed |= not ok
+            print(f"  {cat:20s} {err:10.3e}  tol {tol if tol else '-':>8}  "
+                  f"{'ok' if ok else 'FAIL'}  ({key})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

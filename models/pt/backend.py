@@ -1,0 +1,196 @@
+"""PyTorch backend: the only module that runs the torch model for the harness."""
+import copy
+from collections import OrderedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.common.backend_base import BackendBase
+from models.pt.unet import UNet
+
+
+class TorchBackend(BackendBase):
+    name = "torch"
+
+    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0):
+        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
+        if threads:
+            torch.set_num_threads(int(threads))
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda requested but torch sees no CUDA device")
+        self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        torch.manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.model = UNet(unet).to(self.device)
+        self.ema_model = None
+        if self.ema_enabled():
+            self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        o = self.optim_spec
+        self.params = list(self.model.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, eps=o.eps)
+
+    @staticmethod
+    def versions():
+        return {"framework": "torch", "version": torch.__version__,
+                "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+                "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+                "mkldnn": torch.backends.mkldnn.is_available(),
+                "threads": torch.get_num_threads()}
+
+    # -- weights ---------------------------------------------------------------------------
+    def _load_weights(self, weights):
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
+            if self.ema_model is not None:
+                self.ema_model.load_state_dict(self.model.state_dict())
+
+    def export_weights(self, ema=False):
+        model = self.ema_model if (ema and self.ema_model is not None) else self.model
+        return OrderedDict((n, p.detach().cpu().numpy().copy()) for n, p in model.named_parameters())
+
+    def optimizer_state(self):
+        state = {"step": np.array(self.step, dtype=np.int64)}
+        for name, p in self.model.named_parameters():
+            st = self.opt.state.get(p)
+            if st:
+                state[f"m.{name}"] = st["exp_avg"].cpu().numpy()
+                state[f"v.{name}"] = st["exp_avg_sq"].cpu().numpy()
+        return state
+
+    def load_optimizer_state(self, state):
+        self.step = int(state["step"])
+        for name, p in self.model.named_parameters():
+            if f"m.{name}" in state:
+                self.opt.state[p] = {
+                    "step": torch.tensor(float(self.step)),
+                    "exp_avg": torch.from_numpy(np.array(state[f"m.{name}"])).to(self.device),
+                    "exp_avg_sq": torch.from_numpy(np.array(state[f"v.{name}"])).to(self.device)}
+
+    # -- tensors -----------------------------------------------------------------------------
+    def to_device(self, array):
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+    def to_numpy(self, tensor):
+        return tensor.detach().cpu().numpy()
+
+    def randn(self, shape):
+        return torch.randn(tuple(shape), generator=self.generator, device=self.device)
+
+    def sync(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def _clamp(self, x):
+        return x.clamp(-1.0, 1.0)
+
+    def _t(self, t):
+        return torch.from_numpy(np.asarray(t, dtype=np.int64)).to(self.device)
+
+    def _vec(self, a):
+        return self.to_device(a).view(-1, 1, 1, 1)
+
+    def _loss(self, pred, target):
+        kind = self.diffusion_spec.loss
+        if kind == "l2":
+            return F.mse_loss(pred, target)
+        if kind == "l1":
+            return F.l1_loss(pred, target)
+        return F.smooth_l1_loss(pred, target, beta=1.0)  # huber with delta 1
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_step(self, x0, t, noise, lr):
+        self.model.train()
+        loss = self._training_loss(x0, t, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.optim_spec.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.optim_spec.grad_clip)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        if self.ema_model is not None:
+            d = self.optim_spec.ema_decay
+            with torch.no_grad():
+                ema = list(self.ema_model.parameters())
+                torch._foreach_mul_(ema, d)
+                torch._foreach_add_(ema, self.params, alpha=1.0 - d)
+        return loss.detach()
+
+    def loss_and_grads(self, x0, t, noise):
+        """Training loss and every parameter's gradient, without stepping (parity checks)."""
+        self.model.train()
+        self.model.zero_grad(set_to_none=True)
+        loss = self._training_loss(x0, t, noise)
+        loss.backward()
+        grads = OrderedDict((n, p.grad.cpu().numpy().copy()) for n, p in self.model.named_parameters())
+        self.model.zero_grad(set_to_none=True)
+        return float(loss.item()), grads
+
+    def loss_value(self, loss):
+        return float(loss.item())
+
+    def eval_loss(self, x0, t, noise=None):
+        if noise is None:
+            noise = self.randn(tuple(x0.shape))
+        self.model.eval()
+        with torch.no_grad():
+            return float(self._training_loss(x0, t, noise).item())
+
+    # -- sampling ----------------------------------------------------------------------------
+    def eps(self, x, t, ema=False):
+        model = self.ema_model if (ema and self.ema_model is not None) else self.model
+        model.eval()
+        with torch.no_grad():
+            return model(x, self._t(t))
+
+    # -- memory ------------------------------------------------------------------------------
+    def reset_peak_memory(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def memory_stats(self):
+        if self.device != "cuda":
+            # torch keeps no CPU allocator statistics: the harness reports the process's RSS.
+            return {"allocator_peak_bytes": None, "allocator_current_bytes": None}
+        return {"allocator_peak_bytes": int(torch.cuda.max_memory_allocated()),
+                "allocator_current_bytes": int(torch.cuda.memory_allocated())}
+
+    # -- data ----------------------------------------------------------------------------------
+    def native_loader(self, images, batch_size, *, shuffle=True, drop_last=True, num_workers=0,
+                      pin_memory=False, persistent_workers=False, seed=0):
+        loader = torch.utils.data.DataLoader(
+            _ImageDataset(images), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+            num_workers=num_workers, pin_memory=pin_memory and self.device == "cuda",
+            persistent_workers=persistent_workers and num_workers > 0,
+            generator=torch.Generator().manual_seed(seed))
+        return _DeviceLoader(loader, self.device, non_blocking=pin_memory)
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """uint8 HWC images -> float32 CHW in [-1, 1], per sample (like ToTensor + Normalize)."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1).float() / 127.5 - 1.0
+
+
+class _DeviceLoader:
+    def __init__(self, loader, device, non_blocking):
+        self.loader, self.device, self.non_blocking = loader, device, non_blocking
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield batch.to(self.device, non_blocking=self.non_blocking)
+
+
+Backend = TorchBackend

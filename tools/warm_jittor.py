@@ -1,0 +1,55 @@
+"""Compile Jittor's core and the ops diffbench uses, once, so that tests and benchmarks don't.
+
+Jittor can end an import with "jit_utils updated, please rerun your command." and exit 0
+(for instance when its cache was made under another HOME). That would make a run look
+successful while doing nothing, so each warm-up runs in a child process that must print a
+sentinel; a missing sentinel is retried once (the rerun Jittor asks for) and then fails loudly.
+"""
+import os
+import subprocess
+import sys
+import time
+
+SENTINEL = "DIFFBENCH_JITTOR_OK"
+
+CHILD = r"""
+import os, sys
+sys.path.insert(0, os.getcwd())
+from models.jt import runtime  # sets nvcc_path/FIX_TORCH_ERROR/log_silent before import
+jt = runtime.import_jittor()
+# A whole tiny UNet through training, gradients and both samplers compiles the op kernels
+# the tests and the quick benchmark use (kernels are keyed by op pattern, not tensor size).
+from models import parity
+parity.run_case("jittor", parity.make_case(0))
+print("mkl:", runtime.onednn_enabled())
+print("%s")
+""" % SENTINEL
+
+
+def run_once():
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    return proc.returncode, out, time.time() - t0
+
+
+def main():
+    for attempt in (1, 2):
+        rc, out, secs = run_once()
+        if rc == 0 and SENTINEL in out:
+            print(f"[setup] jittor warm ({secs:.0f} s, attempt {attempt}); "
+                  + next((l for l in out.splitlines() if l.startswith("mkl:")), ""))
+            if "mkl: False" in out:
+                print("[setup] ERROR: jittor's oneDNN (mkl) ops did not load; CPU conv would be "
+                      "25-100x slower. See docs/SETUP.md.", file=sys.stderr)
+                return 1
+            return 0
+        print(f"[setup] jittor warm-up attempt {attempt} printed no result (rc={rc}):\n"
+              + out[-3000:], file=sys.stderr)
+    print("[setup] ERROR: jittor never completed a warm-up run. If it said 'please rerun', its "
+          "cache at ~/.cache/jittor is stale: remove it and run setup again.", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
