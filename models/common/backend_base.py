@@ -32,10 +32,17 @@ class BackendBase:
     def _clamp(self, x):
         raise NotImplementedError
 
+    def _no_grad(self):
+        """A context manager in which the framework records no gradients."""
+        raise NotImplementedError
+
     # -- shared composition ----------------------------------------------------------------
-    def load_weights(self, weights):
+    def load_weights(self, weights, ema=None):
+        """Load canonical weights; the EMA copy starts equal to them unless `ema` is given."""
         check_weights(self.unet_spec, weights)
-        self._load_weights(weights)
+        if ema is not None:
+            check_weights(self.unet_spec, ema, where="EMA weights")
+        self._load_weights(weights, ema)
 
     def train_step(self, x0, t, noise=None):
         """One optimizer step on x0 at timesteps t (numpy int64). Returns the unsynced loss."""
@@ -50,6 +57,25 @@ class BackendBase:
         a, b = self.schedule.q_sample_coefficients(t)
         x_t = self._vec(a) * x0 + self._vec(b) * noise
         return self._loss(self.model(x_t, self._t(t)), noise)
+
+    def loss_value(self, loss):
+        """The loss as a float; reading it forces the framework to finish the step."""
+        return float(loss.item())
+
+    def eval_loss(self, x0, t, noise=None):
+        """The training objective without gradients and with dropout off (validation)."""
+        if noise is None:
+            noise = self.randn(tuple(x0.shape))
+        self.model.eval()
+        with self._no_grad():
+            return float(self._training_loss(x0, t, noise).item())
+
+    def eps(self, x, t, ema=False):
+        """Noise prediction in eval mode, from the EMA weights when ema=True and EMA is on."""
+        model = self.ema_model if (ema and self.ema_model is not None) else self.model
+        model.eval()
+        with self._no_grad():
+            return model(x, self._t(t))
 
     def sample_step(self, x, coeffs: StepCoefficients, noise=None, ema=True):
         """One reverse step (DDPM or DDIM, by the coefficients). Returns (x_prev, x0_pred)."""

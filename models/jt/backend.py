@@ -55,19 +55,24 @@ class JittorBackend(BackendBase):
                 "onednn": onednn_enabled(), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
 
     # -- weights ---------------------------------------------------------------------------
-    def _copy_to_ema(self):
+    def _copy_to_ema(self, ema_weights=None):
         if self.ema_model is None:
             return
-        ema = dict(self.ema_model.named_parameters())
-        for n, p in self.model.named_parameters():
-            ema[n].assign(p.detach().clone())
+        source = ({n: self.jt.array(np.asarray(w, dtype=np.float32)) for n, w in ema_weights.items()}
+                  if ema_weights is not None else dict(self.model.named_parameters()))
+        for n, e in self.ema_model.named_parameters():
+            e.assign(source[n].detach().clone())
 
-    def _load_weights(self, weights):
+    def _load_weights(self, weights, ema=None):
         jt = self.jt
         for name, p in self.model.named_parameters():
             p.assign(jt.array(np.asarray(weights[name], dtype=np.float32)))
-        self._copy_to_ema()
+        self._copy_to_ema(ema)
         jt.sync_all(True)
+
+    def reseed(self, seed):
+        """Reset the RNG this backend draws from (noise and dropout)."""
+        self.jt.set_seed(seed)
 
     def export_weights(self, ema=False):
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
@@ -104,6 +109,9 @@ class JittorBackend(BackendBase):
 
     def sync(self):
         self.jt.sync_all(True)
+
+    def _no_grad(self):
+        return self.jt.no_grad()
 
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
@@ -144,23 +152,6 @@ class JittorBackend(BackendBase):
         grads = self.jt.grad(loss, self.params)
         self.jt.sync_all(True)
         return float(loss.item()), OrderedDict((n, g.numpy().copy()) for n, g in zip(self.names, grads))
-
-    def loss_value(self, loss):
-        return float(loss.item())
-
-    def eval_loss(self, x0, t, noise=None):
-        if noise is None:
-            noise = self.randn(tuple(x0.shape))
-        self.model.eval()
-        with self.jt.no_grad():
-            return float(self._training_loss(x0, t, noise).item())
-
-    # -- sampling ----------------------------------------------------------------------------
-    def eps(self, x, t, ema=False):
-        model = self.ema_model if (ema and self.ema_model is not None) else self.model
-        model.eval()
-        with self.jt.no_grad():
-            return model(x, self._t(t))
 
     # -- memory ------------------------------------------------------------------------------
     def reset_peak_memory(self):

@@ -39,12 +39,18 @@ class TorchBackend(BackendBase):
                 "threads": torch.get_num_threads()}
 
     # -- weights ---------------------------------------------------------------------------
-    def _load_weights(self, weights):
+    def _load_weights(self, weights, ema=None):
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 p.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
             if self.ema_model is not None:
-                self.ema_model.load_state_dict(self.model.state_dict())
+                for name, p in self.ema_model.named_parameters():
+                    p.copy_(torch.from_numpy(np.asarray((ema or weights)[name], dtype=np.float32)))
+
+    def reseed(self, seed):
+        """Reset every RNG this backend draws from (noise and dropout)."""
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
 
     def export_weights(self, ema=False):
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
@@ -81,6 +87,9 @@ class TorchBackend(BackendBase):
     def sync(self):
         if self.device == "cuda":
             torch.cuda.synchronize()
+
+    def _no_grad(self):
+        return torch.no_grad()
 
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
@@ -127,23 +136,6 @@ class TorchBackend(BackendBase):
         grads = OrderedDict((n, p.grad.cpu().numpy().copy()) for n, p in self.model.named_parameters())
         self.model.zero_grad(set_to_none=True)
         return float(loss.item()), grads
-
-    def loss_value(self, loss):
-        return float(loss.item())
-
-    def eval_loss(self, x0, t, noise=None):
-        if noise is None:
-            noise = self.randn(tuple(x0.shape))
-        self.model.eval()
-        with torch.no_grad():
-            return float(self._training_loss(x0, t, noise).item())
-
-    # -- sampling ----------------------------------------------------------------------------
-    def eps(self, x, t, ema=False):
-        model = self.ema_model if (ema and self.ema_model is not None) else self.model
-        model.eval()
-        with torch.no_grad():
-            return model(x, self._t(t))
 
     # -- memory ------------------------------------------------------------------------------
     def reset_peak_memory(self):

@@ -1,0 +1,144 @@
+"""Training data for the workloads: the configured images, the split, and the two loaders.
+
+- The **shared** loader makes every batch, timestep vector and noise tensor in numpy from the
+  seed, so each framework sees exactly the same numbers (loss curves are comparable step by
+  step); the worker moves them with `backend.to_device`.
+- The **native** loader is the framework's own pipeline (`backend.native_loader`: torch
+  DataLoader / Jittor Dataset); timesteps still come from numpy, noise from the framework RNG.
+
+Images are uint8 (N, H, W, C) everywhere until a loader turns a batch into float32
+(B, C, H, W) in [-1, 1].
+"""
+import numpy as np
+
+from bench.datasets import to_model_range
+
+SPLIT_SEED_OFFSET = 1  # separate streams: data generation, split, batches, validation
+BATCH_SEED_OFFSET = 2
+VAL_SEED_OFFSET = 3
+
+
+def load_images(data_cfg, image_size, channels, seed=0):
+    """All images of the configured source, uint8 (N, H, W, C), capped at num_samples.
+
+    Reading files is bench/datasets.py's job (real formats, search order); this only picks
+    the source, checks the shape the model needs and takes a seeded subset.
+    """
+    from bench.datasets import load_dataset
+
+    source, n = data_cfg["source"], data_cfg["num_samples"]
+    if source == "synthetic":
+        images = load_dataset("synthetic", None, "train", image_size=image_size,
+                              channels=channels, count=n, seed=seed)
+    else:
+        images = load_dataset(source, data_cfg["path"], "train", image_size=image_size,
+                              channels=channels)
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(f"data.source={source}: reader returned {images.dtype} {images.shape}; "
+                         "expected uint8 (N, H, W, C)")
+    if images.shape[1:] != (image_size, image_size, channels):
+        raise ValueError(f"data.source={source}: images are {images.shape[1:]} (H, W, C) but the "
+                         f"model wants ({image_size}, {image_size}, {channels})")
+    if n is not None and n < len(images):
+        keep = np.random.default_rng(seed).choice(len(images), size=n, replace=False)
+        images = images[np.sort(keep)]
+    return images
+
+
+def split(images, val_fraction, seed=0):
+    """(train, val): a seeded held-out split, identical for every framework."""
+    from bench.datasets import train_val_split
+
+    return train_val_split(images, val_fraction, seed + SPLIT_SEED_OFFSET)
+
+
+class SharedBatches:
+    """Infinite stream of (x0, t, noise) numpy batches from one seeded generator.
+
+    Epochs are reshuffled permutations of the training split (drop_last); t is uniform in
+    [0, T) as in DDPM training; noise is standard normal float32.
+    """
+
+    def __init__(self, images, batch_size, timesteps, seed=0, hflip=False):
+        if len(images) < batch_size:
+            raise ValueError(f"train.batch_size={batch_size} exceeds the {len(images)} "
+                             "training images")
+        self.images, self.batch_size, self.timesteps = images, batch_size, timesteps
+        self.hflip = hflip
+        self.rng = np.random.default_rng(seed + BATCH_SEED_OFFSET)
+        self._order, self._pos = None, 0
+
+    def _next_indices(self):
+        if self._order is None or self._pos + self.batch_size > len(self._order):
+            self._order, self._pos = self.rng.permutation(len(self.images)), 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return idx
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        batch = self.images[self._next_indices()]
+        if self.hflip:
+            from bench.datasets import random_hflip
+
+            batch = random_hflip(batch, self.rng)
+        x0 = to_model_range(batch)
+        t = self.rng.integers(0, self.timesteps, size=self.batch_size, dtype=np.int64)
+        noise = self.rng.standard_normal(x0.shape, dtype=np.float32)
+        return x0, t, noise
+
+
+class NativeBatches:
+    """Infinite stream of (x0 on device, t numpy, noise=None) from the framework's loader.
+
+    The loader object is re-iterated at the end of each pass (so persistent_workers matters,
+    as in a real training loop); timesteps come from numpy like the shared loader's.
+    """
+
+    def __init__(self, backend, images, batch_size, timesteps, seed=0, num_workers=0,
+                 pin_memory=False, persistent_workers=False):
+        self.backend, self.batch_size, self.timesteps = backend, batch_size, timesteps
+        self.loader = backend.native_loader(
+            images, batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
+        self.rng = np.random.default_rng(seed + BATCH_SEED_OFFSET)
+        self._it = None
+
+    def __iter__(self):
+        return self
+
+    def _next_batch(self):
+        for _ in range(2):  # one retry: the end of a pass starts the next one
+            if self._it is None:
+                self._it = iter(self.loader)
+            try:
+                return next(self._it)
+            except StopIteration:
+                self._it = None
+        raise RuntimeError("the native loader yielded no batch (fewer images than batch_size?)")
+
+    def __next__(self):
+        x0 = self._next_batch()
+        if isinstance(x0, (tuple, list)):  # loaders that yield (images, labels)
+            x0 = x0[0]
+        if isinstance(x0, np.ndarray):  # a loader that kept numpy arrays
+            x0 = self.backend.to_device(x0)
+        t = self.rng.integers(0, self.timesteps, size=self.batch_size, dtype=np.int64)
+        return x0, t, None
+
+
+def validation_batches(val_images, batch_size, n_batches, timesteps, seed=0):
+    """Fixed (x0, t, noise) numpy batches: the same every epoch and for every framework, so the
+    validation loss measures the model, not the draw."""
+    rng = np.random.default_rng(seed + VAL_SEED_OFFSET)
+    out = []
+    for i in range(n_batches):
+        idx = (np.arange(batch_size) + i * batch_size) % len(val_images)
+        x0 = to_model_range(val_images[idx])
+        t = rng.integers(0, timesteps, size=batch_size, dtype=np.int64)
+        noise = rng.standard_normal(x0.shape, dtype=np.float32)
+        out.append((x0, t, noise))
+    return out

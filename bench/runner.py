@@ -1,0 +1,336 @@
+"""Run the cell matrix: one worker subprocess per cell, a timeout, a monitor, and a summary.
+
+A cell fails (status "failed" or "timeout", with the error and the tail of its stderr) when the
+worker raises, runs out of memory, exits nonzero, times out, or exits without writing its
+summary; the next cell runs anyway. `run()` returns 1 if any cell of the run did not end "ok".
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+
+from bench import results as res
+from bench.config import Cell, config_hash, expected_records
+from bench.env import REPO_ROOT, child_env, git_info, gpu_info, host_info, usable_cpus
+
+STDERR_TAIL_CHARS = 2000
+# Other processes' mean CPU (100 = one core) above which a cell's timings get a warning.
+BUSY_OTHERS_CPU_PERCENT = 20.0
+POLL_S = 0.2
+
+
+def new_run_dir(results_dir, name):
+    """results/<YYYYmmdd-HHMMSS>-<name>, suffixed -2, -3... if that second is taken."""
+    base = os.path.join(results_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+    path, n = base, 2
+    while os.path.exists(path):
+        path, n = f"{base}-{n}", n + 1
+    return path
+
+
+def resolved_threads(cfg):
+    return cfg["threads"] or usable_cpus()
+
+
+def machine_calibration(threads):
+    """bench/calibrate.py's fixed numpy workload, run under the same thread settings as the
+    cells, so `harness.py compare` can normalise timings across machines. None if it fails:
+    a missing calibration must never stop a benchmark."""
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.calibrate"], capture_output=True,
+                             text=True, timeout=120, cwd=REPO_ROOT, env=child_env(threads))
+        return json.loads(out.stdout)["calibration"] if out.returncode == 0 else None
+    except (subprocess.TimeoutExpired, json.JSONDecodeError, KeyError, OSError):
+        return None
+
+
+def write_manifest(run_dir, cfg, cells, argv=None):
+    """The run's identity: environment, full config + hash, seed, cells. Framework versions are
+    filled in from each cell's start record as cells finish (see _record_versions)."""
+    manifest = {
+        "run_id": os.path.basename(os.path.normpath(run_dir)),
+        "created": time.time(),
+        "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": list(argv) if argv else None,
+        "config_name": cfg["name"],
+        "config_hash": config_hash(cfg),
+        "seed": cfg["seed"],
+        "threads": resolved_threads(cfg),
+        "config": cfg,
+        "cells": [c.to_dict() for c in cells],
+        "host": host_info(),
+        "gpu": gpu_info() if cfg["device"] != "cpu" else {"gpu": "absent",
+                                                           "reason": "device=cpu"},
+        "git": git_info(),
+        "calibration": machine_calibration(resolved_threads(cfg)),
+        "frameworks": {},
+    }
+    res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
+    return manifest
+
+
+def _record_versions(run_dir, manifest, cell_id):
+    events, _ = res.read_records(os.path.join(res.cell_dir(run_dir, cell_id), res.EVENTS))
+    for rec in events:
+        if rec.get("type") == "start" and rec.get("versions"):
+            fw = rec["framework"]
+            manifest["frameworks"][fw] = dict(rec["versions"], device=rec.get("device"))
+            res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
+            return
+
+
+def _kill_tree(proc):
+    try:
+        parent = psutil.Process(proc.pid)
+        for child in parent.children(recursive=True):
+            try:
+                child.kill()
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    proc.kill()
+    proc.wait()
+
+
+def _tail(path, chars=STDERR_TAIL_CHARS):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - chars))
+            return f.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+class EventTail:
+    """Reads the records a running worker appends (complete lines only) for progress."""
+
+    def __init__(self, path):
+        self.path, self.offset, self.buf = path, 0, b""
+
+    def poll(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        self.buf += chunk
+        *lines, self.buf = self.buf.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+
+class Progress:
+    """tqdm bars when stderr is a terminal, plain lines otherwise (CI logs stay readable)."""
+
+    def __init__(self, n_cells, enabled=True):
+        self.tty = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.outer = self.inner = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.tqdm = tqdm
+            self.outer = tqdm(total=n_cells, desc="cells", unit="cell", position=0)
+
+    def line(self, text):
+        if not self.enabled:
+            return
+        if self.tty:
+            self.tqdm.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def cell_start(self, cell_id, total):
+        if self.tty:
+            self.inner = self.tqdm(total=total, desc=cell_id, unit="rec", position=1, leave=False)
+        else:
+            self.line(f"[{cell_id}] started")
+
+    def records(self, cell_id, recs):
+        for r in recs:
+            if r.get("type") in ("step", "sample") and self.inner is not None:
+                self.inner.update(1)
+                if r.get("loss") is not None:
+                    self.inner.set_postfix(loss=f"{r['loss']:.4f}", refresh=False)
+            if r.get("type") == "epoch":
+                val = "-" if r.get("val_loss") is None else f"{r['val_loss']:.4f}"
+                self.line(f"[{cell_id}] epoch {r['epoch']}: {r['time_s']:.2f} s, loss "
+                          f"{r['mean_loss']:.4f}, val {val}, {r['images_per_s']:.1f} img/s")
+            elif r.get("type") == "sample" and r.get("phase") == "measure" and not self.tty:
+                self.line(f"[{cell_id}] {r['sampler']} {r['steps']} steps b{r['batch_size']} "
+                          f"#{r['repeat']}: {r['time_s']:.3f} s")
+
+    def cell_end(self, cell_id, status, wall_s):
+        if self.inner is not None:
+            self.inner.close()
+            self.inner = None
+        if self.outer is not None:
+            self.outer.update(1)
+        self.line(f"[{cell_id}] {status} in {wall_s:.1f} s")
+
+    def close(self):
+        if self.outer is not None:
+            self.outer.close()
+
+
+def run_cell(run_dir, cfg, cell, progress):
+    """Run one cell to completion, timeout or failure; returns its final summary dict."""
+    from bench.monitor import Monitor
+    from bench.monitor import summarize as monitor_summary
+
+    d = res.cell_dir(run_dir, cell.cell_id)
+    if os.path.isdir(d):  # a torn attempt (resume): its partial records would mix with new ones
+        shutil.rmtree(d)
+    os.makedirs(d)
+    threads = resolved_threads(cfg)
+    spec_path = os.path.join(d, res.SPEC)
+    res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
+    stderr_path = os.path.join(d, res.STDERR)
+    timeout_s = cfg["runner"]["timeout_s"]
+    progress.cell_start(cell.cell_id, expected_records(cfg, cell))
+    tail = EventTail(os.path.join(d, res.EVENTS))
+
+    started = time.time()
+    t0 = time.perf_counter()
+    with open(stderr_path, "wb") as err:
+        # stdout joins stderr: frameworks print their complaints (Jittor's "please rerun")
+        # to either, and the failure tail must show them.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.worker", "--cell-dir", d, "--spec-json", spec_path],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+            env=child_env(threads))
+    mon = None
+    if cfg["monitor"]["enabled"]:
+        mon = Monitor(proc.pid, os.path.join(d, res.MONITOR), cfg["monitor"]["interval_s"],
+                      use_gpu=cfg["device"] != "cpu")
+        mon.start()
+    timed_out = False
+    try:
+        while proc.poll() is None:
+            if time.perf_counter() - t0 > timeout_s:
+                timed_out = True
+                _kill_tree(proc)
+                break
+            progress.records(cell.cell_id, tail.poll())
+            time.sleep(POLL_S)
+    except BaseException:  # Ctrl-C: don't leave the worker running
+        _kill_tree(proc)
+        raise
+    finally:
+        if mon is not None:
+            mon.stop()
+    progress.records(cell.cell_id, tail.poll())
+    wall_s = time.perf_counter() - t0
+    rc = proc.returncode
+
+    summary = res.read_summary(run_dir, cell.cell_id)
+    events, _ = res.read_records(os.path.join(d, res.EVENTS))
+    errors = [r for r in events if r.get("type") == "error"]
+    if timed_out:
+        summary = _failed(cell, "timeout", f"timed out after {timeout_s:g} s "
+                          f"(runner.timeout_s)", started, stderr_path)
+    elif summary is None or rc != 0:
+        if errors:
+            why = errors[-1]["message"]
+        elif rc != 0:
+            why = f"worker exited with code {rc}" + (" (killed by a signal; out of memory?)"
+                                                      if rc < 0 else "")
+        else:
+            why = "worker exited 0 without writing a summary (did the framework ask to rerun?)"
+        if summary is not None and rc != 0:
+            why = f"worker exited with code {rc} after writing its summary"
+        summary = _failed(cell, "failed", why, started, stderr_path)
+    summary.setdefault("metrics", {})
+    summary["wall_s"] = wall_s
+    summary["returncode"] = rc
+    if mon is not None:
+        samples, _ = res.read_records(os.path.join(d, res.MONITOR))
+        epochs = [r for r in events if r.get("type") == "epoch"]
+        epochs = [dict(e, t_wall=e["t_start"] + e["time_s"]) for e in epochs]
+        summary["metrics"].update(monitor_summary(samples, epochs))
+        summary["metrics"].update({"gpu": "absent", "gpu_reason": mon.gpu_status.get("reason")}
+                                  if mon.gpu_status["gpu"] == "absent"
+                                  else {"gpu": "present", "gpu_name": mon.gpu_status["name"]})
+    res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
+    progress.cell_end(cell.cell_id, summary["status"], wall_s)
+    return summary
+
+
+def _failed(cell, status, error, started, stderr_path):
+    return {"cell": cell.cell_id, "framework": cell.framework, "workload": cell.workload,
+            "variant": cell.variant, "status": status, "error": error,
+            "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
+            "metrics": {}}
+
+
+def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
+    """Run (or resume) a matrix into run_dir. Returns (exit code, list of summaries)."""
+    if resume:
+        manifest = res.read_json(os.path.join(run_dir, res.MANIFEST))
+        manifest.setdefault("resumed", []).append({"at": time.time(),
+                                                   "command": list(argv) if argv else None})
+        res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
+    else:
+        os.makedirs(os.path.join(run_dir, res.CELLS_DIR))
+        manifest = write_manifest(run_dir, cfg, cells, argv)
+    prog = Progress(len(cells), enabled=progress)
+    prog.line(f"run {run_dir}: {len(cells)} cell(s), {resolved_threads(cfg)} thread(s)")
+    summaries = []
+    try:
+        for cell in cells:
+            done = res.read_summary(run_dir, cell.cell_id) if resume else None
+            if done is not None and done.get("status") == "ok":
+                prog.cell_end(cell.cell_id, "ok (kept from the earlier attempt)",
+                              done.get("wall_s") or 0.0)
+                summaries.append(done)
+                continue
+            summaries.append(run_cell(run_dir, cfg, cell, prog))
+            _record_versions(run_dir, manifest, cell.cell_id)
+    finally:
+        prog.close()
+    failed = [s for s in summaries if s.get("status") != "ok"]
+    return (1 if failed else 0), summaries
+
+
+def cells_from_manifest(manifest):
+    return [Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {})
+            for c in manifest["cells"]]
+
+
+def format_table(summaries):
+    """Plain-text summary of a run for the terminal."""
+    rows = [("cell", "status", "wall s", "key result")]
+    for s in summaries:
+        m = s.get("metrics") or {}
+        if s.get("status") != "ok":
+            key = (s.get("error") or "")[:90]
+        elif s.get("workload") == "train":
+            key = (f"step {m.get('wall_step_median_s', float('nan')):.4f} s "
+                   f"(compute {m.get('compute_median_s', float('nan')):.4f}, data "
+                   f"{m.get('data_wait_median_s', float('nan')):.4f}), compile "
+                   f"{m.get('compile_s') or float('nan'):.2f} s, "
+                   f"{m.get('images_per_s', float('nan')):.1f} img/s, "
+                   f"val loss {m.get('final_val_loss') or float('nan'):.4f}")
+        else:
+            key = "; ".join(f"{r['sampler']}{r['steps']} b{r['batch_size']} "
+                            f"{r['time_median_s']:.3f} s" for r in m.get("runs", [])[:4])
+        if (m.get("others_cpu_percent_mean") or 0) > BUSY_OTHERS_CPU_PERCENT:
+            key += f"  [busy machine: other processes used {m['others_cpu_percent_mean']:.0f}% CPU]"
+        rows.append((s["cell"], s.get("status", "?"), f"{s.get('wall_s') or 0:.1f}", key))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
+                     for r in rows)

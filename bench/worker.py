@@ -1,0 +1,119 @@
+"""One cell in its own process: `python -m bench.worker --cell-dir DIR --spec-json FILE`.
+
+Builds one framework's backend (the only framework this process ever imports), loads the
+canonical seeded weights, runs the workload, streams records to events.jsonl and, on success
+only, writes summary.json atomically. On any failure it records an `error` record and exits
+nonzero; the runner then writes the failed summary. A worker that exits without a summary
+(Jittor's silent "please rerun" exit, a kill) is therefore always a failed cell.
+"""
+import argparse
+import fnmatch
+import os
+import resource
+import sys
+import time
+import traceback
+
+
+def _die_with_parent():
+    """Linux: get SIGKILL when the runner dies, so a killed benchmark leaves no orphan
+    worker burning the CPU the next measurement needs."""
+    try:
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_rss_bytes():
+    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def run_cell(cell_dir, spec):
+    from bench.config import build_specs
+    from bench.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
+
+    cfg, cell = spec["config"], spec["cell"]
+    started = time.time()
+    with RecordWriter(os.path.join(cell_dir, EVENTS)) as out:
+        try:
+            for pattern in cfg["debug"]["raise_in"]:
+                if fnmatch.fnmatch(cell["cell"], pattern):
+                    raise RuntimeError(f"debug.raise_in: cell {cell['cell']} matches "
+                                       f"{pattern!r} (deliberate failure)")
+            unet, diffusion, optim = build_specs(cfg)
+            from models.common.weights import count_params, init_weights
+            from models.registry import load_backend
+
+            Backend = load_backend(cell["framework"])
+            backend = Backend(unet, diffusion, optim, device=cfg["device"],
+                              threads=spec["threads"], seed=cfg["seed"])
+            out.write("start", framework=cell["framework"], workload=cell["workload"],
+                      variant=cell["variant"], options=cell["options"], device=backend.device,
+                      pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
+                      params=count_params(unet))
+            backend.load_weights(init_weights(unet, seed=cfg["seed"]))
+            backend.sync()
+            backend.reset_peak_memory()
+
+            from bench import workloads
+
+            if cell["workload"] == "train":
+                metrics = workloads.run_train(backend, cfg, cell["options"].get("loader",
+                                                                                "shared"), out)
+            elif cell["workload"] == "sample":
+                metrics = workloads.run_sample(backend, cfg, out)
+            elif cell["workload"] == "quality":
+                from bench.quality import run_quality
+
+                if cfg["quality"]["checkpoint"]:
+                    from bench.checkpoint import read_checkpoint, restore
+
+                    restore(backend, read_checkpoint(cfg["quality"]["checkpoint"]))
+                metrics = run_quality(backend, cfg["quality"], cfg["data"], out, cell_dir,
+                                      seed=cfg["seed"])
+            else:
+                raise ValueError(f"unknown workload {cell['workload']!r}")
+
+            mem = dict(backend.memory_stats())
+            mem["peak_rss_bytes"] = peak_rss_bytes()
+            out.write("memory", **mem)
+            metrics.update(mem)
+            metrics["device"] = backend.device
+        except BaseException as e:  # noqa: BLE001 - record everything, incl. SystemExit
+            if isinstance(e, SystemExit):
+                # Jittor's "please rerun your command" is sys.exit(0) from inside its import.
+                message = f"SystemExit({e.code}) raised inside the worker (framework exited)"
+            else:
+                message = f"{type(e).__name__}: {e}"
+            out.write("error", message=message, traceback=traceback.format_exc())
+            traceback.print_exc()
+            return 1
+    summary = {"cell": cell["cell"], "framework": cell["framework"],
+               "workload": cell["workload"], "variant": cell["variant"], "status": "ok",
+               "error": None, "started": started, "finished": time.time(), "metrics": metrics}
+    write_json_atomic(os.path.join(cell_dir, SUMMARY), summary)
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
+    ap.add_argument("--cell-dir", required=True)
+    ap.add_argument("--spec-json", required=True,
+                    help="path to the cell's spec.json: {cell, config, threads}")
+    args = ap.parse_args(argv)
+    _die_with_parent()
+    import json
+
+    with open(args.spec_json) as f:
+        spec = json.load(f)
+    return run_cell(args.cell_dir, spec)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The workloads a cell runs, framework-free: everything goes through the backend interface.
+
+train   epochs x steps. Iteration 0 is recorded as phase "compile" (first call: graph
+        building, kernel compilation, allocator warm-up), the next train.warmup_steps as
+        "warmup", the rest as "measure"; only "measure" steps enter the statistics.
+sample  for each sampler setting x step count x batch size: sample.warmup unmeasured chains,
+        then sample.repeats measured chains.
+
+Each function streams records through `out.write(type, **fields)` and returns the metrics
+for the cell's summary.
+"""
+import time
+
+import numpy as np
+
+from bench import data as datamod
+from bench.timer import timed_chain, timed_train_step
+
+
+def _stats(values, prefix):
+    """median / IQR / p95 / mean of a list of seconds, keyed with a prefix."""
+    if not values:
+        return {}
+    a = np.asarray(values, dtype=float)
+    q25, q50, q75, q95 = np.percentile(a, [25, 50, 75, 95])
+    return {f"{prefix}_median_s": float(q50), f"{prefix}_iqr_s": float(q75 - q25),
+            f"{prefix}_p95_s": float(q95), f"{prefix}_mean_s": float(a.mean())}
+
+
+def phase_of(global_step, warmup_steps):
+    if global_step == 0:
+        return "compile"
+    return "warmup" if global_step <= warmup_steps else "measure"
+
+
+def run_train(backend, cfg, loader, out):
+    """Benchmark training. Returns summary metrics."""
+    unet, T, seed = backend.unet_spec, backend.diffusion_spec.timesteps, cfg["seed"]
+    dcfg, tcfg = cfg["data"], cfg["train"]
+    bs = tcfg["batch_size"]
+    delay_s = cfg["debug"]["inject_delay_s"]
+
+    images = datamod.load_images(dcfg, unet.image_size, unet.in_channels, seed)
+    train_images, val_images = datamod.split(images, dcfg["val_fraction"], seed)
+    if loader == "shared":
+        batches = datamod.SharedBatches(train_images, bs, T, seed, hflip=dcfg["hflip"])
+    else:
+        batches = datamod.NativeBatches(
+            backend, train_images, bs, T, seed, num_workers=dcfg["num_workers"],
+            pin_memory=dcfg["pin_memory"], persistent_workers=dcfg["persistent_workers"])
+    val = datamod.validation_batches(val_images, bs, tcfg["val_batches"], T, seed)
+    steps_per_epoch = tcfg["steps_per_epoch"] or len(train_images) // bs
+    out.write("train_info", loader=loader, train_images=len(train_images),
+              val_images=len(val_images), steps_per_epoch=steps_per_epoch,
+              epochs=tcfg["epochs"], batch_size=bs)
+
+    measured = {"wall": [], "data_wait": [], "compute": [], "dispatch": []}
+    compile_s, warmup_wall, epoch_rows = None, [], []
+    global_step = 0
+    for epoch in range(1, tcfg["epochs"] + 1):
+        t_start = time.time()
+        t0 = time.perf_counter()
+        losses, n_measured = [], 0
+        for _ in range(steps_per_epoch):
+            phase = phase_of(global_step, tcfg["warmup_steps"])
+            loss_t, _, tm = timed_train_step(backend, batches, inject_delay_s=delay_s)
+            loss = backend.loss_value(loss_t)  # after the clock stopped (it syncs)
+            losses.append(loss)
+            out.write("step", phase=phase, epoch=epoch, step=global_step, wall_s=tm.wall_s,
+                      data_wait_s=tm.data_wait_s, compute_s=tm.compute_s,
+                      dispatch_s=tm.dispatch_s, loss=loss, images=bs)
+            if phase == "compile":
+                compile_s = tm.wall_s
+            elif phase == "warmup":
+                warmup_wall.append(tm.wall_s)
+            else:
+                n_measured += 1
+                for k in measured:
+                    measured[k].append(getattr(tm, f"{k}_s"))
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss} at step {global_step}")
+            global_step += 1
+        epoch_s = time.perf_counter() - t0
+        tv = time.perf_counter()
+        val_loss = None
+        if val:
+            val_loss = float(np.mean([
+                backend.eval_loss(backend.to_device(x0), t, backend.to_device(noise))
+                for x0, t, noise in val]))
+        val_s = time.perf_counter() - tv
+        images_done = steps_per_epoch * bs
+        row = out.write("epoch", epoch=epoch, t_start=t_start, time_s=epoch_s,
+                        steps=steps_per_epoch, measured_steps=n_measured,
+                        mean_loss=float(np.mean(losses)), val_loss=val_loss, val_time_s=val_s,
+                        images=images_done, images_per_s=images_done / epoch_s)
+        epoch_rows.append(row)
+
+    metrics = {"loader": loader, "batch_size": bs, "steps_total": global_step,
+               "steps_measured": len(measured["wall"]), "compile_s": compile_s,
+               "warmup_step_median_s": float(np.median(warmup_wall)) if warmup_wall else None}
+    for k, vals in measured.items():
+        metrics.update(_stats(vals, f"{k}_step" if k == "wall" else k))
+    if measured["wall"]:
+        metrics["images_per_s"] = bs / metrics["wall_step_median_s"]
+    # Epoch 1 carries compile + warm-up; with more epochs, quote the steady ones.
+    steady = epoch_rows[1:] or epoch_rows
+    metrics["epoch_time_median_s"] = float(np.median([e["time_s"] for e in steady]))
+    metrics["epoch_images_per_s_median"] = float(np.median([e["images_per_s"] for e in steady]))
+    metrics["first_epoch_time_s"] = epoch_rows[0]["time_s"]
+    metrics["final_train_loss"] = epoch_rows[-1]["mean_loss"]
+    metrics["final_val_loss"] = epoch_rows[-1]["val_loss"]
+    return metrics
+
+
+def run_sample(backend, cfg, out):
+    """Benchmark sampling chains. Returns summary metrics (one entry per setting and batch)."""
+    from models.common.diffusion import sampler_plan
+
+    spec, unet = backend.diffusion_spec, backend.unet_spec
+    scfg = cfg["sample"]
+    delay_s = cfg["debug"]["inject_delay_s"]
+    shape = (unet.in_channels, unet.image_size, unet.image_size)
+    results = []
+    for run in scfg["runs"]:
+        for steps in run["steps"] or [spec.timesteps]:
+            plan = sampler_plan(spec, run["sampler"], steps, run["eta"], run["skip"],
+                                run["variance"])
+            eta = run["eta"] if run["sampler"] == "ddim" else None
+            variance = (run["variance"] or spec.variance) if run["sampler"] == "ddpm" else None
+            for bs in scfg["batch_sizes"]:
+                times = []
+                for i in range(scfg["warmup"] + scfg["repeats"]):
+                    phase = "warmup" if i < scfg["warmup"] else "measure"
+                    secs, x = timed_chain(backend, plan, bs, shape, ema=scfg["ema"],
+                                          inject_delay_s=delay_s)
+                    finite = bool(np.isfinite(backend.to_numpy(x)).all())
+                    out.write("sample", sampler=run["sampler"], steps=len(plan), eta=eta,
+                              skip=run["skip"], variance=variance, batch_size=bs, repeat=i,
+                              phase=phase, time_s=secs, per_step_s=secs / len(plan),
+                              images_per_s=bs / secs, finite=finite)
+                    if not finite:
+                        raise FloatingPointError(f"{run['sampler']} {steps} steps produced "
+                                                 "non-finite samples")
+                    if phase == "measure":
+                        times.append(secs)
+                t = np.asarray(times)
+                q25, q50, q75 = np.percentile(t, [25, 50, 75])
+                results.append({"sampler": run["sampler"], "steps": len(plan), "eta": eta,
+                                "skip": run["skip"], "variance": variance, "batch_size": bs,
+                                "time_median_s": float(q50), "time_iqr_s": float(q75 - q25),
+                                "per_step_median_s": float(q50 / len(plan)),
+                                "images_per_s": float(bs / q50)})
+    return {"runs": results, "chains_measured": sum(1 for _ in results) * scfg["repeats"]}

@@ -1,0 +1,85 @@
+"""Shared helpers for the harness tests: tiny configs, running the real CLI, one shared run.
+
+Every run goes through `harness.py` in a subprocess (the real code path: argument parsing,
+validation, one worker process per cell). Models are tiny so a cell costs seconds.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+# A UNet small enough for tests on 2 shared cores, big enough to exercise attention and both
+# resolution levels.
+TINY_MODEL = {"image_size": 8, "in_channels": 1, "base_channels": 8, "ch_mult": [1, 2],
+              "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 4}
+# The quick config's model: compute clearly dominates Jittor's graph building (sync test).
+SMALL_MODEL = {"image_size": 16, "in_channels": 3, "base_channels": 32, "ch_mult": [1, 2, 2],
+               "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0, "norm_groups": 8}
+
+
+def tiny_config(results_dir, **sections):
+    """A complete, fast config; keyword sections are merged one level deep."""
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "threads": 2,
+        "frameworks": ["torch"],
+        "workloads": ["train", "sample"],
+        "model": dict(TINY_MODEL),
+        "diffusion": {"timesteps": 50},
+        "optim": {"warmup_steps": 10},
+        "data": {"source": "synthetic", "num_samples": 40, "val_fraction": 0.2},
+        "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_steps": 1,
+                  "val_batches": 1},
+        "sample": {"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0},
+                            {"sampler": "ddpm", "steps": [3]}],
+                   "batch_sizes": [2], "repeats": 2, "warmup": 1},
+        "monitor": {"enabled": True, "interval_s": 0.1},
+        "runner": {"timeout_s": 900, "results_dir": str(results_dir)},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(path, cfg):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return str(path)
+
+
+def harness(*args, timeout=600, **kw):
+    """Run harness.py with the project's python; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(REPO, "harness.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+def run_dirs(results_dir):
+    if not os.path.isdir(results_dir):
+        return []
+    return sorted(os.path.join(results_dir, d) for d in os.listdir(results_dir))
+
+
+@pytest.fixture(scope="session")
+def both_frameworks_run(tmp_path_factory):
+    """One real run of both frameworks (train + sample), shared by test_harness and
+    test_timing: the slowest thing in these tests, so it happens once."""
+    root = tmp_path_factory.mktemp("both")
+    cfg = tiny_config(root / "results", name="both", frameworks=["torch", "jittor"],
+                      model=SMALL_MODEL, data={"num_samples": 48, "val_fraction": 0.25},
+                      train={"epochs": 2, "steps_per_epoch": 4, "batch_size": 8,
+                             "warmup_steps": 2, "val_batches": 1})
+    cfg["diffusion"] = {"timesteps": 100}
+    path = write_config(root / "both.yaml", cfg)
+    proc = harness("bench", path)
+    dirs = run_dirs(root / "results")
+    return {"proc": proc, "run_dir": dirs[0] if dirs else None, "config": cfg}

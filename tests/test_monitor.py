@@ -1,0 +1,79 @@
+"""The monitor samples a real child process tree; energy integrates power samples."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bench import monitor as M
+from bench.results import read_records
+
+# A child that allocates ~80 MB, then starts a grandchild, then burns CPU for ~1.5 s.
+CHILD = textwrap.dedent("""
+    import subprocess, sys, time
+    block = bytearray(80 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)"])
+    t0 = time.time()
+    x = 0
+    while time.time() - t0 < 1.5:
+        x += 1
+    grandchild.kill()
+""")
+
+
+def test_monitor_records_cpu_and_rss_of_the_child_tree(tmp_path):
+    path = tmp_path / "monitor.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD])
+    with M.Monitor(proc.pid, str(path), interval_s=0.1, use_gpu=False) as mon:
+        proc.wait(timeout=60)
+    recs, skipped = read_records(str(path))
+    assert skipped == 0 and mon.samples == len(recs) >= 5
+    assert all(r["type"] == "monitor" for r in recs)
+    assert [r["t_wall"] for r in recs] == sorted(r["t_wall"] for r in recs)
+    assert max(r["cpu_percent"] for r in recs) > 50  # the busy loop
+    assert max(r["rss_bytes"] for r in recs) > 80 * 1024 * 1024
+    assert max(r["num_procs"] for r in recs) >= 2  # the grandchild was seen
+    # the whole machine was at least as busy as the child (same unit: 100 = one core)
+    assert max(r["host_cpu_percent"] for r in recs) > 50
+    assert M.summarize(recs)["others_cpu_percent_mean"] >= 0
+    assert mon.gpu_status == {"gpu": "absent", "reason": "device=cpu"}
+    assert "gpu_util_percent" not in recs[0]
+
+
+def test_monitor_without_nvml_reports_gpu_absent(tmp_path):
+    nvml, status = M.open_nvml(use_gpu=True)
+    if nvml is not None:  # a GPU machine: the NVML path must produce numbers
+        sample = nvml.sample(set())
+        nvml.close()
+        assert status["gpu"] == "present" and sample["gpu_mem_used_bytes"] > 0
+    else:
+        assert status["gpu"] == "absent" and status["reason"]
+
+
+def test_monitor_refuses_intervals_finer_than_nvml_resolution(tmp_path):
+    with pytest.raises(ValueError, match="duty cycle"):
+        M.Monitor(1, str(tmp_path / "m.jsonl"), interval_s=0.01)
+
+
+def test_energy_from_power_and_from_the_counter():
+    power = [{"t_wall": t, "power_w": 100.0} for t in range(0, 11)]
+    assert M.energy_between(power, 2.0, 7.0) == pytest.approx(500.0)
+    ramp = [{"t_wall": t, "power_w": 10.0 * t} for t in range(0, 11)]
+    assert M.energy_between(ramp, 0.0, 10.0) == pytest.approx(500.0)  # trapezoid is exact
+    counter = [{"t_wall": t, "energy_j_counter": 1000.0 + 50.0 * t, "power_w": 1.0}
+               for t in range(0, 11)]
+    assert M.energy_between(counter, 1.0, 3.0) == pytest.approx(100.0)  # counter wins
+    assert M.energy_between([{"t_wall": 0, "cpu_percent": 5}], 0, 1) is None
+
+
+def test_summarize_energy_per_epoch_and_image():
+    samples = [{"t_wall": float(t), "cpu_percent": 100.0, "rss_bytes": 10 + t, "power_w": 200.0}
+               for t in range(0, 21)]
+    epochs = [{"t_wall": 10.0, "time_s": 10.0, "images": 80},
+              {"t_wall": 20.0, "time_s": 10.0, "images": 80}]
+    out = M.summarize(samples, epochs)
+    assert out["energy_j_per_epoch"] == pytest.approx([2000.0, 2000.0])
+    assert out["energy_j_per_image"] == pytest.approx(25.0)
+    assert out["rss_peak_bytes_monitor"] == 30 and out["power_w_peak"] == 200.0
