@@ -1,0 +1,117 @@
+"""Read a results directory (docs/ARCHITECTURE.md "Results layout") into pandas.
+
+A thin, tolerant reader: a worker killed mid-write leaves a torn last line, a cell that never
+finished has no summary.json, a run may lack its manifest. None of that is an error here; the
+report says what is missing. `load_run` is the one entry point so it can later be swapped for
+`bench.results.load_run` without touching tables/plots.
+"""
+from dataclasses import dataclass, field
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.results import read_records
+
+
+class ReportInputError(ValueError):
+    """The run directory cannot be reported on at all (missing, or not a results dir)."""
+
+
+@dataclass
+class RunData:
+    run_dir: Path
+    run_id: str
+    manifest: dict            # {} when manifest.json is missing or unreadable
+    cells: pd.DataFrame       # one row per cell: cell, framework, workload, variant, status, error
+    records: pd.DataFrame     # every record of every cell (events + monitor), tidy
+    problems: list = field(default_factory=list)   # human-readable notes on damaged files
+
+
+CELL_COLUMNS = ["cell", "framework", "workload", "variant", "status", "error", "dir"]
+
+
+def read_jsonl(path: Path, problems: list) -> list:
+    """JSON lines -> list of dicts (bench.results.read_records). One unparseable line is what
+    an interrupted append leaves (a torn last line) and is dropped silently; more are noted."""
+    records, skipped = read_records(str(path))
+    if skipped > 1:
+        problems.append(f"{path}: {skipped} lines not valid JSON, skipped")
+    return records
+
+
+def _read_json(path: Path, problems: list):
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        problems.append(f"{path}: unreadable ({exc})")
+        return None
+
+
+def _split_cell_id(cell_id: str):
+    # Cell id: <framework>-<workload>[-<variant>]; only a fallback when records say nothing.
+    parts = cell_id.split("-", 2)
+    return (parts + [None, None])[:3]
+
+
+def load_run(run_dir) -> RunData:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportInputError(f"{run_dir}: no such results directory "
+                               "(expected results/<run-id>/ with manifest.json and cells/)")
+    problems: list = []
+    manifest = _read_json(run_dir / "manifest.json", problems)
+    cells_dir = run_dir / "cells"
+    if manifest is None and not cells_dir.is_dir():
+        raise ReportInputError(f"{run_dir}: not a results directory "
+                               "(neither manifest.json nor cells/ found)")
+    if not isinstance(manifest, dict):
+        if (run_dir / "manifest.json").exists():
+            problems.append(f"{run_dir / 'manifest.json'}: not a JSON object")
+        manifest = {}
+
+    cell_rows, frames = [], []
+    cell_dirs = sorted(p for p in cells_dir.iterdir() if p.is_dir()) if cells_dir.is_dir() else []
+    for cdir in cell_dirs:
+        cell_id = cdir.name
+        events = read_jsonl(cdir / "events.jsonl", problems) if (cdir / "events.jsonl").exists() else []
+        monitor = read_jsonl(cdir / "monitor.jsonl", problems) if (cdir / "monitor.jsonl").exists() else []
+        summary = _read_json(cdir / "summary.json", problems)
+        summary = summary if isinstance(summary, dict) else {}
+        start = next((r for r in events if r.get("type") == "start"), {})
+        fw, wl, var = _split_cell_id(cell_id)
+        framework = summary.get("framework") or start.get("framework") or fw
+        workload = summary.get("workload") or start.get("workload") or wl
+        variant = summary.get("variant", var)
+        if summary:
+            status, error = summary.get("status", "unknown"), summary.get("error")
+        else:
+            status, error = "unfinished", "no summary.json: the cell did not finish"
+        if not error:
+            err = next((r for r in reversed(events) if r.get("type") == "error"), None)
+            if err:
+                error = err.get("message") or err.get("traceback")
+        cell_rows.append({"cell": cell_id, "framework": str(framework), "workload": str(workload),
+                          "variant": variant, "status": str(status), "error": error,
+                          "dir": str(cdir)})
+        recs = [dict(r, source="events") for r in events] + \
+               [dict(r, source="monitor", type=r.get("type", "monitor")) for r in monitor]
+        if recs:
+            df = pd.DataFrame.from_records(recs)
+            df["cell"], df["framework"], df["workload"] = cell_id, str(framework), str(workload)
+            frames.append(df)
+
+    cells = pd.DataFrame(cell_rows, columns=CELL_COLUMNS)
+    records = pd.concat(frames, ignore_index=True, sort=False) if frames else \
+        pd.DataFrame(columns=["type", "t_wall", "cell", "framework", "workload", "source"])
+    run_id = str(manifest.get("run_id") or run_dir.resolve().name)
+    return RunData(run_dir, run_id, manifest, cells, records, problems)
+
+
+def of_type(records: pd.DataFrame, record_type: str) -> pd.DataFrame:
+    """Records of one type, with only the columns that type actually filled."""
+    if records.empty or "type" not in records:
+        return records.iloc[0:0]
+    return records[records["type"] == record_type].dropna(axis=1, how="all")

@@ -1,0 +1,255 @@
+"""Assemble the report sections and write report.md (+ PNGs) and a self-contained report.html."""
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jinja2
+
+from bench.report import fmt, plots, tables
+from bench.report.load import ReportInputError, RunData, load_run
+
+TEMPLATES = Path(__file__).parent / "templates"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_SAMPLE_GRIDS = 12
+MAX_GRID_BYTES = 8 * 1024 * 1024
+MAX_ERROR_CHARS = 4000
+
+
+def default_out_dir(run: RunData) -> Path:
+    return Path("reports") / _safe(run.run_id)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a user string (cell ids, run ids, sample file names)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "x"
+
+
+# ---------------------------------------------------------------- sections
+
+def build_sections(run: RunData, out_dir: Path, baseline: str) -> list:
+    return [overview(run), environment(run), training(run, out_dir, baseline),
+            sampling(run, out_dir, baseline), resources(run, out_dir),
+            quality(run, out_dir), failures(run)]
+
+
+def overview(run: RunData) -> fmt.Section:
+    s = fmt.Section("Overview", "overview")
+    n = len(run.cells)
+    n_ok = int((run.cells["status"] == "ok").sum()) if n else 0
+    s.intro = (f"{n} cell(s) in this run, {n_ok} finished OK." if n else
+               "This run has no cells: nothing was measured.")
+    t = tables.cells_table(run)
+    if t:
+        t.caption = "A cell is one framework × workload (× variant), run in its own process."
+        s.blocks.append(t)
+    if not tables.has_gpu(run):
+        s.blocks.append(fmt.Note("No GPU in this run: GPU utilisation, device memory and energy "
+                                 "are not measured; CPU utilisation and host memory are shown instead."))
+    for p in run.problems:
+        s.blocks.append(fmt.Note(f"Damaged record file: {p}"))
+    return s
+
+
+def environment(run: RunData) -> fmt.Section:
+    s = fmt.Section("Environment", "environment")
+    t = tables.environment_table(run)
+    if t:
+        s.blocks.append(t)
+    else:
+        s.blocks.append(fmt.Note("manifest.json is missing or unreadable: the environment of "
+                                 "this run is unknown."))
+    ft = tables.frameworks_table(run)
+    if ft:
+        ft.caption = "Device and versions as each worker reported them when it started."
+        s.blocks.append(ft)
+    config = run.manifest.get("config")
+    if config is not None:
+        s.blocks.append(fmt.Code(_as_yaml(config), summary="Full configuration of the run"))
+    return s
+
+
+def _as_yaml(obj) -> str:
+    """Configs are written in YAML, so show them that way (JSON if PyYAML is missing)."""
+    try:
+        import yaml
+        return yaml.safe_dump(obj, sort_keys=False, default_flow_style=None, width=100)
+    except Exception:   # PyYAML absent or an object it cannot represent
+        return json.dumps(obj, indent=2, default=str)
+
+
+def training(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
+    s = fmt.Section("Training", "training")
+    if tables.cells_of(run, "train").empty:
+        s.blocks.append(fmt.Note("The training workload was not run in this run."))
+        return s
+    t = tables.training_table(run, baseline)
+    if t is None:
+        s.blocks.append(fmt.Note("No training numbers: the training cells recorded nothing."))
+        return s
+    s.blocks.append(t)
+    for fn in (plots.step_breakdown, plots.loss_per_step, plots.loss_per_epoch,
+               plots.time_per_step, plots.time_per_epoch):
+        s.blocks.append(fn(run, out_dir))
+    return s
+
+
+def sampling(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
+    s = fmt.Section("Sampling", "sampling")
+    if tables.cells_of(run, "sample").empty and tables.of_type(run.records, "sample").empty:
+        s.blocks.append(fmt.Note("The sampling workload was not run in this run."))
+        return s
+    t = tables.sampling_table(run, baseline)
+    if t is None:
+        s.blocks.append(fmt.Note("No sampling numbers: the sampling cells recorded no measured batch."))
+        return s
+    s.blocks += [t, plots.sampling_vs_steps(run, out_dir)]
+    return s
+
+
+def resources(run: RunData, out_dir: Path) -> fmt.Section:
+    s = fmt.Section("Memory and utilisation", "resources")
+    t = tables.memory_table(run)
+    s.blocks.append(t or fmt.Note("No memory numbers: no cell recorded memory or monitor samples."))
+    s.blocks += [plots.utilisation(run, out_dir), plots.memory_over_time(run, out_dir)]
+    return s
+
+
+def quality(run: RunData, out_dir: Path) -> fmt.Section:
+    s = fmt.Section("Quality (FID) and samples", "quality")
+    t = tables.fid_table(run)
+    if t:
+        s.blocks += [t, plots.fid_vs_steps(run, out_dir)]
+    else:
+        s.blocks.append(fmt.Note("No FID in this run (the quality workload was not run or "
+                                 "recorded no `fid` record)."))
+    grids = copy_sample_grids(run, out_dir)
+    s.blocks += grids or [fmt.Note("No sample grids in this run.")]
+    return s
+
+
+def copy_sample_grids(run: RunData, out_dir: Path) -> list:
+    """Sample-grid figures first (they sit side by side in HTML), then notes on skipped files."""
+    out, notes = [], []
+    for _, c in run.cells.iterrows():
+        for png in sorted((Path(c["dir"]) / "samples").glob("*.png")):
+            if len(out) >= MAX_SAMPLE_GRIDS:
+                notes.append(fmt.Note(f"Only the first {MAX_SAMPLE_GRIDS} sample grids are shown."))
+                return out + notes
+            try:
+                if png.stat().st_size > MAX_GRID_BYTES or png.read_bytes()[:8] != PNG_SIGNATURE:
+                    notes.append(fmt.Note(f"Sample file {c['cell']}/samples/{png.name} skipped "
+                                        "(not a PNG, or larger than 8 MiB)."))
+                    continue
+            except OSError:
+                continue
+            name = f"samples-{_safe(c['cell'])}-{_safe(png.stem)}.png"
+            shutil.copyfile(png, out_dir / name)
+            out.append(fmt.Figure(name, f"Samples from {c['cell']} ({png.name})"))
+    return out + notes
+
+
+def failures(run: RunData) -> fmt.Section:
+    s = fmt.Section("Failed cells", "failures")
+    failed = tables.failed_cells(run)
+    if failed.empty:
+        s.blocks.append(fmt.Note("No failed cells." if len(run.cells) else "No cells at all."))
+        return s
+    s.blocks.append(fmt.Table(
+        ["cell", "framework", "workload", "status", "error"],
+        [[c["cell"], c["framework"], c["workload"], c["status"], tables.first_line(c["error"])]
+         for _, c in failed.iterrows()], numeric=False))
+    for _, c in failed.iterrows():
+        text = _error_text(run, c)
+        if text:
+            s.blocks.append(fmt.Code(text, summary=f"Error of {c['cell']}", open=True))
+    return s
+
+
+def _error_text(run: RunData, cell) -> str:
+    """The error record's traceback (else the summary's error), then the tail of stderr.log:
+    what a user needs to act on. Empty when that would only repeat the table's one line."""
+    errors = tables.cell_records(run, cell["cell"], "error")
+    text = ""
+    if not errors.empty:
+        e = errors.iloc[-1]
+        text = "\n".join(str(e[k]) for k in ("message", "traceback")
+                         if k in e and isinstance(e[k], str) and e[k])
+    if not text and isinstance(cell["error"], str):
+        text = cell["error"]
+    stderr = Path(cell["dir"]) / "stderr.log"
+    tail = stderr.read_text(errors="replace")[-MAX_ERROR_CHARS:].strip() if stderr.exists() else ""
+    if tail and tail not in text:
+        text = (text + "\n\n" if text else "") + "stderr.log (last lines):\n" + tail
+    if len(text) > 2 * MAX_ERROR_CHARS:
+        text = "…" + text[-2 * MAX_ERROR_CHARS:]
+    return "" if text.strip() == tables.first_line(cell["error"]) else text
+
+
+# ---------------------------------------------------------------- output
+
+def md_escape(text) -> str:
+    """For markdown text and table cells: no raw HTML, no broken tables."""
+    s = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return s.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def md_slug(title) -> str:
+    """The anchor a code host (GitHub, GitLab) gives a heading."""
+    return re.sub(r"[^\w\- ]", "", str(title).strip().lower()).replace(" ", "-")
+
+
+def md_fence(text) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", str(text))), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _env(autoescape: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             autoescape=autoescape, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["md"] = md_escape
+    env.filters["fence"] = md_fence
+    env.filters["slug"] = md_slug
+    return env
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+DEFAULT_BASELINE = "torch"
+
+
+def write_report(run_dir, out_dir=None, baseline: str | None = None) -> dict:
+    """Build the report of one results directory into out_dir (default reports/<run-id>).
+
+    baseline: the framework ratios divide by; None = torch, or the first framework by name
+    when the run has no torch cell. Returns {"out_dir", "markdown", "html", "images": [Path]}.
+    Raises ReportInputError (a ValueError) for an unusable run_dir or a baseline that is not
+    a framework of the run."""
+    run = load_run(run_dir)
+    frameworks = sorted(set(run.cells["framework"])) if len(run.cells) else []
+    if baseline is None:
+        baseline = DEFAULT_BASELINE if DEFAULT_BASELINE in frameworks or not frameworks \
+            else frameworks[0]
+    elif frameworks and baseline not in frameworks:
+        raise ReportInputError(f"baseline={baseline!r} is not a framework of {run.run_dir}; "
+                               f"valid: {', '.join(frameworks)}")
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = build_sections(run, out_dir, baseline)
+
+    figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
+    context = {"run": run, "sections": sections, "baseline": baseline,
+               "title": f"diffbench report: {run.run_id}",
+               "config_name": run.manifest.get("config_name") or run.manifest.get("config_path"),
+               "colors": plots.framework_colors(run.cells["framework"]) if len(run.cells) else {}}
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path.write_text(_env(False).get_template("report.md.j2").render(**context), encoding="utf-8")
+    uris = {f.name: _data_uri(out_dir / f.name) for f in figures}
+    html = _env(True).get_template("report.html.j2").render(**context, image_uri=uris.__getitem__)
+    html_path.write_text(html, encoding="utf-8")
+    return {"out_dir": out_dir, "markdown": md_path, "html": html_path,
+            "images": [out_dir / f.name for f in figures]}

@@ -1,0 +1,58 @@
+"""End to end through the CLI: a real run -> its report; the quality workload -> FID records;
+a training run -> `harness.py fid`."""
+import json
+import os
+import re
+
+import pytest
+
+from bench.results import read_records
+from tests.conftest import harness, run_dirs, tiny_config, write_config
+
+
+def test_report_of_a_real_run(both_frameworks_run, tmp_path):
+    run_dir = both_frameworks_run["run_dir"]
+    out = tmp_path / "report"
+    proc = harness("report", run_dir, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    for fw in ("torch", "jittor"):
+        assert re.search(rf"\|\s*{fw}\b", md), f"no table row for {fw}"
+    assert "95% CI" in md or "CI" in md  # ratio column with its confidence interval
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert images and all((out / p).is_file() for p in images)
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # self-contained
+    assert html.count("data:image/png;base64,") >= len(set(images))
+
+
+def test_report_of_a_missing_dir_is_bad_input(tmp_path):
+    proc = harness("report", tmp_path / "nope")
+    assert proc.returncode == 2 and "no such results directory" in proc.stderr
+
+
+def test_quality_workload_writes_fid_records_for_both_frameworks(tmp_path):
+    cfg = tiny_config(tmp_path / "results", name="quality", frameworks=["torch", "jittor"],
+                      workloads=["quality"],
+                      quality={"steps": [2, 4], "num_images": 6, "batch_size": 6,
+                               "num_reference": 6, "reference": "synthetic:test"})
+    proc = harness("bench", write_config(tmp_path / "q.yaml", cfg), "--quiet", timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = run_dirs(tmp_path / "results")
+    for fw in ("torch", "jittor"):
+        recs, _ = read_records(os.path.join(run, "cells", f"{fw}-quality", "events.jsonl"))
+        fids = [r for r in recs if r["type"] == "fid"]
+        assert [r["steps"] for r in fids] == [2, 4]
+        for r in fids:
+            assert r["framework"] == fw and r["num_images"] == 6 and r["fid"] > 0
+            assert r["extractor"] and r["reference"].startswith("synthetic")
+        assert os.path.isfile(os.path.join(run, "cells", f"{fw}-quality", "samples",
+                                           "ddim-0002.png"))
+
+
+def test_fid_command_rejects_a_run_without_checkpoints(tmp_path, both_frameworks_run):
+    run_dir = both_frameworks_run["run_dir"]
+    proc = harness("fid", run_dir, "--frameworks", "torch")
+    assert proc.returncode == 2 and "no checkpoint for ['torch']" in proc.stderr
+    proc = harness("fid", run_dir, "--set", "quality.bogus=1")
+    assert proc.returncode == 2 and "quality.<key>" in proc.stderr
