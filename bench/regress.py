@@ -1,0 +1,562 @@
+"""The regression gate: compare a candidate's timings with a baseline's, per cell and metric.
+
+    harness.py compare BASELINE CANDIDATE [--threshold 10%] [--alpha 0.01] [--normalize]
+                       [--markdown FILE] [--report-only] [--strict]
+    python -m bench.regress ...   (the same)
+
+BASELINE and CANDIDATE are both either run folders (results/<run-id>/, read through
+bench.results.load_run) or pytest-benchmark JSON files (benchmarks/run_micro.py, or
+`pytest benchmarks --benchmark-json`). What is compared, per cell:
+
+    run folder   train cells: step_wall_s and step_compute_s of every measured step;
+                 sample cells: chain_time_s[<sampler>,<steps> steps,b<batch>...] of every
+                 measured chain
+    micro JSON   cell = the benchmark's name (e.g. test_train_step[torch]),
+                 metric time_s = every round's time (stats.data)
+
+For each (cell, metric): the relative change of the medians and a two-sided Mann-Whitney U
+test (scipy) of the two sets of samples. The verdict is
+    regression        change > +threshold and p < alpha
+    improvement       change < -threshold and p < alpha
+    unchanged         |change| <= threshold (whatever p says: too small to matter)
+    not significant   |change| > threshold but p >= alpha (noise could explain it)
+    too few samples   even a complete separation could not reach p < alpha at these n
+and rows a side lacks are reported as "missing in baseline/candidate" (or "failed in
+candidate" and the like for cells that did not finish ok), never skipped.
+
+Exit status: 1 if any row is a regression (or, with --strict, the candidate lacks or failed
+something the baseline has); 0 otherwise or with --report-only; 2 for bad input.
+
+Across machines: each side carries its hardware (CPU model, usable CPUs, threads, GPU names)
+and a calibration score (bench/calibrate.py); differing hardware prints a warning, and
+--normalize divides every time by its own side's score.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_THRESHOLD = 0.10
+DEFAULT_ALPHA = 0.01
+
+REGRESSION, IMPROVEMENT = "regression", "improvement"
+UNCHANGED, NOT_SIGNIFICANT, TOO_FEW = "unchanged", "not significant", "too few samples"
+
+
+class BadInput(ValueError):
+    """A path or option the gate cannot use; str() is the one-line message (exit 2)."""
+
+
+# ------------------------------------------------------------------------------------ sides
+
+@dataclass
+class Side:
+    """One result set, reduced to what the gate compares."""
+
+    path: str
+    kind: str  # "run" | "micro"
+    samples: dict  # (cell, metric) -> list of seconds
+    cell_status: dict  # cell -> "ok" | "failed" | "timeout" | "missing"
+    hardware: dict = field(default_factory=dict)  # cpu_model, cpu_count_usable, threads, gpu_names
+    calibration: dict = None  # bench.calibrate.calibration() output, when recorded
+    setup: dict = field(default_factory=dict)  # what must match for a like-for-like compare
+    foreign_cpu_cores: float = None  # most CPUs other processes used during a measurement
+
+
+def load_side(path):
+    """A Side from a run folder or a pytest-benchmark JSON; BadInput for anything else."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "manifest.json")):
+            raise BadInput(f"{path}: a folder without manifest.json; expected a run folder "
+                           "(results/<run-id>/) or a pytest-benchmark JSON file")
+        return load_run_side(path)
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInput(f"{path}: not valid JSON ({e}); expected a pytest-benchmark JSON "
+                           "or a run folder") from None
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+            raise BadInput(f"{path}: JSON without a 'benchmarks' list; expected a "
+                           "pytest-benchmark JSON (--benchmark-json) or a run folder")
+        return micro_side(path, data)
+    raise BadInput(f"{path}: no such file or folder; expected a run folder or a "
+                   "pytest-benchmark JSON")
+
+
+def pool_sides(sides, path=None):
+    """One Side from several runs of the same thing: samples concatenated per (cell, metric),
+    a cell ok only where it is ok in every run. Interleaving baseline and candidate runs
+    (A B A B) and pooling each side spreads both over the same stretch of time."""
+    sides = list(sides)
+    if not sides or len({s.kind for s in sides}) != 1:
+        raise BadInput("pool: give one or more sides of the same kind")
+    samples, status = {}, {}
+    for s in sides:
+        for key, vals in s.samples.items():
+            samples.setdefault(key, []).extend(vals)
+        for cell, st in s.cell_status.items():
+            status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
+    first = sides[0]
+    foreign = [s.foreign_cpu_cores for s in sides if s.foreign_cpu_cores is not None]
+    return Side(path=path or "+".join(s.path for s in sides), kind=first.kind, samples=samples,
+                cell_status=status, hardware=dict(first.hardware),
+                calibration=first.calibration, setup=dict(first.setup),
+                foreign_cpu_cores=max(foreign) if foreign else None)
+
+
+def sample_metric_name(row):
+    """chain_time_s[ddim,10 steps,b8,eta=0.0] - one metric per sampler setting and batch."""
+    parts = [str(row["sampler"]), f"{int(row['steps'])} steps", f"b{int(row['batch_size'])}"]
+    for key in ("eta", "skip", "variance"):
+        v = row.get(key)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if key == "skip" and v == "uniform":
+            continue
+        parts.append(f"{key}={v}" if key == "eta" else str(v))
+    return "chain_time_s[" + ",".join(parts) + "]"
+
+
+TRAIN_METRICS = {"step_wall_s": "wall_s", "step_compute_s": "compute_s"}
+
+
+def load_run_side(path):
+    from bench.results import load_run
+
+    try:
+        run = load_run(path)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BadInput(f"{path}: unreadable run folder ({type(e).__name__}: {e})") from None
+    samples = {}
+    steps = run.steps
+    if len(steps):
+        measured = steps[steps["phase"] == "measure"]
+        for cell, group in measured.groupby("cell", sort=False):
+            for metric, column in TRAIN_METRICS.items():
+                if column in group:
+                    vals = group[column].dropna().astype(float).tolist()
+                    if vals:
+                        samples[(cell, metric)] = vals
+    chains = run.samples
+    if len(chains):
+        measured = chains[chains["phase"] == "measure"]
+        for _, row in measured.iterrows():
+            key = (row["cell"], sample_metric_name(row))
+            samples.setdefault(key, []).append(float(row["time_s"]))
+    m = run.manifest
+    host, gpu = m.get("host") or {}, m.get("gpu") or {}
+    hardware = {"cpu_model": host.get("cpu_model"),
+                "cpu_count_usable": host.get("cpu_count_usable"),
+                "threads": m.get("threads"),
+                "gpu_names": [d.get("name") for d in gpu.get("devices") or []]}
+    status = dict(zip(run.summaries["cell"], run.summaries["status"]))
+    # Optional, when the runner records it per cell (bench.calibrate.ForeignCpu).
+    foreign = [mt.get("foreign_cpu_cores") for mt in run.summaries["metrics"]
+               if isinstance(mt, dict) and mt.get("foreign_cpu_cores") is not None]
+    return Side(path=path, kind="run", samples=samples, cell_status=status, hardware=hardware,
+                calibration=m.get("calibration"),
+                setup={"config_hash": m.get("config_hash")},
+                foreign_cpu_cores=max(foreign) if foreign else None)
+
+
+def micro_side(path, data):
+    samples = {}
+    for i, b in enumerate(data["benchmarks"]):
+        name = b.get("name") if isinstance(b, dict) else None
+        stats = b.get("stats") if isinstance(b, dict) else None
+        if not name or not isinstance(stats, dict):
+            raise BadInput(f"{path}: benchmarks[{i}] has no name/stats; not a pytest-benchmark "
+                           "JSON")
+        vals = stats.get("data")
+        if not vals:
+            raise BadInput(f"{path}: benchmark {name!r} has no raw samples (stats.data); write "
+                           "it with --benchmark-json, or --benchmark-save-data when saving")
+        # one value per round, already divided by the round's iterations
+        samples[(name, "time_s")] = [float(v) for v in vals]
+    info = data.get("machine_info") or {}
+    ours = info.get("diffbench") or {}
+    hw = dict(ours.get("hardware") or {})
+    if not hw:  # a plain pytest-benchmark file: use what pytest-benchmark itself records
+        cpu = info.get("cpu") or {}
+        hw = {"cpu_model": cpu.get("brand_raw"), "cpu_count_usable": cpu.get("count"),
+              "gpu_names": []}
+    micro = dict(ours.get("micro") or {})
+    hw["threads"] = micro.get("threads")
+    status = {cell: "ok" for cell, _ in samples}
+    setup = {k: v for k, v in micro.items() if k not in ("rounds", "warmup_rounds")}
+    foreign = ours.get("foreign_cpu_cores") or []
+    return Side(path=path, kind="micro", samples=samples, cell_status=status, hardware=hw,
+                calibration=ours.get("calibration"), setup=setup,
+                foreign_cpu_cores=max(foreign) if foreign else None)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def min_two_sided_p(n1, n2):
+    """The smallest two-sided Mann-Whitney p-value possible at these sizes (complete
+    separation): 2 / C(n1 + n2, n1). If it is >= alpha, no difference can ever be significant."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+
+
+def judge(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPHA):
+    """(median_baseline, median_candidate, relative change, p-value, verdict) of two samples."""
+    import numpy as np
+    from scipy.stats import mannwhitneyu
+
+    b = np.asarray(baseline, dtype=float)
+    c = np.asarray(candidate, dtype=float)
+    b, c = b[np.isfinite(b)], c[np.isfinite(c)]
+    mb, mc = float(np.median(b)), float(np.median(c))
+    change = mc / mb - 1.0 if mb > 0 else float("nan")
+    if min_two_sided_p(len(b), len(c)) >= alpha:
+        return mb, mc, change, float("nan"), TOO_FEW
+    p = float(mannwhitneyu(c, b, alternative="two-sided").pvalue)
+    if not math.isfinite(change) or abs(change) <= threshold:
+        verdict = UNCHANGED
+    elif p >= alpha:
+        verdict = NOT_SIGNIFICANT
+    else:
+        verdict = REGRESSION if change > 0 else IMPROVEMENT
+    return mb, mc, change, p, verdict
+
+
+# -------------------------------------------------------------------------------- compare
+
+@dataclass
+class Row:
+    cell: str
+    metric: str
+    verdict: str
+    n_baseline: int = 0
+    n_candidate: int = 0
+    median_baseline: float = None
+    median_candidate: float = None
+    change: float = None  # median_candidate / median_baseline - 1
+    p_value: float = None
+
+
+@dataclass
+class Comparison:
+    baseline: Side
+    candidate: Side
+    rows: list
+    warnings: list
+    threshold: float
+    alpha: float
+    normalized: bool
+
+    def count(self, verdict):
+        return sum(1 for r in self.rows if r.verdict == verdict)
+
+    @property
+    def regressions(self):
+        return [r for r in self.rows if r.verdict == REGRESSION]
+
+    @property
+    def candidate_gaps(self):
+        """Rows where the candidate lacks or failed what the baseline has (see --strict)."""
+        return [r for r in self.rows if r.verdict.endswith("in candidate")]
+
+    def exit_code(self, strict=False):
+        if self.regressions or (strict and self.candidate_gaps):
+            return EXIT_REGRESSION
+        return EXIT_OK
+
+
+def hardware_warnings(base, cand):
+    """One line per hardware fact that differs between the sides."""
+    out = []
+    labels = {"cpu_model": "CPU model", "cpu_count_usable": "usable CPUs",
+              "threads": "threads", "gpu_names": "GPU"}
+    for key, label in labels.items():
+        vb, vc = base.hardware.get(key), cand.hardware.get(key)
+        if vb is None or vc is None:
+            continue
+        if vb != vc:
+            out.append(f"hardware differs: {label} {vb!r} (baseline) vs {vc!r} (candidate); "
+                       "timings are not directly comparable (consider --normalize)")
+    return out
+
+
+# Other processes using more than this many CPUs beyond those the benchmark left free make
+# its timings suspect (2-thread OpenMP code sharing 2 cores can run 10-100x slower).
+BUSY_SLACK_CPUS = 0.25
+
+
+def busy_warnings(*sides):
+    out = []
+    for name, side in zip(("baseline", "candidate"), sides):
+        cores, hw = side.foreign_cpu_cores, side.hardware
+        if cores is None:
+            continue
+        free = max(0, (hw.get("cpu_count_usable") or 0) - (hw.get("threads") or 0))
+        if cores > free + BUSY_SLACK_CPUS:
+            out.append(f"{name}: other processes kept {cores:.2f} CPUs busy during its "
+                       f"measurement ({hw.get('cpu_count_usable')} CPUs, {hw.get('threads')} "
+                       "threads used by the benchmark); its timings may be contended")
+    return out
+
+
+def setup_warnings(base, cand):
+    out = []
+    keys = sorted(set(base.setup) | set(cand.setup))
+    differing = [k for k in keys if base.setup.get(k) != cand.setup.get(k)]
+    if differing:
+        what = ", ".join(f"{k}: {base.setup.get(k)!r} vs {cand.setup.get(k)!r}"
+                         for k in differing)
+        if len(what) > 300:
+            what = what[:300] + "..."
+        out.append(f"the two sides were not run with the same settings ({what}); a "
+                   "difference may be the setting, not a regression")
+    return out
+
+
+def _normalizer(side, other):
+    cal = side.calibration
+    if not cal or not cal.get("score_s"):
+        raise BadInput(f"{side.path}: no calibration score recorded (manifest 'calibration' / "
+                       "machine_info.diffbench.calibration); --normalize needs one on both sides")
+    oc = other.calibration or {}
+    if oc.get("version") is not None and cal.get("version") != oc.get("version"):
+        raise BadInput(f"{side.path}: calibration version {cal.get('version')} differs from "
+                       f"{other.path}'s {oc.get('version')}; scores are not comparable")
+    return float(cal["score_s"])
+
+
+def compare(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPHA,
+            normalize=False):
+    """Compare two result sets (paths or Sides). Returns a Comparison; raises BadInput."""
+    if not 0 < alpha < 1:
+        raise BadInput(f"--alpha {alpha}: must be in (0, 1), e.g. 0.01")
+    if not 0 <= threshold < 10:
+        raise BadInput(f"--threshold {threshold}: must be a fraction >= 0, e.g. 0.1 (10%)")
+    base = baseline if isinstance(baseline, Side) else load_side(baseline)
+    cand = candidate if isinstance(candidate, Side) else load_side(candidate)
+    if base.kind != cand.kind:
+        raise BadInput(f"cannot compare a {base.kind} ({base.path}) with a {cand.kind} "
+                       f"({cand.path}): give two run folders or two micro JSON files")
+    warnings = (hardware_warnings(base, cand) + setup_warnings(base, cand)
+                + busy_warnings(base, cand))
+    scale_b = scale_c = 1.0
+    if normalize:
+        scale_b, scale_c = _normalizer(base, cand), _normalizer(cand, base)
+        if base.hardware.get("gpu_names") or cand.hardware.get("gpu_names"):
+            warnings.append("--normalize: the calibration measures the CPU only; GPU timings "
+                            "divided by it are approximate")
+
+    keys = list(base.samples)
+    keys += [k for k in cand.samples if k not in base.samples]
+    cells = list(dict.fromkeys([c for c, _ in keys] + list(base.cell_status)
+                               + list(cand.cell_status)))
+    rows = []
+    for cell in cells:
+        sb, sc = base.cell_status.get(cell), cand.cell_status.get(cell)
+        metrics = [m for c, m in keys if c == cell]
+        bad = [(name, s) for name, s in (("baseline", sb), ("candidate", sc))
+               if s is not None and s != "ok"]
+        absent = [name for name, s in (("baseline", sb), ("candidate", sc)) if s is None]
+        if bad or absent:
+            # A cell that did not finish on a side: one row per metric the other side has
+            # (or one row for the cell), naming what happened.
+            verdict = "; ".join([f"{s} in {name}" for name, s in bad]
+                                + [f"missing in {name}" for name in absent])
+            for metric in metrics or ["*"]:
+                rows.append(_partial_row(cell, metric, verdict, base, cand, scale_b, scale_c))
+            continue
+        for metric in metrics:
+            vb, vc = base.samples.get((cell, metric)), cand.samples.get((cell, metric))
+            if not vb or not vc:
+                verdict = "missing in candidate" if vb else "missing in baseline"
+                rows.append(_partial_row(cell, metric, verdict, base, cand, scale_b, scale_c))
+                continue
+            mb, mc, change, p, verdict = judge([v / scale_b for v in vb],
+                                               [v / scale_c for v in vc], threshold, alpha)
+            rows.append(Row(cell, metric, verdict, len(vb), len(vc), mb, mc, change, p))
+    return Comparison(base, cand, rows, warnings, threshold, alpha, normalize)
+
+
+def _partial_row(cell, metric, verdict, base, cand, scale_b, scale_c):
+    import numpy as np
+
+    vb, vc = base.samples.get((cell, metric)) or [], cand.samples.get((cell, metric)) or []
+    return Row(cell, metric, verdict, len(vb), len(vc),
+               float(np.median(vb)) / scale_b if vb else None,
+               float(np.median(vc)) / scale_c if vc else None)
+
+
+# --------------------------------------------------------------------------------- output
+
+def _fmt_value(v, normalized):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if normalized:
+        return f"{v:.3f}x"
+    return f"{v * 1e3:.2f} ms" if abs(v) < 1 else f"{v:.3f} s"
+
+
+def _fmt_change(v):
+    return "-" if v is None or math.isnan(v) else f"{v * 100:+.1f}%"
+
+
+def _fmt_p(p):
+    if p is None or math.isnan(p):
+        return "-"
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+COLUMNS = ["cell", "metric", "baseline", "candidate", "change", "p", "n (b/c)", "verdict"]
+
+
+def _table_rows(cmp):
+    out = []
+    for r in cmp.rows:
+        out.append([r.cell, r.metric, _fmt_value(r.median_baseline, cmp.normalized),
+                    _fmt_value(r.median_candidate, cmp.normalized), _fmt_change(r.change),
+                    _fmt_p(r.p_value), f"{r.n_baseline}/{r.n_candidate}", r.verdict])
+    return out
+
+
+def summary_line(cmp, strict=False):
+    gaps = len(cmp.candidate_gaps)
+    other_missing = sum(1 for r in cmp.rows if "in baseline" in r.verdict)
+    parts = [f"{cmp.count(REGRESSION)} regression(s)", f"{cmp.count(IMPROVEMENT)} "
+             f"improvement(s)", f"{cmp.count(UNCHANGED)} unchanged",
+             f"{cmp.count(NOT_SIGNIFICANT)} not significant"]
+    if cmp.count(TOO_FEW):
+        parts.append(f"{cmp.count(TOO_FEW)} with too few samples")
+    if gaps:
+        parts.append(f"{gaps} missing/failed in candidate" + (" (fails with --strict)"
+                                                               if not strict else ""))
+    if other_missing:
+        parts.append(f"{other_missing} missing/failed in baseline")
+    units = "medians in units of each side's calibration score" if cmp.normalized else \
+        "medians in seconds"
+    return (", ".join(parts) + f". Threshold {cmp.threshold * 100:g}%, alpha {cmp.alpha:g}, "
+            f"two-sided Mann-Whitney U; {units}.")
+
+
+def format_table(cmp, strict=False):
+    """The plain-text table for a terminal or a CI log."""
+    rows = _table_rows(cmp)
+    widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in rows)) if rows else len(COLUMNS[i])
+              for i in range(len(COLUMNS))]
+    lines = [f"baseline:  {cmp.baseline.path}", f"candidate: {cmp.candidate.path}"]
+    lines += [f"WARNING: {w}" for w in cmp.warnings]
+    fmt = "  ".join(f"{{:{'<' if i < 2 or i == 7 else '>'}{w}}}" for i, w in enumerate(widths))
+    lines.append(fmt.format(*COLUMNS).rstrip())
+    lines.append("  ".join("-" * w for w in widths))
+    lines += [fmt.format(*r).rstrip() for r in rows]
+    lines.append(summary_line(cmp, strict))
+    return "\n".join(lines)
+
+
+def format_markdown(cmp, strict=False):
+    """The same table as GitHub-flavoured markdown, for a CI comment."""
+    status = "regression detected" if cmp.regressions else "no regression"
+    lines = [f"### diffbench regression check: {status}", "",
+             f"Baseline `{cmp.baseline.path}` vs candidate `{cmp.candidate.path}`.", ""]
+    lines += [f"> **Warning:** {w}" for w in cmp.warnings]
+    if cmp.warnings:
+        lines.append("")
+    lines.append("| " + " | ".join(COLUMNS) + " |")
+    lines.append("|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---"])
+                 + "|")
+    for r, cells in zip(cmp.rows, _table_rows(cmp)):
+        cells = [c.replace("|", "\\|") for c in cells]
+        cells[0], cells[1] = f"`{cells[0]}`", f"`{cells[1]}`"
+        if r.verdict == REGRESSION:
+            cells[7] = f"**{cells[7]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", summary_line(cmp, strict)]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+def parse_threshold(text):
+    """'10%' -> 0.10, '0.1' -> 0.10. A bare number > 1 is ambiguous and rejected."""
+    s = str(text).strip()
+    try:
+        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    except ValueError:
+        raise BadInput(f"--threshold {text}: not a number; give a percentage (10%) or a "
+                       "fraction (0.1)") from None
+    if not s.endswith("%") and value > 1:
+        raise BadInput(f"--threshold {text}: ambiguous; write {s}% for a percentage or a "
+                       "fraction such as 0.1")
+    if value < 0:
+        raise BadInput(f"--threshold {text}: must be >= 0")
+    return value
+
+
+def add_arguments(p):
+    """Register compare's arguments on an argparse parser (harness.py's subparser)."""
+    p.add_argument("baseline", help="run folder or pytest-benchmark JSON (the reference)")
+    p.add_argument("candidate", help="run folder or pytest-benchmark JSON (the new result)")
+    p.add_argument("--threshold", default=f"{DEFAULT_THRESHOLD * 100:g}%",
+                   help="smallest relative change of the median that counts, as 10%% or 0.1 "
+                        "(default 10%%)")
+    p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                   help="significance level of the Mann-Whitney U test (default 0.01)")
+    p.add_argument("--normalize", action="store_true",
+                   help="divide each side's times by its calibration score (across machines)")
+    p.add_argument("--markdown", metavar="FILE",
+                   help="also write the table as markdown to FILE ('-' = stdout)")
+    p.add_argument("--report-only", action="store_true",
+                   help="print the verdicts but exit 0 (noisy shared CI machines)")
+    p.add_argument("--strict", action="store_true",
+                   help="also exit 1 when the candidate lacks or failed a cell/metric the "
+                        "baseline has")
+    return p
+
+
+def run_cli(args):
+    """Run a parsed compare command; returns the exit status."""
+    try:
+        cmp = compare(args.baseline, args.candidate, parse_threshold(args.threshold),
+                      args.alpha, args.normalize)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_table(cmp, args.strict))
+    if args.markdown:
+        text = format_markdown(cmp, args.strict)
+        if args.markdown == "-":
+            sys.stdout.write("\n" + text)
+        else:
+            try:
+                with open(args.markdown, "w") as f:
+                    f.write(text)
+            except OSError as e:
+                print(f"error: --markdown {args.markdown}: cannot write ({e.strerror})",
+                      file=sys.stderr)
+                return EXIT_BAD_INPUT
+    code = cmp.exit_code(args.strict)
+    if args.report_only and code != EXIT_OK:
+        print("report-only: exiting 0 despite the verdicts above")
+        return EXIT_OK
+    return code
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="harness.py compare",
+                                 description="Compare timings with a baseline (exit 1 on a "
+                                             "regression).")
+    add_arguments(ap)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_BAD_INPUT if e.code not in (0, None) else EXIT_OK
+    return run_cli(args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Micro-benchmarks of one framework (chosen by --framework; see conftest.py).
+
+Every timed call ends with backend.sync(): Jittor (and CUDA) queue work lazily, so a clock
+read without it measures only how long the graph took to build. Warm-up rounds run first and
+are never measured (Jittor compiles its kernels on the first calls). One call per round, so
+each round is one sample for the regression gate's Mann-Whitney test.
+"""
+import time
+
+import numpy as np
+import pytest
+
+SEED = 0
+
+
+def timed(backend, delay_s, slowdown, work):
+    """work() followed by sync(), plus the debug slowdowns when asked for."""
+
+    def call():
+        t0 = time.perf_counter()
+        out = work()  # kept referenced until after sync: Jittor drops unreferenced results
+        backend.sync()
+        if slowdown:
+            time.sleep(slowdown * (time.perf_counter() - t0))
+        if delay_s:
+            time.sleep(delay_s)
+        return out
+
+    return call
+
+
+def run(benchmark, backend, micro, work, **extra):
+    benchmark.extra_info.update(framework=backend.name, device=backend.device,
+                                batch_size=micro.batch_size, **extra)
+    delay_s, slowdown = micro.injection(benchmark.name)
+    if delay_s or slowdown:
+        benchmark.extra_info.update(inject_delay_s=delay_s, inject_slowdown=slowdown)
+    benchmark.pedantic(timed(backend, delay_s, slowdown, work), rounds=micro.rounds,
+                       warmup_rounds=micro.warmup_rounds, iterations=1)
+
+
+@pytest.fixture(scope="module")
+def inputs(backend, micro):
+    """A fixed batch in [-1, 1] and timesteps, made in numpy (same numbers everywhere)."""
+    rng = np.random.default_rng(SEED)
+    u = micro.unet
+    x = rng.uniform(-1, 1, (micro.batch_size, u.in_channels, u.image_size, u.image_size))
+    t = rng.integers(0, micro.diffusion.timesteps, micro.batch_size).astype(np.int64)
+    return backend.to_device(x.astype(np.float32)), t
+
+
+def _middle_step(micro, sampler):
+    """A step from the middle of the config's chain (DDPM: all T steps; DDIM: the config's
+    first DDIM step count, eta 0). Every step costs the same; the middle one is typical."""
+    from models.common.diffusion import sampler_plan
+
+    if sampler == "ddpm":
+        plan = sampler_plan(micro.diffusion, "ddpm")
+    else:
+        runs = [r for r in micro.cfg["sample"]["runs"] if r["sampler"] == "ddim"]
+        steps = runs[0]["steps"][0] if runs else 10
+        eta = runs[0]["eta"] if runs else 0.0
+        plan = sampler_plan(micro.diffusion, "ddim", steps, eta)
+    return plan[len(plan) // 2], len(plan)
+
+
+def test_unet_forward(benchmark, framework, backend, micro, inputs):
+    x, t = inputs
+    run(benchmark, backend, micro, lambda: backend.eps(x, t, ema=False), what="UNet forward, "
+        "eval mode, no grad")
+
+
+def test_train_step(benchmark, framework, backend, micro, inputs):
+    x0, t = inputs
+    run(benchmark, backend, micro, lambda: backend.train_step(x0, t),
+        what="forward + backward + grad clip + Adam + EMA (noise from the framework RNG)")
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sample_step(benchmark, framework, backend, micro, inputs, sampler):
+    x, _ = inputs
+    coeffs, chain_steps = _middle_step(micro, sampler)
+    run(benchmark, backend, micro, lambda: backend.sample_step(x, coeffs, noise=None, ema=True),
+        what=f"one {sampler.upper()} reverse step (EMA weights)", sampler=sampler,
+        t=coeffs.t, chain_steps=chain_steps, stochastic=coeffs.sigma > 0)
