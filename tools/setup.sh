@@ -21,18 +21,25 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 echo "[setup] installing pinned requirements (torch is a ~5.5 GB CUDA build; ~1 min from local disk)"
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements.txt
+# pip's log goes to a file (this machine's pip config adds noisy index warnings); shown on failure.
+if ! "$venv/bin/pip" install --disable-pip-version-check -r requirements.txt > "$venv/pip-install.log" 2>&1; then
+  tail -n 40 "$venv/pip-install.log" >&2
+  echo "[setup] ERROR: pip install failed; full log: $venv/pip-install.log" >&2
+  exit 1
+fi
 
 # Jittor 1.3.11 downloads dnnl_lnx_2.2.0_cpu_gomp.tgz on import unless this folder already
 # holds lib/libmkldnn.so; offline that download fails and conv falls back to kernels 25-100x
-# slower. Point the folder at the oneDNN 2.6 that pip just put in the venv.
+# slower. Fill the folder with the oneDNN 2.6 that pip just put in the venv. Copies, not
+# links: the cache is shared by every checkout of this user, and a link into one checkout's
+# venv would break the others when that checkout is deleted.
 if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
-  venv_abs="$(cd "$venv" && pwd)"
   dnnl="$HOME/.cache/jittor/mkl/dnnl_lnx_2.2.0_cpu_gomp"
   mkdir -p "$dnnl/lib"
-  for f in "$venv_abs"/lib/libdnnl.so*; do ln -sfn "$f" "$dnnl/lib/$(basename "$f")"; done
-  ln -sfn "$venv_abs/lib/libdnnl.so.2" "$dnnl/lib/libmkldnn.so"
-  ln -sfn "$venv_abs/include" "$dnnl/include"
+  rm -rf "$dnnl/include"  # (older setups linked it)
+  cp -rL "$venv/include" "$dnnl/include"
+  for f in "$venv"/lib/libdnnl.so*; do cp -L --remove-destination "$f" "$dnnl/lib/$(basename "$f")"; done
+  cp -L --remove-destination "$venv/lib/libdnnl.so.2" "$dnnl/lib/libmkldnn.so"
 fi
 
 # Real data and a browser for report screenshots come from Debian packages. Optional: without
