@@ -76,12 +76,3 @@ def restore(backend, ckpt):
     """Load a read_checkpoint() result into a backend built from the same specs."""
     backend.load_weights(ckpt["weights"], ema=ckpt["ema"])
     backend.load_optimizer_state(ckpt["optimizer"])
-
-
-def rng_state(rng):
-    """A numpy Generator's state as JSON-able data."""
-    return rng.bit_generator.state
-
-
-def set_rng_state(rng, state):
-    rng.bit_generator.state = state

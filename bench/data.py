@@ -76,6 +76,16 @@ class SharedBatches:
         self._pos += self.batch_size
         return idx
 
+    def state(self):
+        """Where the stream is, as JSON-able data (checkpoints save it: exact resume)."""
+        return {"rng": self.rng.bit_generator.state, "pos": self._pos,
+                "order": None if self._order is None else self._order.tolist()}
+
+    def set_state(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        self._pos = state["pos"]
+        self._order = None if state["order"] is None else np.asarray(state["order"], np.int64)
+
     def __iter__(self):
         return self
 

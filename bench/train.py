@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from bench import data as datamod
-from bench.checkpoint import read_checkpoint, restore, rng_state, save_checkpoint, set_rng_state
+from bench.checkpoint import read_checkpoint, restore, save_checkpoint
 from bench.results import EVENTS, SUMMARY, RecordWriter, read_records, write_json_atomic
 from bench.timer import timed_train_step
 
@@ -40,17 +40,6 @@ def cell_dir(run_dir, framework):
 def step_seed(seed, step):
     """The framework RNG seed for optimizer step `step` (dropout masks, native noise)."""
     return (seed * 1_000_003 + step) % (2 ** 31)
-
-
-def _stream_state(batches):
-    return {"rng": rng_state(batches.rng), "pos": batches._pos,
-            "order": None if batches._order is None else batches._order.tolist()}
-
-
-def _set_stream_state(batches, state):
-    set_rng_state(batches.rng, state["rng"])
-    batches._pos = state["pos"]
-    batches._order = None if state["order"] is None else np.asarray(state["order"], dtype=np.int64)
 
 
 def _truncate_events(path, last_step):
@@ -113,7 +102,7 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
     if resume and os.path.isdir(ckpt_root) and os.listdir(ckpt_root):
         ckpt = read_checkpoint(ckpt_root)
         restore(backend, ckpt)
-        _set_stream_state(batches, ckpt["state"]["stream"])
+        batches.set_state(ckpt["state"]["stream"])
         _truncate_events(events, backend.step)
         resumed_from = ckpt["path"]
     else:
@@ -152,7 +141,7 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                           val_loss=val_loss, steps=len(losses))
                 losses = []
             if step % every == 0 or step == total_steps:
-                path = save_checkpoint(ckpt_root, backend, {"stream": _stream_state(batches),
+                path = save_checkpoint(ckpt_root, backend, {"stream": batches.state(),
                                                             "seed": seed})
                 out.write("checkpoint", step=step, path=os.path.relpath(path, cdir))
             if tc["sample_every"] and (step % tc["sample_every"] == 0 or step == total_steps):
