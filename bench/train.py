@@ -119,7 +119,7 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                   resumed_from=resumed_from,
                   step=backend.step, train_images=len(train_images), batch_size=bs)
         started = time.time()
-        losses = []
+        losses, period_s = [], 0.0
         bar = _progress(framework, backend.step, total_steps, progress)
         while backend.step < total_steps:
             backend.reseed(step_seed(seed, backend.step))
@@ -133,13 +133,16 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                       step=step, wall_s=tm.wall_s, data_wait_s=tm.data_wait_s,
                       compute_s=tm.compute_s, loss=loss, images=bs)
             losses.append(loss)
+            period_s += tm.wall_s
             bar.update(1)
             if step % steps_per_epoch == 0 or step == total_steps:
                 val_loss = float(np.mean([backend.eval_loss(backend.to_device(x0), t, backend.to_device(n))
                                           for x0, t, n in val])) if val else None
+                # time_s: the period's training steps (validation, checkpoints, grids apart)
                 out.write("epoch", epoch=epoch, step=step, mean_loss=float(np.mean(losses)),
-                          val_loss=val_loss, steps=len(losses))
-                losses = []
+                          val_loss=val_loss, steps=len(losses), time_s=period_s,
+                          images=len(losses) * bs, images_per_s=len(losses) * bs / period_s)
+                losses, period_s = [], 0.0
             if step % every == 0 or step == total_steps:
                 path = save_checkpoint(ckpt_root, backend, {"stream": batches.state(),
                                                             "seed": seed})

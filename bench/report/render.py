@@ -130,23 +130,30 @@ def quality(run: RunData, out_dir: Path) -> fmt.Section:
 
 
 def copy_sample_grids(run: RunData, out_dir: Path) -> list:
-    """Sample-grid figures first (they sit side by side in HTML), then notes on skipped files."""
+    """Sample-grid figures first (they sit side by side in HTML), then notes on skipped files.
+
+    At most MAX_SAMPLE_GRIDS in all, shared fairly between the cells that have any, each cell
+    showing its latest grids (a training cell's last grid is its final model)."""
     out, notes = [], []
-    for _, c in run.cells.iterrows():
-        for png in sorted((Path(c["dir"]) / "samples").glob("*.png")):
-            if len(out) >= MAX_SAMPLE_GRIDS:
-                notes.append(fmt.Note(f"Only the first {MAX_SAMPLE_GRIDS} sample grids are shown."))
-                return out + notes
+    per_cell = {c["cell"]: sorted((Path(c["dir"]) / "samples").glob("*.png"))
+                for _, c in run.cells.iterrows()}
+    per_cell = {cell: pngs for cell, pngs in per_cell.items() if pngs}
+    keep = max(1, MAX_SAMPLE_GRIDS // max(1, len(per_cell)))
+    for cell, pngs in per_cell.items():
+        if len(pngs) > keep:
+            notes.append(fmt.Note(f"{cell}: showing the latest {keep} of {len(pngs)} sample "
+                                  "grids (all are in the cell's samples/ folder)."))
+        for png in pngs[-keep:]:
             try:
                 if png.stat().st_size > MAX_GRID_BYTES or png.read_bytes()[:8] != PNG_SIGNATURE:
-                    notes.append(fmt.Note(f"Sample file {c['cell']}/samples/{png.name} skipped "
-                                        "(not a PNG, or larger than 8 MiB)."))
+                    notes.append(fmt.Note(f"Sample file {cell}/samples/{png.name} skipped "
+                                          "(not a PNG, or larger than 8 MiB)."))
                     continue
             except OSError:
                 continue
-            name = f"samples-{_safe(c['cell'])}-{_safe(png.stem)}.png"
+            name = f"samples-{_safe(cell)}-{_safe(png.stem)}.png"
             shutil.copyfile(png, out_dir / name)
-            out.append(fmt.Figure(name, f"Samples from {c['cell']} ({png.name})"))
+            out.append(fmt.Figure(name, f"Samples from {cell} ({png.name})"))
     return out + notes
 
 
