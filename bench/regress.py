@@ -155,9 +155,10 @@ def load_run_side(path):
                 "threads": m.get("threads"),
                 "gpu_names": [d.get("name") for d in gpu.get("devices") or []]}
     status = dict(zip(run.summaries["cell"], run.summaries["status"]))
-    # Optional, when the runner records it per cell (bench.calibrate.ForeignCpu).
-    foreign = [mt.get("foreign_cpu_cores") for mt in run.summaries["metrics"]
-               if isinstance(mt, dict) and mt.get("foreign_cpu_cores") is not None]
+    # CPUs other processes used during each cell: bench.calibrate.ForeignCpu's figure when
+    # recorded, else the harness monitor's (others_cpu_percent_mean, in % of one CPU).
+    foreign = [_foreign_cores(mt) for mt in run.summaries["metrics"] if isinstance(mt, dict)]
+    foreign = [f for f in foreign if f is not None]
     return Side(path=path, kind="run", samples=samples, cell_status=status, hardware=hardware,
                 calibration=m.get("calibration"),
                 setup={"config_hash": m.get("config_hash")},
@@ -288,6 +289,13 @@ def hardware_warnings(base, cand):
 # Other processes using more than this many CPUs beyond those the benchmark left free make
 # its timings suspect (2-thread OpenMP code sharing 2 cores can run 10-100x slower).
 BUSY_SLACK_CPUS = 0.25
+
+
+def _foreign_cores(metrics):
+    if metrics.get("foreign_cpu_cores") is not None:
+        return metrics["foreign_cpu_cores"]
+    pct = metrics.get("others_cpu_percent_mean")
+    return None if pct is None else pct / 100.0
 
 
 def busy_warnings(*sides):

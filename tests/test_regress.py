@@ -238,6 +238,9 @@ def test_micro_json_holds_raw_samples_calibration_and_versions(torch_micro_runs)
 
 def test_micro_same_code_twice_is_not_a_regression(torch_micro_runs):
     cmp = R.compare(torch_micro_runs["base"], torch_micro_runs["same"])
+    busy = R.busy_warnings(R.load_side(torch_micro_runs["base"]), R.load_side(torch_micro_runs["same"]))
+    if busy:  # see skip_if_machine_was_busy: only a quiet machine can show a false alarm
+        pytest.skip("; ".join(busy))
     assert len(cmp.rows) == 4
     assert cmp.regressions == [], R.format_table(cmp)
     assert R.main([torch_micro_runs["base"], torch_micro_runs["same"]]) == 0
@@ -261,7 +264,9 @@ def harness_config(path, results_dir, delay_s=0.0):
                      "val_batches": 0},
            "sample": {"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0}],
                       "batch_sizes": [2], "repeats": 1, "warmup": 1},
-           "monitor": {"enabled": False}, "runner": {"results_dir": str(results_dir)},
+           # the monitor tells whether other processes loaded the machine meanwhile
+           "monitor": {"enabled": True, "interval_s": 0.2},
+           "runner": {"results_dir": str(results_dir)},
            "debug": {"inject_delay_s": delay_s}}
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -292,7 +297,23 @@ def pooled(paths):
     return R.pool_sides([R.load_side(p) for p in paths])
 
 
+def skip_if_machine_was_busy(paths):
+    """A false-alarm test means something only on a machine nothing else is loading: another
+    job taking a core doubles these step times (seen here), which the gate then rightly
+    reports. The harness monitor records what other processes used; judge only quiet runs."""
+    from bench.runner import BUSY_OTHERS_CPU_PERCENT
+
+    for p in paths:
+        for name in os.listdir(os.path.join(p, "cells")):
+            with open(os.path.join(p, "cells", name, "summary.json")) as f:
+                others = json.load(f)["metrics"].get("others_cpu_percent_mean") or 0.0
+            if others > BUSY_OTHERS_CPU_PERCENT:
+                pytest.skip(f"machine busy during {p}/{name}: other processes used "
+                            f"{others:.0f}% CPU; a false-alarm check is meaningless then")
+
+
 def test_run_dirs_same_config_twice_is_not_a_regression(harness_runs):
+    skip_if_machine_was_busy(harness_runs["base"] + harness_runs["same"])
     cmp = R.compare(pooled(harness_runs["base"]), pooled(harness_runs["same"]))
     rows = {(r.cell, r.metric): r for r in cmp.rows}
     assert set(rows) == {("torch-train", "step_wall_s"), ("torch-train", "step_compute_s"),
