@@ -111,11 +111,9 @@ def markdown(spread, detect, threshold, alpha):
 
 def main(argv=None):
     sys.path.insert(0, REPO)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    from benchmarks.run_micro import split_passthrough
+
+    argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="benchmarks/measure_gate.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out-dir", required=True)

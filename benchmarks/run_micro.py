@@ -128,22 +128,25 @@ def combine_files(paths, out):
 
 
 def write_json(path, obj):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    from bench.results import write_json_atomic  # the project's one atomic JSON writer
+
+    write_json_atomic(path, obj)
+
+
+def split_passthrough(argv):
+    """(own args, args after `--`): what follows `--` goes to pytest unchanged."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
 
 
 def main(argv=None):
     sys.path.insert(0, REPO)
     from models.registry import FRAMEWORKS
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="benchmarks/run_micro.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="merged pytest-benchmark JSON to write")
