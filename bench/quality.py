@@ -18,9 +18,8 @@ import subprocess
 import sys
 import time
 
+from bench.env import REPO_ROOT
 from bench.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def fid_in_child(samples_npz, reference, num_reference, data_root=None, batch_size=64,

@@ -56,25 +56,19 @@ def _truncate_events(path, last_step):
 
 
 def save_sample_grid(backend, cdir, cfg, out, num=36):
-    """A DDIM grid from the EMA weights (fixed x_T, so grids over time are comparable)."""
-    from bench.datasets import from_model_range
+    """A DDIM grid from the EMA weights (fixed x_T, so grids over time are comparable).
+    Drawing it moves the framework RNG; train() reseeds before every step, so no matter."""
     from bench.images import save_grid
+    from bench.sample import generate
     from models.common.diffusion import sampler_plan
 
-    tc = cfg["train"]
-    unet = backend.unet_spec
-    rng = np.random.default_rng(cfg["seed"] + 7)
-    x = backend.to_device(rng.standard_normal(
-        (num, unet.in_channels, unet.image_size, unet.image_size), dtype=np.float32))
-    plan = sampler_plan(backend.diffusion_spec, "ddim", steps=tc["sample_steps"], eta=0.0)
-    backend.reseed(step_seed(cfg["seed"], 10 ** 9))
-    x = backend.sample(x, plan, ema=True)
-    images = from_model_range(backend.to_numpy(x))
+    steps = cfg["train"]["sample_steps"]
+    plan = sampler_plan(backend.diffusion_spec, "ddim", steps=steps, eta=0.0)
+    images, _ = generate(backend, plan, num, num, seed=cfg["seed"] + 7, ema=True)
     path = os.path.join(cdir, "samples", f"step-{backend.step:08d}.png")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     save_grid(images, path, nrow=int(np.ceil(np.sqrt(num))), scale=2)
     out.write("sample_grid", step=backend.step, path=os.path.relpath(path, cdir),
-              sampler="ddim", steps=tc["sample_steps"], eta=0.0, ema=True)
+              sampler="ddim", steps=steps, eta=0.0, ema=True)
     return path
 
 

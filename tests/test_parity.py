@@ -13,9 +13,9 @@ import pytest
 
 from models.common.specs import UNetSpec
 from models.common.weights import param_shapes
+from tests.conftest import REPO
 from models.parity import TOLERANCES, check, inert_gradients_are_zero
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = int.from_bytes(os.urandom(4), "little")
 FRAMEWORKS = ["torch", "jittor"]
 
@@ -60,7 +60,7 @@ def json_spec():
 def describe(framework, spec, forward=False):
     cmd = [sys.executable, "-m", "models.parity", "describe", "--framework", framework,
            "--unet", json.dumps(spec.to_dict())] + (["--forward"] if forward else [])
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
