@@ -222,7 +222,11 @@ SCHEMA = {
                             "1/6-1 s duty cycle)", minimum=MIN_MONITOR_INTERVAL_S),
     },
     "runner": {
-        "timeout_s": Field("float", 1800.0, "wall-clock limit per cell", above=0.0),
+        "replicates": Field("int", 3, "independent processes per cell, frameworks interleaved "
+                            "in a balanced order; intervals and verdicts are over these "
+                            "(>= 3 for an interval, see docs/STATISTICS.md)", minimum=1),
+        "timeout_s": Field("float", 1800.0, "wall-clock limit per cell (per replicate)",
+                           above=0.0),
         "results_dir": Field("str", "results", "where run folders are created"),
     },
     "debug": {
@@ -596,45 +600,81 @@ def config_hash(cfg):
 
 @dataclass
 class Cell:
-    """One subprocess: a framework running a workload (and, for train, one loader)."""
+    """One subprocess: a framework running a workload (and, for train, one loader), as
+    replicate number `replicate` (1-based) of runner.replicates independent processes.
+
+    `cell_id` names what is measured (the same for every replicate); `unit_id` names this one
+    process and its folder under cells/."""
 
     framework: str
     workload: str
     variant: str = ""
     options: dict = field(default_factory=dict)  # what the variant changes (e.g. loader)
+    replicate: int = 1
 
     @property
     def cell_id(self):
         return "-".join(p for p in (self.framework, self.workload, self.variant) if p)
 
+    @property
+    def unit_id(self):
+        return f"{self.cell_id}.r{self.replicate}"
+
     def to_dict(self):
         return {"cell": self.cell_id, "framework": self.framework, "workload": self.workload,
-                "variant": self.variant, "options": dict(self.options)}
+                "variant": self.variant, "options": dict(self.options),
+                "replicate": self.replicate, "unit": self.unit_id}
+
+
+def thue_morse(k):
+    """0, 1, 1, 0, 1, 0, 0, 1, ...: the parity of the 1-bits of k."""
+    return bin(k).count("1") % 2
+
+
+def balanced_order(items, rounds):
+    """The order of `items` in each of `rounds` rounds: as given, or reversed, following the
+    Thue-Morse sequence (AB BA BA AB ...). Over 2^m rounds every position is held equally
+    often by each item and linear and quadratic drift of the machine cancel in the sums, so
+    the minute a framework ran in is not confounded with the framework."""
+    items = list(items)
+    return [items if thue_morse(k) == 0 else items[::-1] for k in range(rounds)]
+
+
+ORDER_SCHEME = ("rounds; in each round every workload's frameworks run back to back, in the "
+                "given order or reversed by the Thue-Morse sequence (AB BA BA AB ...)")
 
 
 def expand_cells(cfg):
-    """The matrix, frameworks innermost so that each workload's frameworks run back to back."""
-    cells = []
+    """The matrix as the processes will run, in order: runner.replicates rounds, each running
+    every cell once; within a workload (and variant) the frameworks follow balanced_order."""
+    groups = []
     for wl in cfg["workloads"]:
         variants = [("", {})]
         if wl == "train":
             loaders = cfg["data"]["loader"]
             variants = [(ld if len(loaders) > 1 else "", {"loader": ld}) for ld in loaders]
-        for variant, options in variants:
-            for fw in cfg["frameworks"]:
-                cells.append(Cell(fw, wl, variant, options))
-    return cells
+        groups += [(wl, variant, options) for variant, options in variants]
+    rounds = cfg["runner"]["replicates"]
+    orders = balanced_order(cfg["frameworks"], rounds)
+    return [Cell(fw, wl, variant, dict(options), replicate=k + 1)
+            for k in range(rounds) for wl, variant, options in groups for fw in orders[k]]
 
 
 def select_cells(cells, patterns, where="--only"):
-    """Keep cells whose id matches any glob; a pattern that matches nothing is bad input."""
+    """Keep cells whose id (every replicate) or unit id (one replicate, e.g. 'torch-*.r2')
+    matches any glob; a pattern that matches nothing is bad input."""
     if not patterns:
         return cells
-    ids = [c.cell_id for c in cells]
+
+    def hit(cell, p):
+        return fnmatch.fnmatch(cell.cell_id, p) or fnmatch.fnmatch(cell.unit_id, p)
+
     for p in patterns:
-        if not fnmatch.filter(ids, p):
-            raise ConfigError(f"{where} {p}: matches no cell; cells are {ids}")
-    return [c for c in cells if any(fnmatch.fnmatch(c.cell_id, p) for p in patterns)]
+        if not any(hit(c, p) for c in cells):
+            ids = list(dict.fromkeys(c.cell_id for c in cells))
+            raise ConfigError(f"{where} {p}: matches no cell; cells are {ids} (one replicate: "
+                              f"<cell>.r<k>)")
+    return [c for c in cells if any(hit(c, p) for p in patterns)]
 
 
 def expected_records(cfg, cell):

@@ -10,19 +10,22 @@ bench.results.load_run) or pytest-benchmark JSON files (benchmarks/run_micro.py,
 
     run folder   train cells: step_wall_s and step_compute_s of every measured step;
                  sample cells: chain_time_s[<sampler>,<steps> steps,b<batch>...] of every
-                 measured chain
+                 measured chain; grouped by replicate (one process each)
     micro JSON   cell = the benchmark's name (e.g. test_train_step[torch]),
-                 metric time_s = every round's time (stats.data)
+                 metric time_s = every round's time, grouped by the process that ran it
+                 (extra_info.process_samples; a plain pytest-benchmark file is one process)
 
-For each (cell, metric): the relative change of the medians and a two-sided Mann-Whitney U
-test (scipy) of the two sets of samples. The verdict is
+The unit of comparison is the process (bench/stats.py): each process is summarised by its
+median, and change and p come from a t-test on the log process medians. The verdict
+(bench.stats.judge) is
     regression        change > +threshold and p < alpha
     improvement       change < -threshold and p < alpha
     unchanged         |change| <= threshold (whatever p says: too small to matter)
-    not significant   |change| > threshold but p >= alpha (noise could explain it)
-    too few samples   even a complete separation could not reach p < alpha at these n
+    not significant   |change| > threshold but p >= alpha (re-runs could explain it)
+    too few processes fewer than bench.stats.MIN_REPLICATES processes on a side
 and rows a side lacks are reported as "missing in baseline/candidate" (or "failed in
-candidate" and the like for cells that did not finish ok), never skipped.
+candidate" and the like for cells that did not finish ok), never skipped. Each row states
+its process counts and the smallest change those counts could detect.
 
 Exit status: 1 if any row is a regression (or, with --strict, the candidate lacks or failed
 something the baseline has); 0 otherwise or with --report-only; 2 for bad input.
@@ -38,12 +41,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+from bench.stats import (DETECTION_POWER, IMPROVEMENT, MIN_REPLICATES, NOT_SIGNIFICANT,
+                         REGRESSION, TOO_FEW, UNCHANGED, judge)
+
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_ALPHA = 0.01
-
-REGRESSION, IMPROVEMENT = "regression", "improvement"
-UNCHANGED, NOT_SIGNIFICANT, TOO_FEW = "unchanged", "not significant", "too few samples"
 
 
 class BadInput(ValueError):
@@ -58,7 +61,7 @@ class Side:
 
     path: str
     kind: str  # "run" | "micro"
-    samples: dict  # (cell, metric) -> list of seconds
+    samples: dict  # (cell, metric) -> [[seconds of process 1], [seconds of process 2], ...]
     cell_status: dict  # cell -> "ok" | "failed" | "timeout" | "missing"
     hardware: dict = field(default_factory=dict)  # cpu_model, cpu_count_usable, threads, gpu_names
     calibration: dict = None  # bench.calibrate.calibration() output, when recorded
@@ -89,9 +92,9 @@ def load_side(path):
 
 
 def pool_sides(sides, path=None):
-    """One Side from several runs of the same thing: samples concatenated per (cell, metric),
-    a cell ok only where it is ok in every run. Interleaving baseline and candidate runs
-    (A B A B) and pooling each side spreads both over the same stretch of time."""
+    """One Side from several runs of the same thing: their processes gathered per (cell,
+    metric), a cell ok only where it is ok in every run. Interleaving baseline and candidate
+    runs (A B B A) and pooling each side spreads both over the same stretch of time."""
     sides = list(sides)
     if not sides or len({s.kind for s in sides}) != 1:
         raise BadInput("pool: give one or more sides of the same kind")
@@ -132,29 +135,33 @@ def load_run_side(path):
         run = load_run(path)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise BadInput(f"{path}: unreadable run folder ({type(e).__name__}: {e})") from None
-    samples = {}
+    samples = {}  # (cell, metric) -> {unit: [seconds]}, in run order
     steps = run.steps
     if len(steps):
         measured = steps[steps["phase"] == "measure"]
-        for cell, group in measured.groupby("cell", sort=False):
+        for (cell, unit), group in measured.groupby(["cell", "unit"], sort=False):
             for metric, column in TRAIN_METRICS.items():
                 if column in group:
                     vals = group[column].dropna().astype(float).tolist()
                     if vals:
-                        samples[(cell, metric)] = vals
+                        samples.setdefault((cell, metric), {})[unit] = vals
     chains = run.samples
     if len(chains):
         measured = chains[chains["phase"] == "measure"]
         for _, row in measured.iterrows():
-            key = (row["cell"], sample_metric_name(row))
-            samples.setdefault(key, []).append(float(row["time_s"]))
+            per_unit = samples.setdefault((row["cell"], sample_metric_name(row)), {})
+            per_unit.setdefault(row["unit"], []).append(float(row["time_s"]))
+    samples = {key: list(per_unit.values()) for key, per_unit in samples.items()}
     m = run.manifest
     host, gpu = m.get("host") or {}, m.get("gpu") or {}
     hardware = {"cpu_model": host.get("cpu_model"),
                 "cpu_count_usable": host.get("cpu_count_usable"),
                 "threads": m.get("threads"),
                 "gpu_names": [d.get("name") for d in gpu.get("devices") or []]}
-    status = dict(zip(run.summaries["cell"], run.summaries["status"]))
+    # a cell is ok when every one of its processes is
+    status = {}
+    for cell, st in zip(run.summaries["cell"], run.summaries["status"]):
+        status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
     # CPUs other processes used during each cell: bench.calibrate.ForeignCpu's figure when
     # recorded, else the harness monitor's (others_cpu_percent_mean, in % of one CPU).
     foreign = [_foreign_cores(mt) for mt in run.summaries["metrics"] if isinstance(mt, dict)]
@@ -177,8 +184,10 @@ def micro_side(path, data):
         if not vals:
             raise BadInput(f"{path}: benchmark {name!r} has no raw samples (stats.data); write "
                            "it with --benchmark-json, or --benchmark-save-data when saving")
-        # one value per round, already divided by the round's iterations
-        samples[(name, "time_s")] = [float(v) for v in vals]
+        # one value per round, already divided by the round's iterations, grouped by the
+        # process that ran it (benchmarks/run_micro.py keeps the groups)
+        groups = (b.get("extra_info") or {}).get("process_samples") or [vals]
+        samples[(name, "time_s")] = [[float(v) for v in g] for g in groups]
     info = data.get("machine_info") or {}
     ours = info.get("diffbench") or {}
     hw = dict(ours.get("hardware") or {})
@@ -196,38 +205,6 @@ def micro_side(path, data):
                 foreign_cpu_cores=max(foreign) if foreign else None)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-def min_two_sided_p(n1, n2):
-    """The smallest two-sided Mann-Whitney p-value possible at these sizes (complete
-    separation): 2 / C(n1 + n2, n1). If it is >= alpha, no difference can ever be significant."""
-    if n1 == 0 or n2 == 0:
-        return 1.0
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
-
-
-def judge(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPHA):
-    """(median_baseline, median_candidate, relative change, p-value, verdict) of two samples."""
-    import numpy as np
-    from scipy.stats import mannwhitneyu
-
-    b = np.asarray(baseline, dtype=float)
-    c = np.asarray(candidate, dtype=float)
-    b, c = b[np.isfinite(b)], c[np.isfinite(c)]
-    mb, mc = float(np.median(b)), float(np.median(c))
-    change = mc / mb - 1.0 if mb > 0 else float("nan")
-    if min_two_sided_p(len(b), len(c)) >= alpha:
-        return mb, mc, change, float("nan"), TOO_FEW
-    p = float(mannwhitneyu(c, b, alternative="two-sided").pvalue)
-    if not math.isfinite(change) or abs(change) <= threshold:
-        verdict = UNCHANGED
-    elif p >= alpha:
-        verdict = NOT_SIGNIFICANT
-    else:
-        verdict = REGRESSION if change > 0 else IMPROVEMENT
-    return mb, mc, change, p, verdict
-
-
 # -------------------------------------------------------------------------------- compare
 
 @dataclass
@@ -235,12 +212,13 @@ class Row:
     cell: str
     metric: str
     verdict: str
-    n_baseline: int = 0
+    n_baseline: int = 0   # processes
     n_candidate: int = 0
-    median_baseline: float = None
+    median_baseline: float = None   # median of the side's process medians
     median_candidate: float = None
-    change: float = None  # median_candidate / median_baseline - 1
+    change: float = None  # ratio of geometric means of process medians - 1
     p_value: float = None
+    detectable: float = None  # smallest change these process counts could detect
 
 
 @dataclass
@@ -384,19 +362,23 @@ def compare(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPH
                 verdict = "missing in candidate" if vb else "missing in baseline"
                 rows.append(_partial_row(cell, metric, verdict, base, cand, scale_b, scale_c))
                 continue
-            mb, mc, change, p, verdict = judge([v / scale_b for v in vb],
-                                               [v / scale_c for v in vc], threshold, alpha)
-            rows.append(Row(cell, metric, verdict, len(vb), len(vc), mb, mc, change, p))
+            j = judge([[v / scale_b for v in g] for g in vb],
+                      [[v / scale_c for v in g] for g in vc], threshold, alpha)
+            rows.append(Row(cell, metric, j.verdict, j.n_baseline, j.n_candidate,
+                            j.median_baseline, j.median_candidate, j.change, j.p_value,
+                            j.detectable))
     return Comparison(base, cand, rows, warnings, threshold, alpha, normalize)
 
 
 def _partial_row(cell, metric, verdict, base, cand, scale_b, scale_c):
     import numpy as np
 
+    from bench.stats import replicate_medians
+
     vb, vc = base.samples.get((cell, metric)) or [], cand.samples.get((cell, metric)) or []
     return Row(cell, metric, verdict, len(vb), len(vc),
-               float(np.median(vb)) / scale_b if vb else None,
-               float(np.median(vc)) / scale_c if vc else None)
+               float(np.median(replicate_medians(vb))) / scale_b if vb else None,
+               float(np.median(replicate_medians(vc))) / scale_c if vc else None)
 
 
 # --------------------------------------------------------------------------------- output
@@ -419,7 +401,13 @@ def _fmt_p(p):
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-COLUMNS = ["cell", "metric", "baseline", "candidate", "change", "p", "n (b/c)", "verdict"]
+COLUMNS = ["cell", "metric", "baseline", "candidate", "change", "p", "processes (b/c)",
+           "detectable", "verdict"]
+VERDICT_COLUMN = COLUMNS.index("verdict")
+
+
+def _fmt_detectable(v):
+    return "-" if v is None or math.isnan(v) else f">= {v * 100:.0f}%"
 
 
 def _table_rows(cmp):
@@ -427,7 +415,8 @@ def _table_rows(cmp):
     for r in cmp.rows:
         out.append([r.cell, r.metric, _fmt_value(r.median_baseline, cmp.normalized),
                     _fmt_value(r.median_candidate, cmp.normalized), _fmt_change(r.change),
-                    _fmt_p(r.p_value), f"{r.n_baseline}/{r.n_candidate}", r.verdict])
+                    _fmt_p(r.p_value), f"{r.n_baseline}/{r.n_candidate}",
+                    _fmt_detectable(r.detectable), r.verdict])
     return out
 
 
@@ -438,7 +427,8 @@ def summary_line(cmp, strict=False):
              f"improvement(s)", f"{cmp.count(UNCHANGED)} unchanged",
              f"{cmp.count(NOT_SIGNIFICANT)} not significant"]
     if cmp.count(TOO_FEW):
-        parts.append(f"{cmp.count(TOO_FEW)} with too few samples")
+        parts.append(f"{cmp.count(TOO_FEW)} with too few processes to judge (< "
+                     f"{MIN_REPLICATES} a side)")
     if gaps:
         parts.append(f"{gaps} missing/failed in candidate" + (" (fails with --strict)"
                                                                if not strict else ""))
@@ -447,7 +437,9 @@ def summary_line(cmp, strict=False):
     units = "medians in units of each side's calibration score" if cmp.normalized else \
         "medians in seconds"
     return (", ".join(parts) + f". Threshold {cmp.threshold * 100:g}%, alpha {cmp.alpha:g}, "
-            f"two-sided Mann-Whitney U; {units}.")
+            f"t-test on log per-process medians (the process is the unit; 'detectable' "
+            f"= the smallest change these process counts detect with {DETECTION_POWER:.0%} "
+            f"power); {units}.")
 
 
 def format_table(cmp, strict=False):
@@ -457,7 +449,8 @@ def format_table(cmp, strict=False):
               for i in range(len(COLUMNS))]
     lines = [f"baseline:  {cmp.baseline.path}", f"candidate: {cmp.candidate.path}"]
     lines += [f"WARNING: {w}" for w in cmp.warnings]
-    fmt = "  ".join(f"{{:{'<' if i < 2 or i == 7 else '>'}{w}}}" for i, w in enumerate(widths))
+    fmt = "  ".join(f"{{:{'<' if i < 2 or i == VERDICT_COLUMN else '>'}{w}}}"
+                    for i, w in enumerate(widths))
     lines.append(fmt.format(*COLUMNS).rstrip())
     lines.append("  ".join("-" * w for w in widths))
     lines += [fmt.format(*r).rstrip() for r in rows]
@@ -474,13 +467,13 @@ def format_markdown(cmp, strict=False):
     if cmp.warnings:
         lines.append("")
     lines.append("| " + " | ".join(COLUMNS) + " |")
-    lines.append("|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---"])
+    lines.append("|" + "|".join(["---", "---"] + ["---:"] * (VERDICT_COLUMN - 2) + ["---"])
                  + "|")
     for r, cells in zip(cmp.rows, _table_rows(cmp)):
         cells = [c.replace("|", "\\|") for c in cells]
         cells[0], cells[1] = f"`{cells[0]}`", f"`{cells[1]}`"
         if r.verdict == REGRESSION:
-            cells[7] = f"**{cells[7]}**"
+            cells[VERDICT_COLUMN] = f"**{cells[VERDICT_COLUMN]}**"
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", summary_line(cmp, strict)]
     return "\n".join(lines) + "\n"
@@ -512,7 +505,7 @@ def add_arguments(p):
                    help="smallest relative change of the median that counts, as 10%% or 0.1 "
                         "(default 10%%)")
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
-                   help="significance level of the Mann-Whitney U test (default 0.01)")
+                   help="significance level of the t-test over processes (default 0.01)")
     p.add_argument("--normalize", action="store_true",
                    help="divide each side's times by its calibration score (across machines)")
     p.add_argument("--markdown", metavar="FILE",

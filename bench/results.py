@@ -4,7 +4,10 @@ Layout (docs/ARCHITECTURE.md):
 
     results/<YYYYmmdd-HHMMSS>-<name>/
       manifest.json
-      cells/<cell-id>/{spec.json, events.jsonl, monitor.jsonl, summary.json, stderr.log}
+      cells/<cell-id>.r<k>/{spec.json, events.jsonl, monitor.jsonl, summary.json, stderr.log}
+
+One folder per process ("unit"): replicate k (1-based) of a cell. `harness.py train` runs have
+one folder per framework, cells/<fw>-train/, which loads as replicate 1.
 
 Records are JSON lines appended with one write() each and never rewritten, so a process
 killed at any instant leaves at most one torn last line, which the loader skips. Summaries and
@@ -23,7 +26,7 @@ SUMMARY = "summary.json"
 STDERR = "stderr.log"
 SPEC = "spec.json"
 
-CELL_COLUMNS = ["cell", "framework", "workload", "variant"]
+CELL_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant"]
 
 
 class RecordWriter:
@@ -91,12 +94,13 @@ def read_records(path):
     return records, skipped
 
 
-def cell_dir(run_dir, cell_id):
-    return os.path.join(run_dir, CELLS_DIR, cell_id)
+def cell_dir(run_dir, unit_id):
+    """The folder of one process: cells/<unit id> (a Cell's unit_id, or <fw>-train)."""
+    return os.path.join(run_dir, CELLS_DIR, unit_id)
 
 
-def read_summary(run_dir, cell_id):
-    path = os.path.join(cell_dir(run_dir, cell_id), SUMMARY)
+def read_summary(run_dir, unit_id):
+    path = os.path.join(cell_dir(run_dir, unit_id), SUMMARY)
     try:
         return read_json(path)
     except (FileNotFoundError, json.JSONDecodeError):
@@ -110,7 +114,10 @@ class RunData:
     """One run as tidy tables. Every frame starts with the columns cell, framework, workload,
     variant; record fields follow as columns (see docs/ARCHITECTURE.md's record table).
 
-    summaries: one row per cell in the manifest; status is "ok" | "failed" | "timeout" |
+    Rows carry `replicate` (1-based) and `unit` (the process's folder name): a cell of a run
+    with runner.replicates = N has N units.
+
+    summaries: one row per unit in the manifest; status is "ok" | "failed" | "timeout" |
                "missing" (no summary: not run yet, or killed); scalar metrics flattened as
                columns, the full dict in `metrics`.
     steps, epochs, samples, memory, starts, errors: the matching event records.
@@ -134,7 +141,9 @@ class RunData:
         return self.manifest.get("run_id") or os.path.basename(os.path.normpath(self.run_dir))
 
     def summary(self, cell_id):
-        row = self.summaries[self.summaries["cell"] == cell_id]
+        """The summary row of a unit, or of a cell's first replicate."""
+        s = self.summaries
+        row = s[(s["unit"] == cell_id) | (s["cell"] == cell_id)]
         return None if row.empty else row.iloc[0].to_dict()
 
     def cells(self):
@@ -162,28 +171,30 @@ def load_run(run_dir):
     if not cells and os.path.isdir(os.path.join(run_dir, CELLS_DIR)):
         cells = [{"cell": c, "framework": None, "workload": None, "variant": ""}
                  for c in sorted(os.listdir(os.path.join(run_dir, CELLS_DIR)))]
+    cells = [dict(c, unit=c.get("unit") or c["cell"], replicate=c.get("replicate") or 1)
+             for c in cells]
     by_type = {k: [] for k in ("step", "epoch", "sample", "memory", "start", "error")}
     monitor_rows, summary_rows, skipped = [], [], {}
     for cell in cells:
-        cid = cell["cell"]
+        uid = cell["unit"]
         ident = {k: cell.get(k) for k in CELL_COLUMNS}
-        d = cell_dir(run_dir, cid)
+        d = cell_dir(run_dir, uid)
         events, n_bad = read_records(os.path.join(d, EVENTS))
         if n_bad:
-            skipped[os.path.join(cid, EVENTS)] = n_bad
+            skipped[os.path.join(uid, EVENTS)] = n_bad
         for rec in events:
             if rec.get("type") in by_type:
                 by_type[rec["type"]].append({**ident, **{k: v for k, v in rec.items()
                                                          if k != "type"}})
         mon, n_bad = read_records(os.path.join(d, MONITOR))
         if n_bad:
-            skipped[os.path.join(cid, MONITOR)] = n_bad
+            skipped[os.path.join(uid, MONITOR)] = n_bad
         t_first = mon[0]["t_wall"] if mon else None
         for rec in mon:
             row = {**ident, **{k: v for k, v in rec.items() if k != "type"}}
             row["t_rel_s"] = rec["t_wall"] - t_first
             monitor_rows.append(row)
-        summ = read_summary(run_dir, cid)
+        summ = read_summary(run_dir, uid)
         row = dict(ident)
         if summ is None:
             row.update(status="missing", error=None, started=None, finished=None, metrics={})

@@ -14,7 +14,7 @@ import time
 import psutil
 
 from bench import results as res
-from bench.config import Cell, config_hash, expected_records
+from bench.config import ORDER_SCHEME, Cell, config_hash, expected_records
 from bench.env import REPO_ROOT, child_env, git_info, gpu_info, host_info, usable_cpus
 
 STDERR_TAIL_CHARS = 2000
@@ -61,7 +61,10 @@ def write_manifest(run_dir, cfg, cells, argv=None):
         "seed": cfg["seed"],
         "threads": resolved_threads(cfg),
         "config": cfg,
+        # one entry per process, in the order they run (the replicate design)
         "cells": [c.to_dict() for c in cells],
+        "replicates": cfg["runner"]["replicates"],
+        "order": ORDER_SCHEME,
         "host": host_info(),
         "gpu": gpu_info() if cfg["device"] != "cpu" else {"gpu": "absent",
                                                            "reason": "device=cpu"},
@@ -73,8 +76,10 @@ def write_manifest(run_dir, cfg, cells, argv=None):
     return manifest
 
 
-def _record_versions(run_dir, manifest, cell_id):
-    events, _ = res.read_records(os.path.join(res.cell_dir(run_dir, cell_id), res.EVENTS))
+def _record_versions(run_dir, manifest, cell):
+    if manifest["frameworks"].get(cell.framework):
+        return  # every replicate of a framework reports the same versions
+    events, _ = res.read_records(os.path.join(res.cell_dir(run_dir, cell.unit_id), res.EVENTS))
     for rec in events:
         if rec.get("type") == "start" and rec.get("versions"):
             fw = rec["framework"]
@@ -192,7 +197,7 @@ def run_cell(run_dir, cfg, cell, progress):
     from bench.monitor import Monitor
     from bench.monitor import summarize as monitor_summary
 
-    d = res.cell_dir(run_dir, cell.cell_id)
+    d = res.cell_dir(run_dir, cell.unit_id)
     if os.path.isdir(d):  # a torn attempt (resume): its partial records would mix with new ones
         shutil.rmtree(d)
     os.makedirs(d)
@@ -201,7 +206,7 @@ def run_cell(run_dir, cfg, cell, progress):
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
     stderr_path = os.path.join(d, res.STDERR)
     timeout_s = cfg["runner"]["timeout_s"]
-    progress.cell_start(cell.cell_id, expected_records(cfg, cell))
+    progress.cell_start(cell.unit_id, expected_records(cfg, cell))
     tail = EventTail(os.path.join(d, res.EVENTS))
 
     started = time.time()
@@ -225,7 +230,7 @@ def run_cell(run_dir, cfg, cell, progress):
                 timed_out = True
                 _kill_tree(proc)
                 break
-            progress.records(cell.cell_id, tail.poll())
+            progress.records(cell.unit_id, tail.poll())
             time.sleep(POLL_S)
     except BaseException:  # Ctrl-C: don't leave the worker running
         _kill_tree(proc)
@@ -233,11 +238,11 @@ def run_cell(run_dir, cfg, cell, progress):
     finally:
         if mon is not None:
             mon.stop()
-    progress.records(cell.cell_id, tail.poll())
+    progress.records(cell.unit_id, tail.poll())
     wall_s = time.perf_counter() - t0
     rc = proc.returncode
 
-    summary = res.read_summary(run_dir, cell.cell_id)
+    summary = res.read_summary(run_dir, cell.unit_id)
     events, _ = res.read_records(os.path.join(d, res.EVENTS))
     errors = [r for r in events if r.get("type") == "error"]
     if timed_out:
@@ -266,12 +271,13 @@ def run_cell(run_dir, cfg, cell, progress):
                                   if mon.gpu_status["gpu"] == "absent"
                                   else {"gpu": "present", "gpu_name": mon.gpu_status["name"]})
     res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
-    progress.cell_end(cell.cell_id, summary["status"], wall_s)
+    progress.cell_end(cell.unit_id, summary["status"], wall_s)
     return summary
 
 
 def _failed(cell, status, error, started, stderr_path):
-    return {"cell": cell.cell_id, "framework": cell.framework, "workload": cell.workload,
+    return {"cell": cell.cell_id, "replicate": cell.replicate, "unit": cell.unit_id,
+            "framework": cell.framework, "workload": cell.workload,
             "variant": cell.variant, "status": status, "error": error,
             "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
             "metrics": {}}
@@ -288,18 +294,20 @@ def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
         os.makedirs(os.path.join(run_dir, res.CELLS_DIR))
         manifest = write_manifest(run_dir, cfg, cells, argv)
     prog = Progress(len(cells), enabled=progress)
-    prog.line(f"run {run_dir}: {len(cells)} cell(s), {resolved_threads(cfg)} thread(s)")
+    n_cells = len({c.cell_id for c in cells})
+    prog.line(f"run {run_dir}: {n_cells} cell(s) x {cfg['runner']['replicates']} replicate(s) "
+              f"= {len(cells)} process(es), {resolved_threads(cfg)} thread(s)")
     summaries = []
     try:
         for cell in cells:
-            done = res.read_summary(run_dir, cell.cell_id) if resume else None
+            done = res.read_summary(run_dir, cell.unit_id) if resume else None
             if done is not None and done.get("status") == "ok":
-                prog.cell_end(cell.cell_id, "ok (kept from the earlier attempt)",
+                prog.cell_end(cell.unit_id, "ok (kept from the earlier attempt)",
                               done.get("wall_s") or 0.0)
                 summaries.append(done)
                 continue
             summaries.append(run_cell(run_dir, cfg, cell, prog))
-            _record_versions(run_dir, manifest, cell.cell_id)
+            _record_versions(run_dir, manifest, cell)
     finally:
         prog.close()
     failed = [s for s in summaries if s.get("status") != "ok"]
@@ -307,8 +315,8 @@ def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
 
 
 def cells_from_manifest(manifest):
-    return [Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {})
-            for c in manifest["cells"]]
+    return [Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {},
+                 c.get("replicate") or 1) for c in manifest["cells"]]
 
 
 def format_table(summaries):
@@ -330,7 +338,7 @@ def format_table(summaries):
                             f"{r['time_median_s']:.3f} s" for r in m.get("runs", [])[:4])
         if (m.get("others_cpu_percent_mean") or 0) > BUSY_OTHERS_CPU_PERCENT:
             key += f"  [busy machine: other processes used {m['others_cpu_percent_mean']:.0f}% CPU]"
-        rows.append((s["cell"], s.get("status", "?"), f"{s.get('wall_s') or 0:.1f}", key))
+        rows.append((s.get("unit") or s["cell"], s.get("status", "?"), f"{s.get('wall_s') or 0:.1f}", key))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
                      for r in rows)

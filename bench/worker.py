@@ -54,7 +54,7 @@ def run_cell(cell_dir, spec):
             backend = Backend(unet, diffusion, optim, device=cfg["device"],
                               threads=spec["threads"], seed=cfg["seed"])
             out.write("start", framework=cell["framework"], workload=cell["workload"],
-                      variant=cell["variant"], options=cell["options"], device=backend.device,
+                      variant=cell["variant"], replicate=cell.get("replicate", 1), options=cell["options"], device=backend.device,
                       pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
                       params=count_params(unet))
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))
@@ -94,7 +94,8 @@ def run_cell(cell_dir, spec):
             out.write("error", message=message, traceback=traceback.format_exc())
             traceback.print_exc()
             return 1
-    summary = {"cell": cell["cell"], "framework": cell["framework"],
+    summary = {"cell": cell["cell"], "replicate": cell.get("replicate", 1),
+               "unit": cell.get("unit", cell["cell"]), "framework": cell["framework"],
                "workload": cell["workload"], "variant": cell["variant"], "status": "ok",
                "error": None, "started": started, "finished": time.time(), "metrics": metrics}
     write_json_atomic(os.path.join(cell_dir, SUMMARY), summary)

@@ -2,7 +2,7 @@
 
     pytest benchmarks --framework torch --benchmark-json=micro-torch.json
 
-(`python benchmarks/run_micro.py` runs it per framework, in 2 processes each, and merges.)
+(`python benchmarks/run_micro.py` runs it per framework, in 3 processes each, and merges.)
 The model is the one in --micro-config (default configs/quick.yaml, overridable with
 --micro-set like `harness.py bench --set`); every benchmark name carries the framework, e.g.
 `test_train_step[torch]`, so both frameworks' results can live in one file.
@@ -24,8 +24,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-# Per process. run_micro.py runs 2 processes per framework: 30 samples per benchmark, well
-# above the ~10 per side Mann-Whitney needs at alpha 0.01.
+# Per process: enough rounds for a stable process median. The gate's units are processes
+# (run_micro.py runs 3 per framework), not rounds.
 DEFAULT_ROUNDS = 15
 DEFAULT_WARMUP_ROUNDS = 3  # Jittor compiles on call 1 and settles by call 2-3
 

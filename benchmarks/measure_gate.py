@@ -4,7 +4,7 @@ machine, and which injected slowdowns does the gate catch?
 
     python benchmarks/measure_gate.py --out-dir /tmp/gate [--repeats torch=3 jittor=2]
                                       [--slowdowns 0.05 0.1 0.2] [--slowdown-frameworks torch]
-                                      [--processes 2]
+                                      [--processes 3]
                                       [-- extra micro args]
 
 1. Runs benchmarks/run_micro.py REPEATS times per framework, unchanged (each run is what
@@ -41,20 +41,22 @@ def spread_rows(paths, threshold, alpha):
     import numpy as np
 
     from bench import regress as R
+    from bench.stats import judge
 
     sides = [R.load_side(p) for p in paths]
     rows = []
     for key in sides[0].samples:
-        runs = [np.asarray(s.samples[key]) for s in sides if key in s.samples]
+        groups = [s.samples[key] for s in sides if key in s.samples]  # per run: its processes
+        runs = [np.concatenate([np.asarray(g, dtype=float) for g in run]) for run in groups]
         medians = np.array([np.median(r) for r in runs])
         within_iqr = [float(np.subtract(*np.percentile(r, [75, 25])) / np.median(r))
                       for r in runs]
         within_cv = [float(np.std(r, ddof=1) / np.mean(r)) for r in runs]
         pair_changes, alarms = [], 0
         for a, b in itertools.combinations(range(len(runs)), 2):
-            _, _, change, _, verdict = R.judge(runs[a], runs[b], threshold, alpha)
-            pair_changes.append(abs(change))
-            alarms += verdict in (R.REGRESSION, R.IMPROVEMENT)
+            j = judge(groups[a], groups[b], threshold, alpha)
+            pair_changes.append(abs(j.change))
+            alarms += j.verdict in (R.REGRESSION, R.IMPROVEMENT)
         rows.append({"benchmark": key[0], "runs": len(runs),
                      "median_ms": float(np.median(medians)) * 1e3,
                      "within_iqr_over_median": float(np.median(within_iqr)),
@@ -68,6 +70,7 @@ def spread_rows(paths, threshold, alpha):
 
 def detection_rows(base_paths, slow_paths, threshold, alpha):
     from bench import regress as R
+    from bench.stats import judge
 
     rows = []
     for slowdown, path in slow_paths.items():
@@ -78,10 +81,9 @@ def detection_rows(base_paths, slow_paths, threshold, alpha):
                 base = R.load_side(bp)
                 if key not in base.samples:
                     continue
-                _, _, change, p, verdict = R.judge(base.samples[key], slow.samples[key],
-                                                   threshold, alpha)
-                flagged += verdict == R.REGRESSION
-                changes.append(change)
+                j = judge(base.samples[key], slow.samples[key], threshold, alpha)
+                flagged += j.verdict == R.REGRESSION
+                changes.append(j.change)
             rows.append({"slowdown": slowdown, "benchmark": key[0],
                          "measured_change": sum(changes) / len(changes),
                          "flagged": f"{flagged}/{len(changes)}"})
@@ -121,7 +123,7 @@ def main(argv=None):
                     metavar="FW=N")
     ap.add_argument("--slowdowns", nargs="*", type=float, default=[0.05, 0.10, 0.20])
     ap.add_argument("--slowdown-frameworks", nargs="*", default=["torch"])
-    ap.add_argument("--processes", type=int, default=2, help="run_micro.py --processes")
+    ap.add_argument("--processes", type=int, default=3, help="run_micro.py --processes")
     ap.add_argument("--threshold", type=float, default=0.10)
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--report-only", action="store_true",

@@ -2,11 +2,11 @@
 """Run the micro-suite per framework, each in processes of its own, and merge the JSONs.
 
     python benchmarks/run_micro.py --out micro.json [--frameworks torch jittor]
-                                   [--processes 2] [-- extra pytest args, e.g. --micro-rounds 10]
+                                   [--processes 3] [-- extra pytest args, e.g. --micro-rounds 10]
 
 Each framework runs `pytest benchmarks --framework FW --benchmark-json=...` in a child process
-(never two frameworks in one process), --processes times, alternating frameworks; the rounds
-of a framework's processes are pooled. Why several processes: timings shift from one process
+(never two frameworks in one process), --processes times, frameworks interleaved in a balanced
+order (AB BA BA AB: bench.config.balanced_order); each process's rounds stay one group. Why several processes: timings shift from one process
 to the next (memory layout, thread placement, what else the machine is doing) by more than
 they vary within one, and a gate that saw a single process per side would take that shift for
 a regression. The merged file is still pytest-benchmark's format: the benchmarks of all
@@ -28,7 +28,8 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_BENCHMARKS = 4  # forward, train step, DDPM step, DDIM step
-DEFAULT_PROCESSES = 2
+# Processes per framework: the units of the comparison (bench/stats.py needs >= 3 a side).
+DEFAULT_PROCESSES = 3
 
 
 def run_framework(framework, json_path, extra_args, timeout_s):
@@ -68,7 +69,9 @@ def combine(results):
 
     Benchmarks of different frameworks are listed side by side (their names differ); the
     same benchmark from several processes is pooled: its raw samples concatenated and the
-    stats recomputed by pytest-benchmark's own Stats, so the file stays in its format.
+    stats recomputed by pytest-benchmark's own Stats, so the file stays in its format. The
+    process boundaries are kept in extra_info.process_samples (one list of rounds per
+    process): the process is the unit `harness.py compare` counts.
     """
     import numpy as np
     from pytest_benchmark.stats import Stats
@@ -88,8 +91,10 @@ def combine(results):
                 for v in part["stats"]["data"]:
                     stats.update(v)
             b["stats"] = dict(stats.as_dict(), data=list(stats.data))
-        b["extra_info"] = dict(b.get("extra_info") or {}, processes=sum(
-            (part.get("extra_info") or {}).get("processes", 1) for part in parts))
+        groups = [g for part in parts for g in
+                  (part.get("extra_info") or {}).get("process_samples") or [part["stats"]["data"]]]
+        b["extra_info"] = dict(b.get("extra_info") or {}, processes=len(groups),
+                               process_samples=groups)
         merged["benchmarks"].append(b)
 
     infos = [data["machine_info"].get("diffbench", {}) for _, data in results]
@@ -144,6 +149,7 @@ def split_passthrough(argv):
 
 def main(argv=None):
     sys.path.insert(0, REPO)
+    from bench.config import balanced_order
     from models.registry import FRAMEWORKS
 
     argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
@@ -185,9 +191,9 @@ def main(argv=None):
 
     results, errors = [], []
     with tempfile.TemporaryDirectory(prefix="micro-") as tmp:
-        # torch, jittor, torch, jittor...: slow drifts of the machine hit every framework
-        for i in range(args.processes):
-            for fw in args.frameworks:
+        # AB BA BA AB...: slow drifts of the machine hit every framework alike
+        for i, order in enumerate(balanced_order(args.frameworks, args.processes)):
+            for fw in order:
                 data, err = run_framework(fw, os.path.join(tmp, f"{fw}-{i}.json"), extra,
                                           args.timeout_s)
                 if err:

@@ -41,7 +41,9 @@ def tiny_config(results_dir, **sections):
                             {"sampler": "ddpm", "steps": [3]}],
                    "batch_sizes": [2], "repeats": 2, "warmup": 1},
         "monitor": {"enabled": True, "interval_s": 0.1},
-        "runner": {"timeout_s": 900, "results_dir": str(results_dir)},
+        # one process per cell: these tests check mechanics, not re-run statistics (the
+        # replicate tests set more)
+        "runner": {"timeout_s": 900, "results_dir": str(results_dir), "replicates": 1},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
@@ -71,13 +73,15 @@ def run_dirs(results_dir):
 
 @pytest.fixture(scope="session")
 def both_frameworks_run(tmp_path_factory):
-    """One real run of both frameworks (train + sample), shared by test_harness and
-    test_timing: the slowest thing in these tests, so it happens once."""
+    """One real run of both frameworks (train + sample), two processes (replicates) per
+    cell, shared by test_harness, test_integration and test_timing: the slowest thing in
+    these tests, so it happens once."""
     root = tmp_path_factory.mktemp("both")
     cfg = tiny_config(root / "results", name="both", frameworks=["torch", "jittor"],
                       model=SMALL_MODEL, data={"num_samples": 48, "val_fraction": 0.25},
                       train={"epochs": 2, "steps_per_epoch": 4, "batch_size": 8,
-                             "warmup_steps": 2, "val_batches": 1})
+                             "warmup_steps": 2, "val_batches": 1},
+                      runner={"replicates": 2})
     cfg["diffusion"] = {"timesteps": 100}
     path = write_config(root / "both.yaml", cfg)
     proc = harness("bench", path)

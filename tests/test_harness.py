@@ -16,15 +16,28 @@ from tests.conftest import REPO, harness, run_dirs, tiny_config, write_config
 def test_both_frameworks_run_produces_every_file(both_frameworks_run):
     proc, run_dir = both_frameworks_run["proc"], both_frameworks_run["run_dir"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    cells = ["torch-train", "jittor-train", "torch-sample", "jittor-sample"]
-    for cell in cells:
+    # Two rounds; in each, a workload's frameworks back to back, their order reversed in the
+    # second round (AB BA): the balanced order, recorded in the manifest as it ran.
+    units = ["torch-train.r1", "jittor-train.r1", "torch-sample.r1", "jittor-sample.r1",
+             "jittor-train.r2", "torch-train.r2", "jittor-sample.r2", "torch-sample.r2"]
+    for unit in units:
         for name in ("spec.json", "events.jsonl", "monitor.jsonl", "summary.json", "stderr.log"):
-            assert os.path.isfile(os.path.join(run_dir, "cells", cell, name)), (cell, name)
-    assert "torch-train" in proc.stdout and "results:" in proc.stdout
+            assert os.path.isfile(os.path.join(run_dir, "cells", unit, name)), (unit, name)
+    assert "torch-train.r1" in proc.stdout and "results:" in proc.stdout
 
     data = R.load_run(run_dir)
     m = data.manifest
-    assert [c["cell"] for c in m["cells"]] == cells
+    assert [c["unit"] for c in m["cells"]] == units
+    assert [c["replicate"] for c in m["cells"]] == [1] * 4 + [2] * 4
+    assert m["replicates"] == 2 and "Thue-Morse" in m["order"]
+    # every process really ran: its own pid, its replicate number in its records
+    starts = data.starts
+    assert starts.pid.nunique() == 8
+    assert sorted(zip(starts.cell, starts.replicate)) == sorted(
+        (u.split(".r")[0], int(u.split(".r")[1])) for u in units)
+    # processes ran in the recorded order
+    started = data.summaries.set_index("unit").started
+    assert list(started.sort_values().index) == units
     assert len(m["config_hash"]) == 64 and m["seed"] == 0 and m["threads"] == 2
     assert m["host"]["cpu_model"] and m["host"]["python"]
     assert m["gpu"]["gpu"] in ("absent", "present")
@@ -34,7 +47,7 @@ def test_both_frameworks_run_produces_every_file(both_frameworks_run):
 
     cfg = both_frameworks_run["config"]["train"]
     for fw in ("torch", "jittor"):
-        steps = data.steps[data.steps.framework == fw]
+        steps = data.steps[(data.steps.framework == fw) & (data.steps.replicate == 1)]
         assert len(steps) == cfg["epochs"] * cfg["steps_per_epoch"]
         assert list(steps.phase[:1 + cfg["warmup_steps"]]) == ["compile"] + ["warmup"] * cfg[
             "warmup_steps"]
@@ -42,22 +55,24 @@ def test_both_frameworks_run_produces_every_file(both_frameworks_run):
         # data-wait and compute partition the step (the clocks are read back to back)
         assert np.allclose(steps.data_wait_s + steps.compute_s, steps.wall_s, rtol=1e-3,
                            atol=1e-4)
-        epochs = data.epochs[data.epochs.framework == fw]
+        epochs = data.epochs[(data.epochs.framework == fw) & (data.epochs.replicate == 1)]
         assert len(epochs) == cfg["epochs"] and epochs.val_loss.notna().all()
-        s = data.summary(f"{fw}-train")
+        s = data.summary(f"{fw}-train.r1")
         assert s["steps_measured"] == len(steps) - 1 - cfg["warmup_steps"]
         assert s["peak_rss_bytes"] > 50e6 and s["monitor_samples"] > 0
-        mon = data.monitor[data.monitor.cell == f"{fw}-train"]
+        mon = data.monitor[data.monitor.unit == f"{fw}-train.r1"]
         assert len(mon) >= 2 and mon.cpu_percent.max() > 0 and mon.rss_bytes.max() > 50e6
         samples = data.samples[(data.samples.framework == fw) & (data.samples.phase == "measure")]
-        assert len(samples) == 2 * 1 * 2  # two sampler settings x one batch size x 2 repeats
+        assert len(samples) == 2 * (2 * 1 * 2)  # 2 processes x (2 samplers x 1 batch x 2 repeats)
         assert samples.finite.all() and (samples.per_step_s > 0).all()
-        assert len(data.memory[data.memory.framework == fw]) == 2  # one per cell
+        assert len(data.memory[data.memory.framework == fw]) == 4  # one per process
 
     # The shared loader feeds identical batches, timesteps and noise to both frameworks, from
     # identical weights: the first losses agree to float32 precision.
-    first = data.steps[data.steps.step == 0].set_index("framework").loss
-    assert abs(first["torch"] - first["jittor"]) < 1e-4 * abs(first["torch"])
+    first = data.steps[data.steps.step == 0]
+    for rep in (1, 2):  # ... and every replicate repeats the same computation
+        loss = first[first.replicate == rep].set_index("framework").loss
+        assert abs(loss["torch"] - loss["jittor"]) < 1e-4 * abs(loss["torch"])
 
 
 def test_failing_cell_is_recorded_and_the_others_still_run(tmp_path):
@@ -65,10 +80,10 @@ def test_failing_cell_is_recorded_and_the_others_still_run(tmp_path):
     proc = harness("bench", write_config(tmp_path / "c.yaml", cfg))
     assert proc.returncode == 1, proc.stderr
     run_dir = run_dirs(tmp_path / "results")[0]
-    failed = R.read_summary(run_dir, "torch-train")
+    failed = R.read_summary(run_dir, "torch-train.r1")
     assert failed["status"] == "failed" and "debug.raise_in" in failed["error"]
     assert "RuntimeError" in failed["stderr_tail"]  # the worker's traceback tail
-    assert R.read_summary(run_dir, "torch-sample")["status"] == "ok"
+    assert R.read_summary(run_dir, "torch-sample.r1")["status"] == "ok"
     errors = R.load_run(run_dir).errors
     assert list(errors.cell) == ["torch-train"] and "Traceback" in errors.traceback.iloc[0]
 
@@ -79,7 +94,7 @@ def test_timeout_kills_the_worker_and_fails_the_cell(tmp_path):
     proc = harness("bench", write_config(tmp_path / "c.yaml", cfg))
     assert proc.returncode == 1
     run_dir = run_dirs(tmp_path / "results")[0]
-    s = R.read_summary(run_dir, "torch-train")
+    s = R.read_summary(run_dir, "torch-train.r1")
     assert s["status"] == "timeout" and "runner.timeout_s" in s["error"]
     assert time.time() - t0 < 60
 
@@ -108,8 +123,8 @@ def test_sigkill_mid_cell_then_resume_finishes_only_what_is_missing(tmp_path):
                              stderr=subprocess.DEVNULL)
     try:
         run_dir = _wait_for(lambda: (run_dirs(tmp_path / "results") or [None])[0], 60, "run dir")
-        _wait_for(lambda: _records(run_dir, "torch-sample", "sample"), 120, "a sample record")
-        worker_pid = _records(run_dir, "torch-sample", "start")[0]["pid"]
+        _wait_for(lambda: _records(run_dir, "torch-sample.r1", "sample"), 120, "a sample record")
+        worker_pid = _records(run_dir, "torch-sample.r1", "start")[0]["pid"]
         os.kill(bench.pid, signal.SIGKILL)  # no cleanup handlers run
         bench.wait(timeout=10)
     finally:
@@ -124,19 +139,19 @@ def test_sigkill_mid_cell_then_resume_finishes_only_what_is_missing(tmp_path):
     _wait_for(worker_gone, 15, "the orphaned worker to die")
 
     # The worst case of a kill mid-write: a torn last line.
-    with open(os.path.join(run_dir, "cells", "torch-sample", "events.jsonl"), "ab") as f:
+    with open(os.path.join(run_dir, "cells", "torch-sample.r1", "events.jsonl"), "ab") as f:
         f.write(b'{"type": "sample", "t_wall": 1.0, "sampl')
     killed = R.load_run(run_dir)
-    status = killed.summaries.set_index("cell").status
-    assert status["torch-train"] == "ok" and status["torch-sample"] == "missing"
+    status = killed.summaries.set_index("unit").status
+    assert status["torch-train.r1"] == "ok" and status["torch-sample.r1"] == "missing"
     assert len(killed.samples) >= 1 and sum(killed.skipped_lines.values()) == 1
-    train_summary = R.read_summary(run_dir, "torch-train")
+    train_summary = R.read_summary(run_dir, "torch-train.r1")
 
     proc = harness("bench", "--resume", run_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     done = R.load_run(run_dir)
     assert set(done.summaries.status) == {"ok"} and not done.skipped_lines
-    assert R.read_summary(run_dir, "torch-train") == train_summary  # not re-run
+    assert R.read_summary(run_dir, "torch-train.r1") == train_summary  # not re-run
     s = cfg["sample"]
     assert len(done.samples) == len(s["runs"]) * (s["warmup"] + s["repeats"])  # no leftovers
     assert len(done.starts) == 2

@@ -40,13 +40,13 @@ def test_quality_workload_writes_fid_records_for_both_frameworks(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = run_dirs(tmp_path / "results")
     for fw in ("torch", "jittor"):
-        recs, _ = read_records(os.path.join(run, "cells", f"{fw}-quality", "events.jsonl"))
+        recs, _ = read_records(os.path.join(run, "cells", f"{fw}-quality.r1", "events.jsonl"))
         fids = [r for r in recs if r["type"] == "fid"]
         assert [r["steps"] for r in fids] == [2, 4]
         for r in fids:
             assert r["framework"] == fw and r["num_images"] == 6 and r["fid"] > 0
             assert r["extractor"] and r["reference"].startswith("synthetic")
-        assert os.path.isfile(os.path.join(run, "cells", f"{fw}-quality", "samples",
+        assert os.path.isfile(os.path.join(run, "cells", f"{fw}-quality.r1", "samples",
                                            "ddim-0002.png"))
 
 

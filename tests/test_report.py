@@ -56,24 +56,28 @@ def _monitor(t_start, t_end, rng, gpu, rss0):
 
 
 def _cell(root, cell_id, framework, workload, events, monitor, status="ok", error=None,
-          torn_tail=False, summary=True, variant=None):
-    d = root / "cells" / cell_id
+          torn_tail=False, summary=True, variant=None, replicate=None):
+    """A process folder: cells/<cell>.r<k> for replicate k, or cells/<cell> (replicate=None:
+    the layout of `harness.py train` runs, which loads as replicate 1)."""
+    d = root / "cells" / (cell_id if replicate is None else f"{cell_id}.r{replicate}")
     d.mkdir(parents=True)
     _write_jsonl(d / "events.jsonl", events, torn_tail)
     _write_jsonl(d / "monitor.jsonl", monitor)
     (d / "stderr.log").write_text("")
     if summary:
         (d / "summary.json").write_text(json.dumps({
-            "cell": cell_id, "framework": framework, "workload": workload, "variant": variant,
-            "status": status, "error": error, "started": events[0]["t_wall"] if events else T0,
+            "cell": cell_id, "replicate": replicate or 1, "framework": framework,
+            "workload": workload, "variant": variant, "status": status, "error": error, "started": events[0]["t_wall"] if events else T0,
             "finished": events[-1]["t_wall"] if events else T0, "metrics": {}}))
     return d
 
 
 def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sample=True,
              fid=False, failed=True, grids=False, config_name="quick", epochs=3,
-             steps_per_epoch=10, batch=8, evil_framework=False):
-    """A results directory with real-shaped records. Returns its path."""
+             steps_per_epoch=10, batch=8, evil_framework=False, replicates=None):
+    """A results directory with real-shaped records. Returns its path. replicates=N writes N
+    processes per train/sample cell (cells/<cell>.r<k>), each with its own process-level
+    speed (a lognormal factor, as re-runs differ); None writes one, in the plain layout."""
     root = Path(root)
     rng = np.random.default_rng(0)
     run_dir = root / "results" / f"20261123-120000-{'x' if config_name != 'quick' else 'quick'}"
@@ -81,7 +85,10 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
     speed = {"torch": 0.06, "jittor": 0.22}
     compile_s = {"torch": 1.5, "jittor": 40.0}
     cells = []
-    for fi, fw in enumerate(frameworks):
+    for fi, (fw, k) in enumerate((fw, k) for k in range(1, (replicates or 1) + 1)
+                                 for fw in frameworks):
+        unit = k if replicates else None
+        process_speed = float(rng.lognormal(0, 0.05)) if replicates else 1.0
         t = T0 + 1000 * fi
         # Field for field what bench/worker.py and bench/workloads.py write.
         start = {"type": "start", "t_wall": t, "framework": fw, "workload": "train",
@@ -99,7 +106,7 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
                     phase = "compile" if (e, s) == (1, 0) else "warmup" if e == 1 and s < 3 else "measure"
                     wait = float(rng.uniform(0.001, 0.004))
                     comp = compile_s.get(fw, 0.1) if phase == "compile" else \
-                        float(speed.get(fw, 0.1) * rng.lognormal(0, 0.08))
+                        float(speed.get(fw, 0.1) * process_speed * rng.lognormal(0, 0.08))
                     t += wait + comp
                     step_i = (e - 1) * steps_per_epoch + s
                     ev.append({"type": "step", "t_wall": t, "phase": phase, "epoch": e,
@@ -120,7 +127,8 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
                        "allocator_peak_bytes": None if fw == "torch" and not gpu else int(300 * MIB),
                        "allocator_current_bytes": None})
             _cell(run_dir, f"{fw}-train", fw, "train", ev,
-                  _monitor(T0 + 1000 * fi, t, rng, gpu, 500 * MIB), torn_tail=(fi == 0))
+                  _monitor(T0 + 1000 * fi, t, rng, gpu, 500 * MIB), torn_tail=(fi == 0),
+                  replicate=unit)
             cells.append(f"{fw}-train")
         if sample:
             t = T0 + 1000 * fi + 500
@@ -128,7 +136,7 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
             for sampler, steps_list in (("ddim", (10, 50, 250)), ("ddpm", (1000,))):
                 for n in steps_list:
                     for rep in range(4):
-                        per = speed.get(fw, 0.1) * 0.5 * rng.lognormal(0, 0.05)
+                        per = speed.get(fw, 0.1) * 0.5 * process_speed * rng.lognormal(0, 0.05)
                         t += per * n
                         ev.append({"type": "sample", "t_wall": t, "sampler": sampler, "steps": n,
                                    "eta": 0.0 if sampler == "ddim" else None,
@@ -139,9 +147,9 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
                                    "time_s": per * n, "per_step_s": per,
                                    "images_per_s": 16 / (per * n)})
             _cell(run_dir, f"{fw}-sample", fw, "sample", ev,
-                  _monitor(T0 + 1000 * fi + 500, t, rng, gpu, 400 * MIB))
+                  _monitor(T0 + 1000 * fi + 500, t, rng, gpu, 400 * MIB), replicate=unit)
             cells.append(f"{fw}-sample")
-        if fid:
+        if fid and k == 1:
             t = T0 + 1000 * fi + 800
             ev = [dict(start, workload="quality", t_wall=t)]
             for n in (10, 50, 250):
@@ -177,7 +185,9 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
                 "command": ["harness.py", "bench", "configs/quick.yaml"],
                 "config_name": config_name, "config_hash": "abc123", "seed": 0, "threads": 2,
                 "config": {"name": config_name, "train": {"epochs": epochs, "batch_size": batch}},
-                "cells": [{"cell": c} for c in cells],
+                "cells": [{"cell": d.name.split(".r")[0], "unit": d.name,
+                           "replicate": int(d.name.split(".r")[1]) if ".r" in d.name else 1}
+                          for d in sorted((run_dir / "cells").iterdir())],
                 "host": {"python": "3.12.3", "platform": "Linux-x86_64", "cpu_model": "Test CPU",
                          "cpu_count_logical": 2, "memory_total_bytes": 24 * 1024 ** 3},
                 "gpu": {"name": "NVIDIA H100", "driver": "580"} if gpu else
@@ -252,7 +262,8 @@ def test_training_table_matches_records(tmp_path):
                  (run_dir / "cells" / f"{fw}-train" / "events.jsonl").read_text().splitlines()
                  if l.endswith("}")]
         meas = [r for r in steps if r.get("type") == "step" and r["phase"] == "measure"]
-        assert by_metric["measured steps"][col_i] == str(len(meas))
+        assert by_metric["measured steps, all processes"][col_i] == str(len(meas))
+        assert by_metric["processes (replicates)"][col_i] == "1"
         wall = np.median([r["wall_s"] for r in meas])
         assert _number(by_metric["step time, median (s)"][col_i]) == pytest.approx(wall, rel=5e-3)
         compile_s = [r["wall_s"] for r in steps if r.get("type") == "step" and r["phase"] == "compile"]
@@ -262,14 +273,43 @@ def test_training_table_matches_records(tmp_path):
         assert _number(by_metric["final validation loss"][col_i]) == \
             pytest.approx(last_epoch["val_loss"], rel=5e-3)
 
-    # jittor is ~3.7x slower per step in the fixture; the CI brackets the point estimate.
+    # jittor is ~3.7x slower per step in the fixture, but one process per framework says
+    # nothing about a re-run: the ratio comes without an interval, and the cell says why.
     cell = by_metric["step time, median (s)"][3]
-    value, low, high = map(float, re.findall(r"[\d.]+", cell))
-    assert low <= value <= high and 3.0 < value < 4.5
+    assert cell.startswith("3.") and "[" not in cell
+    assert "no interval: 1 vs 1 processes" in cell
+    assert "Independent processes per cell: 1" in md and "says nothing about the next run" in md
     # CPU-only run: GPU-only quantities say so instead of showing numbers.
     assert by_metric["energy per epoch, median (J)"][1:] == ["no GPU"] * 3
     assert by_metric["peak device memory (MiB)"][1] == "no GPU"
     assert by_metric["peak host RSS (MiB)"][1] == "800.0"
+
+
+def test_training_table_over_replicates(tmp_path):
+    """Four processes per framework: each cell's number is the median of its processes'
+    medians, the ratio has an interval over processes, and the count and spread are shown."""
+    run_dir, paths, md, _ = _report(tmp_path, replicates=4, sample=False, failed=False)
+    header, rows = _md_table_after(md, "## Training")
+    by_metric = {r[0]: r for r in rows}
+    for col_i, fw in ((1, "torch"), (2, "jittor")):
+        medians = []
+        for k in range(1, 5):
+            recs = [json.loads(l) for l in (run_dir / "cells" / f"{fw}-train.r{k}" /
+                                            "events.jsonl").read_text().splitlines()
+                    if l.endswith("}")]
+            medians.append(np.median([r["wall_s"] for r in recs if r.get("type") == "step"
+                                      and r["phase"] == "measure"]))
+        assert _number(by_metric["step time, median (s)"][col_i]) == \
+            pytest.approx(np.median(medians), rel=5e-3)
+        assert by_metric["processes (replicates)"][col_i] == "4"
+        assert by_metric["step time, between-process CV"][col_i].endswith("%")
+    cell = by_metric["step time, median (s)"][3]
+    value, low, high = map(float, re.findall(r"[\d.]+", cell)[:3])
+    assert low < value < high and 3.0 < value < 4.5
+    assert "n=4/4, CV" in cell
+    assert "Independent processes per cell: 4" in md
+    assert "replicates_train.png" in md        # the per-process plot
+    assert (paths["out_dir"] / "replicates_train.png").read_bytes()[:8] == PNG
 
 
 def test_energy_on_gpu_run(tmp_path):
@@ -293,8 +333,22 @@ def test_sampling_table_rows(tmp_path):
     assert {r[fw_i] for r in rows} == {"torch", "jittor"}
     assert all(r[ratio_i] == "baseline" for r in rows if r[fw_i] == "torch")
     assert all("×" in r[ratio_i] for r in rows if r[fw_i] == "jittor")
-    # 3 measured repeats each (repeat 0 is warm-up).
-    assert all(r[header.index("repeats")] == "3" for r in rows)
+    # 3 measured chains each (repeat 0 is warm-up), in one process per framework.
+    assert all(r[header.index("chains")] == "3" for r in rows)
+    assert all(r[header.index("processes")] == "1" for r in rows)
+
+
+def test_sampling_ratio_over_replicates(tmp_path):
+    _, _, md, _ = _report(tmp_path, replicates=3, train=False, failed=False)
+    header, rows = _md_table_after(md, "## Sampling")
+    fw_i, ratio_i = header.index("framework"), len(header) - 1
+    assert all(r[header.index("processes")] == "3" and r[header.index("chains")] == "9"
+               for r in rows)
+    for r in rows:
+        if r[fw_i] == "jittor":
+            value, low, high = map(float, re.findall(r"[\d.]+", r[ratio_i])[:3])
+            assert low < value < high and "n=3/3" in r[ratio_i]
+    assert "replicates_sample.png" in md
 
 
 def test_torn_last_line_is_tolerated(tmp_path):

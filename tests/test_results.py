@@ -75,7 +75,7 @@ def test_load_run_with_a_missing_summary_and_torn_events(tmp_path):
     assert s.loc["torch-train", "status"] == "ok"
     assert s.loc["torch-train", "wall_step_median_s"] == 0.1  # scalar metric flattened
     assert s.loc["jittor-train", "status"] == "missing"
-    assert list(data.steps.columns[:4]) == R.CELL_COLUMNS
+    assert list(data.steps.columns[:len(R.CELL_COLUMNS)]) == R.CELL_COLUMNS
     assert len(data.steps[data.steps.cell == "torch-train"]) == 3
     assert list(data.steps[data.steps.cell == "jittor-train"].phase) == ["compile"]
     assert data.skipped_lines == {os.path.join("jittor-train", "events.jsonl"): 1}

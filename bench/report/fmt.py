@@ -32,17 +32,27 @@ def mib(nbytes) -> str:
     return f"{float(nbytes) / MIB:,.1f}" if is_num(nbytes) else DASH
 
 
+def _pct(x) -> str:
+    return f"{float(x) * 100:.0f}%" if is_num(x) else "?"
+
+
 def ratio(r) -> str:
-    """'1.23× [1.18, 1.30]'; the CI only when there is one."""
+    """'1.23× [1.18, 1.30] n=3/3, CV 2%/4%': the value, its interval over processes, the
+    process count and between-process spread of each side (sample/baseline). Without an
+    interval (too few processes) the words say so instead."""
     if r is None or not is_num(r.value):
         return DASH
     s = f"{r.value:.2f}×"
     if is_num(r.low) and is_num(r.high):
         s += f" [{r.low:.2f}, {r.high:.2f}]"
+        if r.n > 1 or r.n_baseline > 1:
+            s += f" n={r.n}/{r.n_baseline}, CV {_pct(r.cv)}/{_pct(r.cv_baseline)}"
+    elif getattr(r, "reason", ""):
+        s += f" (no interval: {r.reason})"
     return s
 
 
-_NUMERIC_CELL = re.compile(r"[\d\s.,×\[\]\-+e%]*|—|no GPU|baseline|")
+_NUMERIC_CELL = re.compile(r"[\d\s.,×\[\]\-+e%]*(n=\d+/\d+, CV [\d?%/]+)?|—|no GPU|baseline|")
 
 
 @dataclass

@@ -23,12 +23,19 @@ class RunData:
     run_dir: Path
     run_id: str
     manifest: dict            # {} when manifest.json is missing or unreadable
-    cells: pd.DataFrame       # one row per cell: cell, framework, workload, variant, status, error
-    records: pd.DataFrame     # every record of every cell (events + monitor), tidy
+    cells: pd.DataFrame       # one row per cell (what is measured): CELL_COLUMNS
+    records: pd.DataFrame     # every record of every process (events + monitor), tidy, with
+                              # the columns cell, replicate and unit
     problems: list = field(default_factory=list)   # human-readable notes on damaged files
+    units: pd.DataFrame = None  # one row per process (replicate of a cell): UNIT_COLUMNS
 
 
-CELL_COLUMNS = ["cell", "framework", "workload", "variant", "status", "error", "dir"]
+# A unit is one process: replicate k of a cell, in the folder cells/<unit>.
+UNIT_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant", "status",
+                "error", "dir", "t_start"]
+# A cell's status is "ok" when every replicate is; otherwise the first other status.
+CELL_COLUMNS = ["cell", "framework", "workload", "variant", "status", "error", "dir",
+                "replicates", "replicates_ok"]
 
 
 def read_jsonl(path: Path, problems: list) -> list:
@@ -56,6 +63,33 @@ def _split_cell_id(cell_id: str):
     return (parts + [None, None])[:3]
 
 
+def _unit_identity(cdir: Path, summary: dict, spec: dict, start: dict):
+    """(cell id, replicate) of a process folder: from its summary, else the spec the runner
+    wrote before starting it, else its start record, else the folder name (<cell>.r<k>)."""
+    spec_cell = spec.get("cell") if isinstance(spec.get("cell"), dict) else {}
+    name, _, rep = cdir.name.rpartition(".r")
+    if not (name and rep.isdigit()):
+        name, rep = cdir.name, "1"
+    cell = summary.get("cell") or spec_cell.get("cell") or name
+    replicate = summary.get("replicate") or spec_cell.get("replicate") or \
+        start.get("replicate") or int(rep)
+    return str(cell), int(replicate)
+
+
+def _cells_of_units(units: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for cell, g in units.groupby("cell", sort=False):
+        g = g.sort_values("replicate")
+        bad = g[g["status"] != "ok"]
+        first = (bad if len(bad) else g).iloc[0]
+        rows.append({"cell": cell, "framework": first["framework"],
+                     "workload": first["workload"], "variant": first["variant"],
+                     "status": first["status"], "error": first["error"],
+                     "dir": g.iloc[0]["dir"], "replicates": len(g),
+                     "replicates_ok": int((g["status"] == "ok").sum())})
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
 def load_run(run_dir) -> RunData:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -80,7 +114,10 @@ def load_run(run_dir) -> RunData:
         monitor = read_jsonl(cdir / "monitor.jsonl", problems) if (cdir / "monitor.jsonl").exists() else []
         summary = _read_json(cdir / "summary.json", problems)
         summary = summary if isinstance(summary, dict) else {}
+        spec = _read_json(cdir / "spec.json", problems)
+        spec = spec if isinstance(spec, dict) else {}
         start = next((r for r in events if r.get("type") == "start"), {})
+        cell_id, replicate = _unit_identity(cdir, summary, spec, start)
         fw, wl, var = _split_cell_id(cell_id)
         framework = summary.get("framework") or start.get("framework") or fw
         workload = summary.get("workload") or start.get("workload") or wl
@@ -93,21 +130,41 @@ def load_run(run_dir) -> RunData:
             err = next((r for r in reversed(events) if r.get("type") == "error"), None)
             if err:
                 error = err.get("message") or err.get("traceback")
-        cell_rows.append({"cell": cell_id, "framework": str(framework), "workload": str(workload),
+        t_start = summary.get("started") or (events[0].get("t_wall") if events else None)
+        cell_rows.append({"cell": cell_id, "replicate": replicate, "unit": cdir.name,
+                          "framework": str(framework), "workload": str(workload),
                           "variant": variant, "status": str(status), "error": error,
-                          "dir": str(cdir)})
+                          "dir": str(cdir), "t_start": t_start})
         recs = [dict(r, source="events") for r in events] + \
                [dict(r, source="monitor", type=r.get("type", "monitor")) for r in monitor]
         if recs:
             df = pd.DataFrame.from_records(recs)
             df["cell"], df["framework"], df["workload"] = cell_id, str(framework), str(workload)
+            df["replicate"], df["unit"] = replicate, cdir.name
             frames.append(df)
 
-    cells = pd.DataFrame(cell_rows, columns=CELL_COLUMNS)
+    units = pd.DataFrame(cell_rows, columns=UNIT_COLUMNS)
     records = pd.concat(frames, ignore_index=True, sort=False) if frames else \
-        pd.DataFrame(columns=["type", "t_wall", "cell", "framework", "workload", "source"])
+        pd.DataFrame(columns=["type", "t_wall", "cell", "replicate", "unit", "framework",
+                              "workload", "source"])
     run_id = str(manifest.get("run_id") or run_dir.resolve().name)
-    return RunData(run_dir, run_id, manifest, cells, records, problems)
+    return RunData(run_dir, run_id, manifest, _cells_of_units(units), records, problems, units)
+
+
+def first_replicate(run: RunData) -> RunData:
+    """The run as if each cell had run once: its lowest finished replicate (or its lowest).
+    For curves over steps and time, where overlaying replicates would only hide them."""
+    if run.units is None or run.units.empty:
+        return run
+    keep = []
+    for _, g in run.units.groupby("cell", sort=False):
+        ok = g[g["status"] == "ok"]
+        keep.append((ok if len(ok) else g).sort_values("replicate").iloc[0]["unit"])
+    units = run.units[run.units["unit"].isin(keep)]
+    records = run.records[run.records["unit"].isin(keep)] if "unit" in run.records else \
+        run.records
+    return RunData(run.run_dir, run.run_id, run.manifest, _cells_of_units(units), records,
+                   run.problems, units)
 
 
 def of_type(records: pd.DataFrame, record_type: str) -> pd.DataFrame:

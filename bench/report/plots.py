@@ -398,3 +398,53 @@ ALL_PLOTS = {
     "memory_over_time": memory_over_time, "sampling_vs_steps": sampling_vs_steps,
     "fid_vs_steps": fid_vs_steps,
 }
+
+
+MAX_REPLICATE_PANELS = 6
+
+
+def replicate_medians(run, out_dir, workload):
+    """One point per process: its median step time (train) or chain time (sample), by
+    replicate round, one series per framework and one panel per train variant or sampler
+    setting. What the interval is made of, and the drift a single process would hide."""
+    from bench.report.tables import sampling_metrics
+
+    if workload == "train":
+        m = training_metrics(run)
+        what, groups, ylabel = "step time", "wall_s_groups", "median step time (s)"
+    else:
+        m = sampling_metrics(run)
+        what, groups, ylabel = "chain time", "time_groups", "median time per batch (s)"
+    rows = [r for _, r in m.iterrows()]
+    if not rows or max(len(r[groups]) for r in rows) < 2:
+        return fmt.Note(f"No per-process {what} plot: each cell ran as a single process "
+                        "(runner.replicates: 1).")
+    titles = list(dict.fromkeys(_panel_title(r) for r in rows))[:MAX_REPLICATE_PANELS]
+    colors = framework_colors(run.cells["framework"])
+    fig, axes = _new(len(titles), width=4.2 if len(titles) > 2 else 5.5)
+    for ax, title in zip(axes, titles):
+        for r in rows:
+            if _panel_title(r) != title:
+                continue
+            meds = [float(np.median(g)) if len(g) else np.nan for g in r[groups]]
+            x = np.arange(1, len(meds) + 1)
+            ax.plot(x, meds, color=colors[str(r["framework"])], marker=framework_marker(
+                r["framework"]), linestyle="-", linewidth=1, label=label(r["framework"]))
+        ax.set_title(label(title or "train"), fontsize="medium")
+        ax.set_xlabel("replicate (round of the run)")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="small")
+    return _save(fig, out_dir, f"replicates_{workload}.png",
+                 f"Per-process median {what}, one point per process in the order the rounds "
+                 f"ran. The spread of these points (not of the steps inside one process) is "
+                 f"what the ratio intervals are built from; a trend across rounds is drift of "
+                 f"the machine, which the interleaved order spreads over every framework.")
+
+
+def _panel_title(r) -> str:
+    """A sampling row's setting, or a training row's variant (loader) if it has one."""
+    if isinstance(r.get("sampler"), str):
+        return f"{_sampler_name(r)} {fmt_key(r.get('steps'))} steps b{fmt_key(r.get('batch_size'))}"
+    variant = r.get("variant")
+    return variant if isinstance(variant, str) else ""

@@ -8,7 +8,8 @@ from pathlib import Path
 import jinja2
 
 from bench.report import fmt, plots, tables
-from bench.report.load import ReportInputError, RunData, load_run
+from bench.stats import MIN_REPLICATES
+from bench.report.load import ReportInputError, RunData, first_replicate, load_run
 
 TEMPLATES = Path(__file__).parent / "templates"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,18 +39,38 @@ def overview(run: RunData) -> fmt.Section:
     s = fmt.Section("Overview", "overview")
     n = len(run.cells)
     n_ok = int((run.cells["status"] == "ok").sum()) if n else 0
-    s.intro = (f"{n} cell(s) in this run, {n_ok} finished OK." if n else
+    s.intro = (f"{n} cell(s) in this run, {n_ok} finished OK in every replicate." if n else
                "This run has no cells: nothing was measured.")
     t = tables.cells_table(run)
     if t:
-        t.caption = "A cell is one framework × workload (× variant), run in its own process."
+        t.caption = ("A cell is one framework × workload (× variant). Each replicate is a fresh "
+                     "process; the replicates of all cells ran in rounds, the frameworks of a "
+                     "workload interleaved in a balanced order (AB BA BA AB ...), so drift of "
+                     "the machine falls on every framework alike.")
         s.blocks.append(t)
+    s.blocks.append(fmt.Note(replication_note(run)))
     if not tables.has_gpu(run):
         s.blocks.append(fmt.Note("No GPU in this run: GPU utilisation, device memory and energy "
                                  "are not measured; CPU utilisation and host memory are shown instead."))
     for p in run.problems:
         s.blocks.append(fmt.Note(f"Damaged record file: {p}"))
     return s
+
+
+def replication_note(run: RunData) -> str:
+    """How many independent processes the numbers rest on, in words."""
+    if run.cells.empty:
+        return "No processes ran."
+    counts = sorted(set(run.cells["replicates"]))
+    n = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    text = (f"Independent processes per cell: {n} (runner.replicates). Intervals and ratios "
+            f"in this report are over processes, not over the steps inside one process: they "
+            f"say what re-running the benchmark would give.")
+    if counts[0] < MIN_REPLICATES:
+        text += (f" With fewer than {MIN_REPLICATES} processes a cell gets no interval: a "
+                 f"single process says nothing about the next run (set runner.replicates >= "
+                 f"{MIN_REPLICATES}).")
+    return text
 
 
 def environment(run: RunData) -> fmt.Section:
@@ -88,10 +109,12 @@ def training(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
     if t is None:
         s.blocks.append(fmt.Note("No training numbers: the training cells recorded nothing."))
         return s
-    s.blocks.append(t)
-    for fn in (plots.step_breakdown, plots.loss_per_step, plots.loss_per_epoch,
-               plots.time_per_step, plots.time_per_epoch):
-        s.blocks.append(fn(run, out_dir))
+    s.blocks += [t, plots.step_breakdown(run, out_dir),
+                 plots.replicate_medians(run, out_dir, "train")]
+    one = first_replicate(run)  # curves over steps: one process per cell, not overlaid
+    for fn in (plots.loss_per_step, plots.loss_per_epoch, plots.time_per_step,
+               plots.time_per_epoch):
+        s.blocks.append(fn(one, out_dir))
     return s
 
 
@@ -104,7 +127,8 @@ def sampling(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
     if t is None:
         s.blocks.append(fmt.Note("No sampling numbers: the sampling cells recorded no measured batch."))
         return s
-    s.blocks += [t, plots.sampling_vs_steps(run, out_dir)]
+    s.blocks += [t, plots.sampling_vs_steps(run, out_dir),
+                 plots.replicate_medians(run, out_dir, "sample")]
     return s
 
 
@@ -112,7 +136,8 @@ def resources(run: RunData, out_dir: Path) -> fmt.Section:
     s = fmt.Section("Memory and utilisation", "resources")
     t = tables.memory_table(run)
     s.blocks.append(t or fmt.Note("No memory numbers: no cell recorded memory or monitor samples."))
-    s.blocks += [plots.utilisation(run, out_dir), plots.memory_over_time(run, out_dir)]
+    one = first_replicate(run)
+    s.blocks += [plots.utilisation(one, out_dir), plots.memory_over_time(one, out_dir)]
     return s
 
 
@@ -135,8 +160,8 @@ def copy_sample_grids(run: RunData, out_dir: Path) -> list:
     At most MAX_SAMPLE_GRIDS in all, shared fairly between the cells that have any, each cell
     showing its latest grids (a training cell's last grid is its final model)."""
     out, notes = [], []
-    per_cell = {c["cell"]: sorted((Path(c["dir"]) / "samples").glob("*.png"))
-                for _, c in run.cells.iterrows()}
+    per_cell = {c["unit"]: sorted((Path(c["dir"]) / "samples").glob("*.png"))
+                for _, c in run.units.iterrows()}
     per_cell = {cell: pngs for cell, pngs in per_cell.items() if pngs}
     keep = max(1, MAX_SAMPLE_GRIDS // max(1, len(per_cell)))
     for cell, pngs in per_cell.items():
@@ -164,20 +189,20 @@ def failures(run: RunData) -> fmt.Section:
         s.blocks.append(fmt.Note("No failed cells." if len(run.cells) else "No cells at all."))
         return s
     s.blocks.append(fmt.Table(
-        ["cell", "framework", "workload", "status", "error"],
-        [[c["cell"], c["framework"], c["workload"], c["status"], tables.first_line(c["error"])]
+        ["process", "framework", "workload", "status", "error"],
+        [[c["unit"], c["framework"], c["workload"], c["status"], tables.first_line(c["error"])]
          for _, c in failed.iterrows()], numeric=False))
     for _, c in failed.iterrows():
         text = _error_text(run, c)
         if text:
-            s.blocks.append(fmt.Code(text, summary=f"Error of {c['cell']}", open=True))
+            s.blocks.append(fmt.Code(text, summary=f"Error of {c['unit']}", open=True))
     return s
 
 
 def _error_text(run: RunData, cell) -> str:
     """The error record's traceback (else the summary's error), then the tail of stderr.log:
     what a user needs to act on. Empty when that would only repeat the table's one line."""
-    errors = tables.cell_records(run, cell["cell"], "error")
+    errors = tables.unit_records(run, cell["unit"], "error")
     text = ""
     if not errors.empty:
         e = errors.iloc[-1]

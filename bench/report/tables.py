@@ -10,11 +10,16 @@ import numpy as np
 import pandas as pd
 from scipy.integrate import trapezoid
 
-from bench.stats import ratio_of_medians, spread
+from bench.stats import between_cv, ratio_of_replicates, replicate_medians, spread
 from bench.report import fmt
 from bench.report.load import RunData, of_type
 
 NO_GPU = "no GPU"
+RATIO_METHOD = ("Ratio column: the ratio of the geometric means of the per-process medians, "
+                "[95% CI] from a t-test on their logs (the process is the unit: the interval "
+                "is about re-running the benchmark); n = processes of each side, CV = "
+                "between-process spread of each side. With fewer than 3 processes a side no "
+                "interval is given.")
 
 
 # ---------------------------------------------------------------- helpers
@@ -28,6 +33,22 @@ def cell_records(run: RunData, cell: str, record_type: str) -> pd.DataFrame:
     if recs.empty:
         return recs
     return of_type(recs[recs["cell"] == cell], record_type)
+
+
+def units_of(run: RunData, cell: str) -> list:
+    """The process folders (units) of a cell, in replicate order."""
+    if run.units is None or run.units.empty:
+        return [cell]
+    u = run.units[run.units["cell"] == cell].sort_values("replicate")
+    return list(u["unit"])
+
+
+def unit_records(run: RunData, unit: str, record_type: str) -> pd.DataFrame:
+    recs = run.records
+    if recs.empty:
+        return recs
+    key = "unit" if "unit" in recs else "cell"
+    return of_type(recs[recs[key] == unit], record_type)
 
 
 def col(df: pd.DataFrame, name: str) -> pd.Series:
@@ -81,70 +102,103 @@ def energy_per_window_j(monitor: pd.DataFrame, windows) -> list:
 
 # ---------------------------------------------------------------- training
 
+def _unit_training(run: RunData, unit: str) -> dict:
+    """Everything the training table needs from ONE process (replicate): per-step arrays for
+    step-level quantities, one number for process-level ones (compile, memory, energy)."""
+    steps = unit_records(run, unit, "step")
+    phase = steps["phase"] if "phase" in steps else pd.Series("measure", index=steps.index)
+    meas = steps[phase == "measure"]
+    wall, compute, wait = col(meas, "wall_s"), col(meas, "compute_s"), col(meas, "data_wait_s")
+    ips = (col(meas, "images") / wall).replace([np.inf, -np.inf], np.nan)
+
+    epochs = unit_records(run, unit, "epoch")
+    if "epoch" in epochs:
+        epochs = epochs.sort_values("epoch")
+    # Epoch 0 holds the compile iteration and warm-up: steady-state epoch figures use the
+    # later epochs when there are any (epoch 0 is still in the time-per-epoch plot).
+    steady = slice(1, None) if len(epochs) > 1 else slice(None)
+    epoch_time = col(epochs, "time_s")
+    mem = unit_records(run, unit, "memory")
+    mon = unit_records(run, unit, "monitor")
+
+    # Energy: an epoch's training ran from t_start for time_s (the record is written after
+    # validation, so t_wall - time_s would shift the window; it is only the fallback).
+    starts = col(epochs, "t_start")
+    if not starts.notna().all():
+        starts = col(epochs, "t_wall") - epoch_time
+    windows = list(zip(starts.to_numpy(), (starts + epoch_time).to_numpy()))
+    energy = np.array(energy_per_window_j(mon, windows)) if len(windows) else np.array([])
+    epoch_images = _images_per_epoch(steps, epochs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        energy_per_image = energy / epoch_images if energy.size else energy
+
+    device_mem = col(mon, "proc_gpu_mem_bytes")
+    if not device_mem.notna().any():
+        device_mem = col(mon, "gpu_mem_used_bytes")
+    rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
+    final_loss = _last(col(epochs, "mean_loss"))
+    if final_loss != final_loss:   # no epoch record: the last step's loss
+        final_loss = _last(col(steps, "loss"))
+    return {
+        "wall_s": wall.dropna().to_numpy(), "compute_s": compute.dropna().to_numpy(),
+        "data_wait_s": wait.dropna().to_numpy(), "images_per_s": ips.dropna().to_numpy(),
+        "epoch_time_s": epoch_time.iloc[steady].dropna().to_numpy(),
+        "compile_s": col(steps[phase == "compile"], "wall_s").sum(min_count=1),
+        "warmup_s": col(steps[phase == "warmup"], "wall_s").sum(min_count=1),
+        "epochs": int(len(epochs)),
+        "allocator_peak_bytes": col(mem, "allocator_peak_bytes").max(),
+        "device_peak_bytes": device_mem.max(), "host_peak_rss_bytes": rss.max(),
+        "energy_per_epoch_j": spread(energy[steady]).median,
+        "energy_per_image_j": spread(energy_per_image[steady]).median,
+        "final_train_loss": final_loss,
+        "final_val_loss": _last(col(epochs, "val_loss")),
+    }
+
+
+# Per-step quantities: per process an array of steps, summarised by its median.
+_STEP_QUANTITIES = ("wall_s", "compute_s", "data_wait_s", "images_per_s", "epoch_time_s")
+# Per-process quantities: one number per process -> (column in the metrics frame).
+_PROCESS_QUANTITIES = {"compile_s": "compile_s", "warmup_s": "warmup_s",
+                       "allocator_peak_bytes": "allocator_peak_bytes",
+                       "device_peak_bytes": "device_peak_bytes",
+                       "host_peak_rss_bytes": "host_peak_rss_bytes",
+                       "energy_per_epoch_j": "energy_per_epoch_median_j",
+                       "energy_per_image_j": "energy_per_image_median_j",
+                       "final_train_loss": "final_train_loss", "final_val_loss": "final_val_loss"}
+_STEP_COLUMNS = {"epoch_time_s": "epoch_time_median_s", "images_per_s": "images_per_s_median"}
+
+
 def training_metrics(run: RunData) -> pd.DataFrame:
-    """One row per train cell with every number of the training table (numeric), plus the
-    per-step samples the ratio bootstrap needs (object columns `*_samples`)."""
+    """One row per train cell with every number of the training table (numeric), plus, per
+    quantity, the per-process values the replicate statistics need (object columns
+    `<quantity>_groups`: one array per process) and the pooled steps (`<quantity>_samples`).
+
+    A cell's number is the median over its processes of each process's median (for step
+    quantities) or value (compile, memory, energy, losses); IQR and p95 are those of the
+    steps within a process, again the median over processes."""
     rows = []
     for _, cell in cells_of(run, "train").iterrows():
-        cid = cell["cell"]
-        steps = cell_records(run, cid, "step")
-        phase = steps["phase"] if "phase" in steps else pd.Series("measure", index=steps.index)
-        meas = steps[phase == "measure"]
-        wall, compute, wait = col(meas, "wall_s"), col(meas, "compute_s"), col(meas, "data_wait_s")
-        images = col(meas, "images")
-        ips = (images / wall).replace([np.inf, -np.inf], np.nan)
-        compile_s = col(steps[phase == "compile"], "wall_s").sum(min_count=1)
-        warmup_s = col(steps[phase == "warmup"], "wall_s").sum(min_count=1)
-
-        epochs = cell_records(run, cid, "epoch")
-        if "epoch" in epochs:
-            epochs = epochs.sort_values("epoch")
-        # Epoch 0 holds the compile iteration and warm-up: steady-state epoch figures use the
-        # later epochs when there are any (epoch 0 is still in the time-per-epoch plot).
-        steady = slice(1, None) if len(epochs) > 1 else slice(None)
-        epoch_time = col(epochs, "time_s")
-        mem = cell_records(run, cid, "memory")
-        mon = cell_records(run, cid, "monitor")
-
-        # Energy: an epoch's training ran from t_start for time_s (the record is written after
-        # validation, so t_wall - time_s would shift the window; it is only the fallback).
-        starts = col(epochs, "t_start")
-        if not starts.notna().all():
-            starts = col(epochs, "t_wall") - epoch_time
-        windows = list(zip(starts.to_numpy(), (starts + epoch_time).to_numpy()))
-        energy = np.array(energy_per_window_j(mon, windows)) if len(windows) else np.array([])
-        epoch_images = _images_per_epoch(steps, epochs)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            energy_per_image = energy / epoch_images if energy.size else energy
-
-        device_mem = col(mon, "proc_gpu_mem_bytes")
-        if not device_mem.notna().any():
-            device_mem = col(mon, "gpu_mem_used_bytes")
-        rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
-
-        row = {"cell": cid, "framework": cell["framework"], "variant": cell["variant"],
-               "status": cell["status"], "steps_measured": int(wall.notna().sum()),
-               "compile_s": compile_s, "warmup_s": warmup_s,
-               "epochs": int(len(epochs)),
-               "epoch_time_median_s": spread(epoch_time.iloc[steady]).median,
-               "images_per_s_median": spread(ips).median,
-               "allocator_peak_bytes": col(mem, "allocator_peak_bytes").max(),
-               "device_peak_bytes": device_mem.max(),
-               "host_peak_rss_bytes": rss.max(),
-               "energy_per_epoch_median_j": spread(energy[steady]).median,
-               "energy_per_image_median_j": spread(energy_per_image[steady]).median,
-               "final_train_loss": _last(col(epochs, "mean_loss")),
-               "final_val_loss": _last(col(epochs, "val_loss")),
-               "wall_s_samples": wall.dropna().to_numpy(),
-               "compute_s_samples": compute.dropna().to_numpy(),
-               "data_wait_s_samples": wait.dropna().to_numpy(),
-               "images_per_s_samples": ips.dropna().to_numpy(),
-               "epoch_time_s_samples": epoch_time.iloc[steady].dropna().to_numpy()}
-        if not row["final_train_loss"] == row["final_train_loss"]:   # no epoch record: last step
-            row["final_train_loss"] = _last(col(steps, "loss"))
-        for name, values in (("wall_s", wall), ("compute_s", compute), ("data_wait_s", wait)):
-            s = spread(values)
-            row.update({f"{name}_median": s.median, f"{name}_iqr": s.iqr, f"{name}_p95": s.p95})
+        units = [_unit_training(run, u) for u in units_of(run, cell["cell"])]
+        row = {"cell": cell["cell"], "framework": cell["framework"], "variant": cell["variant"],
+               "status": cell["status"], "replicates": len(units),
+               "steps_measured": int(sum(u["wall_s"].size for u in units)),
+               "epochs": max((u["epochs"] for u in units), default=0)}
+        for q in _STEP_QUANTITIES:
+            groups = [u[q] for u in units]
+            row[f"{q}_groups"] = groups
+            row[f"{q}_samples"] = np.concatenate(groups) if groups else np.array([])
+            med = replicate_medians(groups)
+            row[_STEP_COLUMNS.get(q, f"{q}_median")] = float(np.median(med)) if med.size \
+                else float("nan")
+            row[f"{q}_cv"] = between_cv(med)
+            within = [spread(g) for g in groups if len(g)]
+            row[f"{q}_iqr"] = float(np.median([w.iqr for w in within])) if within else np.nan
+            row[f"{q}_p95"] = float(np.median([w.p95 for w in within])) if within else np.nan
+            row[f"{q}_p95_groups"] = [[w.p95] for w in within]
+        for q, column in _PROCESS_QUANTITIES.items():
+            values = np.array([u[q] for u in units], dtype=float)
+            row[f"{column}_groups"] = [[v] for v in values if np.isfinite(v)]
+            row[column] = spread(values).median
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -166,30 +220,34 @@ def _images_per_epoch(steps: pd.DataFrame, epochs: pd.DataFrame) -> np.ndarray:
     return np.full(len(epochs), np.nan)
 
 
-# (row label, metric column, how to show it, samples column for a bootstrap CI or None,
-#  whether the ratio is meaningful)
+# (row label, metric column, how to show it, per-process groups column for the ratio or None
+#  when a ratio means nothing)
 TRAINING_ROWS = [
-    ("measured steps", "steps_measured", "int", None, False),
-    ("step time, median (s)", "wall_s_median", "num", "wall_s_samples", True),
-    ("step time, IQR (s)", "wall_s_iqr", "num", None, False),
-    ("step time, p95 (s)", "wall_s_p95", "num", None, True),
-    ("compute, median (s)", "compute_s_median", "num", "compute_s_samples", True),
-    ("compute, IQR (s)", "compute_s_iqr", "num", None, False),
-    ("compute, p95 (s)", "compute_s_p95", "num", None, True),
-    ("data wait, median (s)", "data_wait_s_median", "num", "data_wait_s_samples", True),
-    ("data wait, IQR (s)", "data_wait_s_iqr", "num", None, False),
-    ("data wait, p95 (s)", "data_wait_s_p95", "num", None, True),
-    ("epoch time, median (s)", "epoch_time_median_s", "num", "epoch_time_s_samples", True),
-    ("images/s, median", "images_per_s_median", "num", "images_per_s_samples", True),
-    ("first iteration / compile (s)", "compile_s", "num", None, True),
-    ("warm-up steps, total (s)", "warmup_s", "num", None, True),
-    ("peak allocator memory (MiB)", "allocator_peak_bytes", "mib", None, True),
-    ("peak device memory (MiB)", "device_peak_bytes", "gpu_mib", None, True),
-    ("peak host RSS (MiB)", "host_peak_rss_bytes", "mib", None, True),
-    ("energy per epoch, median (J)", "energy_per_epoch_median_j", "gpu_num", None, True),
-    ("energy per image, median (mJ)", "energy_per_image_median_j", "gpu_mj", None, True),
-    ("final train loss", "final_train_loss", "num", None, False),
-    ("final validation loss", "final_val_loss", "num", None, False),
+    ("processes (replicates)", "replicates", "int", None),
+    ("measured steps, all processes", "steps_measured", "int", None),
+    ("step time, median (s)", "wall_s_median", "num", "wall_s_groups"),
+    ("step time, between-process CV", "wall_s_cv", "pct", None),
+    ("step time, IQR in a process (s)", "wall_s_iqr", "num", None),
+    ("step time, p95 in a process (s)", "wall_s_p95", "num", "wall_s_p95_groups"),
+    ("compute, median (s)", "compute_s_median", "num", "compute_s_groups"),
+    ("compute, IQR in a process (s)", "compute_s_iqr", "num", None),
+    ("compute, p95 in a process (s)", "compute_s_p95", "num", "compute_s_p95_groups"),
+    ("data wait, median (s)", "data_wait_s_median", "num", "data_wait_s_groups"),
+    ("data wait, IQR in a process (s)", "data_wait_s_iqr", "num", None),
+    ("data wait, p95 in a process (s)", "data_wait_s_p95", "num", "data_wait_s_p95_groups"),
+    ("epoch time, median (s)", "epoch_time_median_s", "num", "epoch_time_s_groups"),
+    ("images/s, median", "images_per_s_median", "num", "images_per_s_groups"),
+    ("first iteration / compile (s)", "compile_s", "num", "compile_s_groups"),
+    ("warm-up steps, total (s)", "warmup_s", "num", "warmup_s_groups"),
+    ("peak allocator memory (MiB)", "allocator_peak_bytes", "mib", "allocator_peak_bytes_groups"),
+    ("peak device memory (MiB)", "device_peak_bytes", "gpu_mib", "device_peak_bytes_groups"),
+    ("peak host RSS (MiB)", "host_peak_rss_bytes", "mib", "host_peak_rss_bytes_groups"),
+    ("energy per epoch, median (J)", "energy_per_epoch_median_j", "gpu_num",
+     "energy_per_epoch_median_j_groups"),
+    ("energy per image, median (mJ)", "energy_per_image_median_j", "gpu_mj",
+     "energy_per_image_median_j_groups"),
+    ("final train loss", "final_train_loss", "num", None),
+    ("final validation loss", "final_val_loss", "num", None),
 ]
 
 
@@ -202,6 +260,8 @@ def _show(value, how: str, gpu: bool) -> str:
         return fmt.mib(value)
     if how == "gpu_mj":
         return fmt.num(value * 1000 if fmt.is_num(value) else None)
+    if how == "pct":
+        return f"{value * 100:.1f}%" if fmt.is_num(value) else fmt.DASH
     return fmt.num(value)
 
 
@@ -215,7 +275,7 @@ def pick_baseline(metrics_rows: pd.DataFrame, baseline: str, variant):
 
 
 def training_ratios(metrics: pd.DataFrame, baseline: str) -> dict:
-    """{(cell, metric column): bench.stats.Ratio} for every non-baseline cell."""
+    """{(cell, metric column): bench.stats.Ratio over processes} for every non-baseline cell."""
     out = {}
     for _, row in metrics.iterrows():
         if row["framework"] == baseline:
@@ -223,23 +283,10 @@ def training_ratios(metrics: pd.DataFrame, baseline: str) -> dict:
         base = pick_baseline(metrics, baseline, row["variant"])
         if base is None:
             continue
-        for _label, metric, _how, samples, meaningful in TRAINING_ROWS:
-            if not meaningful:
-                continue
-            if samples:
-                r = ratio_of_medians(row[samples], base[samples])
-            else:
-                r = _plain_ratio(row[metric], base[metric])
-            out[(row["cell"], metric)] = r
+        for _label, metric, _how, groups in TRAINING_ROWS:
+            if groups:
+                out[(row["cell"], metric)] = ratio_of_replicates(row[groups], base[groups])
     return out
-
-
-def _plain_ratio(value, base_value):
-    from bench.stats import Ratio
-    nan = float("nan")
-    if fmt.is_num(value) and fmt.is_num(base_value) and float(base_value) != 0:
-        return Ratio(float(value) / float(base_value), nan, nan, 1, 1)
-    return Ratio(nan, nan, nan, 0, 0)
 
 
 def training_table(run: RunData, baseline: str) -> fmt.Table | None:
@@ -261,17 +308,18 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
                    if any(k[0] == r["cell"] for k in ratios)]
     columns += [f"{labels[c]} ÷ {baseline} (95% CI)" for c in ratio_cells]
     rows = []
-    for label, metric, how, _samples, _m in TRAINING_ROWS:
+    for label, metric, how, _groups in TRAINING_ROWS:
         line = [label] + [_show(v, how, gpu) for v in metrics[metric]]
         for c in ratio_cells:
             r = ratios.get((c, metric))
             line.append(NO_GPU if how.startswith("gpu_") and not gpu else fmt.ratio(r))
         rows.append(line)
-    caption = (f"Medians over measured steps (iteration 0 = compile and warm-up steps are "
-               f"reported apart, never in the medians); epoch time and energy: medians over the "
-               f"epochs after the first when there are any. Ratio = framework ÷ {baseline}: "
-               f"> 1 means more time/memory/energy than {baseline} (for images/s: faster). "
-               f"95% CI: percentile bootstrap of the ratio of medians, both samples resampled.")
+    caption = (f"Each cell ran as independent processes (replicates); a number is the median "
+               f"over processes of each process's median over its measured steps (iteration 0 "
+               f"= compile and warm-up steps are reported apart, never in the medians); epoch "
+               f"time and energy: the epochs after the first when there are any. Ratio = "
+               f"framework ÷ {baseline}: > 1 means more time/memory/energy than {baseline} "
+               f"(for images/s: faster). {RATIO_METHOD}")
     if not ratio_cells:
         caption += f" No ratio column: the run has no other framework to compare with {baseline}" \
             if (metrics["framework"] == baseline).any() else \
@@ -285,7 +333,9 @@ SAMPLE_KEYS = ["sampler", "steps", "eta", "skip", "variance", "batch_size"]
 
 
 def sampling_metrics(run: RunData) -> pd.DataFrame:
-    """One row per (cell, sampler config): median time per batch, IQR, images/s, repeats."""
+    """One row per (cell, sampler config): the median over processes of each process's median
+    time per batch, within-process IQR, images/s, chains and processes, and the per-process
+    chain times (`time_groups`) the replicate statistics need."""
     recs = of_type(run.records, "sample")
     if recs.empty:
         return pd.DataFrame()
@@ -295,15 +345,25 @@ def sampling_metrics(run: RunData) -> pd.DataFrame:
     recs = recs.copy()
     for k in keys:   # NaN keys would vanish from groupby
         recs[k] = recs[k].astype(object).where(recs[k].notna(), fmt.DASH)
+    if "replicate" not in recs:
+        recs["replicate"] = 1
     rows = []
     for (cell, *key), g in recs.groupby(["cell"] + keys, sort=True, dropna=False):
-        t = col(g, "time_s")
-        s = spread(t)
+        per_process = [gg for _, gg in g.groupby("replicate", sort=True)]
+        groups = [col(gg, "time_s").dropna().to_numpy() for gg in per_process]
+        med = replicate_medians(groups)
+
+        def over_processes(column):
+            return spread([spread(col(gg, column)).median for gg in per_process]).median
+
         row = {"cell": cell, "framework": g["framework"].iloc[0], **dict(zip(keys, key)),
-               "repeats": s.n, "time_per_batch_median_s": s.median, "time_per_batch_iqr_s": s.iqr,
-               "per_step_median_s": spread(col(g, "per_step_s")).median,
-               "images_per_s_median": spread(col(g, "images_per_s")).median,
-               "time_samples": t.dropna().to_numpy()}
+               "repeats": int(sum(len(x) for x in groups)), "replicates": int(med.size),
+               "time_per_batch_median_s": float(np.median(med)) if med.size else np.nan,
+               "time_per_batch_iqr_s": spread([spread(x).iqr for x in groups]).median,
+               "time_cv": between_cv(med),
+               "per_step_median_s": over_processes("per_step_s"),
+               "images_per_s_median": over_processes("images_per_s"),
+               "time_groups": groups}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -315,8 +375,8 @@ def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
     keys = [k for k in SAMPLE_KEYS if k in m and not (m[k] == fmt.DASH).all()]
     m = m.assign(_base=m["framework"] != baseline).sort_values(keys + ["_base", "framework"])
     columns = [{"batch_size": "batch", "eta": "η"}.get(k, k) for k in keys] + [
-        "framework", "repeats", "time per batch, median (s)", "IQR (s)", "time per step (s)",
-        "images/s", f"time ÷ {baseline} (95% CI)"]
+        "framework", "processes", "chains", "time per batch, median (s)", "IQR in a process (s)",
+        "between-process CV", "time per step (s)", "images/s", f"time ÷ {baseline} (95% CI)"]
     rows = []
     for _, r in m.iterrows():
         base = m[(m["framework"] == baseline) & (m[keys] == r[keys]).all(axis=1)] if keys else \
@@ -324,15 +384,17 @@ def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
         if r["framework"] == baseline:
             rat = "baseline"
         elif len(base):
-            rat = fmt.ratio(ratio_of_medians(r["time_samples"], base.iloc[0]["time_samples"]))
+            rat = fmt.ratio(ratio_of_replicates(r["time_groups"], base.iloc[0]["time_groups"]))
         else:
             rat = f"no {baseline} cell"
         rows.append([_key(r[k]) for k in keys] + [
-            r["framework"], str(r["repeats"]), fmt.num(r["time_per_batch_median_s"]),
-            fmt.num(r["time_per_batch_iqr_s"]), fmt.num(r["per_step_median_s"]),
+            r["framework"], str(r["replicates"]), str(r["repeats"]),
+            fmt.num(r["time_per_batch_median_s"]), fmt.num(r["time_per_batch_iqr_s"]),
+            _show(r["time_cv"], "pct", False), fmt.num(r["per_step_median_s"]),
             fmt.num(r["images_per_s_median"]), rat])
-    caption = (f"Measured repeats only (warm-up excluded). Ratio = time per batch ÷ {baseline}'s "
-               f"for the same sampler, steps and batch: > 1 is slower. 95% CI: bootstrap over repeats.")
+    caption = (f"Measured chains only (warm-up excluded); a number is the median over processes "
+               f"of each process's median. Ratio = time per batch ÷ {baseline}'s for the same "
+               f"sampler, steps and batch: > 1 is slower. {RATIO_METHOD}")
     return fmt.Table(columns, rows, caption)
 
 
@@ -447,9 +509,11 @@ def frameworks_table(run: RunData) -> fmt.Table | None:
 def cells_table(run: RunData) -> fmt.Table | None:
     if run.cells.empty:
         return None
-    rows = [[c["cell"], c["framework"], c["workload"], _variant(c["variant"]), c["status"]]
+    rows = [[c["cell"], c["framework"], c["workload"], _variant(c["variant"]),
+             f"{c['replicates_ok']}/{c['replicates']}", c["status"]]
             for _, c in run.cells.iterrows()]
-    return fmt.Table(["cell", "framework", "workload", "variant", "status"], rows, numeric=False)
+    return fmt.Table(["cell", "framework", "workload", "variant", "processes ok", "status"],
+                     rows, numeric=False)
 
 
 def _variant(v) -> str:
@@ -457,9 +521,10 @@ def _variant(v) -> str:
 
 
 def failed_cells(run: RunData) -> pd.DataFrame:
-    if run.cells.empty:
-        return run.cells
-    return run.cells[run.cells["status"] != "ok"]
+    """The processes (units) that did not finish ok, each with its own error."""
+    if run.units is None or run.units.empty:
+        return run.units if run.units is not None else run.cells
+    return run.units[run.units["status"] != "ok"]
 
 
 def first_line(text, limit=200) -> str:

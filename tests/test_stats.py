@@ -1,0 +1,146 @@
+"""bench/stats.py on synthetic timings with a known truth and fixed seeds.
+
+Each simulated process has its own speed (a lognormal process effect: what differs between
+re-runs of the same code) and its steps scatter around it (a smaller within-process spread).
+That is the shape measured on this machine (docs/STATISTICS.md): between-process variation
+several times larger than the spread of steps inside one process. Every number below comes
+from fixed seeds, so these tests are deterministic; they check rates over hundreds of
+simulated benchmarks, not one lucky draw.
+"""
+import numpy as np
+import pytest
+from scipy.stats import mannwhitneyu
+
+from bench import stats as S
+
+BETWEEN_SIGMA = 0.10   # process-to-process (log scale): ~10% CV, as seen between runs here
+WITHIN_SIGMA = 0.03    # step-to-step inside a process
+STEPS = 40
+
+
+def processes(rng, n, median_s=0.05, scale=1.0, steps=STEPS):
+    """n processes' measured step times: [[steps of process 1], ...]."""
+    effects = rng.lognormal(0.0, BETWEEN_SIGMA, n)
+    return [list(median_s * scale * e * rng.lognormal(0.0, WITHIN_SIGMA, steps))
+            for e in effects]
+
+
+def test_replicate_medians_and_between_cv():
+    groups = [[1.0, 2.0, 3.0], [2.0, 4.0, 100.0], [float("nan"), 5.0], []]
+    assert list(S.replicate_medians(groups)) == [2.0, 4.0, 5.0]   # empty process dropped
+    assert list(S.replicate_medians([1.0, 3.0, 2.0])) == [2.0]    # a flat list = 1 process
+    assert S.between_cv([2.0, 2.0, 2.0]) == 0.0
+    assert np.isnan(S.between_cv([2.0]))
+
+
+def test_ratio_interval_covers_the_truth_at_the_stated_rate():
+    """Over 400 simulated benchmarks of 3 processes a side, true ratio 1.5: the 95% interval
+    over processes contains 1.5 about 95% of the time. The old interval (bootstrap over the
+    steps of one process per side) almost never does: it measured one process, not a re-run."""
+    rng = np.random.default_rng(2026)
+    hit_processes = hit_steps = 0
+    widths = []
+    trials = 400
+    for _ in range(trials):
+        base = processes(rng, 3)
+        cand = processes(rng, 3, scale=1.5)
+        r = S.ratio_of_replicates(cand, base)
+        assert r.n == r.n_baseline == 3 and r.has_interval
+        hit_processes += r.low <= 1.5 <= r.high
+        widths.append(r.high / r.low)
+        naive = S.ratio_of_medians(cand[0], base[0], n_resamples=200)
+        hit_steps += naive.low <= 1.5 <= naive.high
+    assert hit_processes / trials >= 0.92
+    assert hit_steps / trials <= 0.40
+    # ...and the honest interval is not uselessly wide: about +-20% at 10% between-process CV.
+    assert 1.2 < np.median(widths) < 1.8
+
+
+def test_too_few_processes_give_words_not_an_interval():
+    rng = np.random.default_rng(1)
+    for n in (1, 2):
+        r = S.ratio_of_replicates(processes(rng, n, scale=2.0), processes(rng, 3))
+        assert 1.5 < r.value < 2.7
+        assert np.isnan(r.low) and np.isnan(r.high) and not r.has_interval
+        assert f"{n} vs 3 processes" in r.reason and f">= {S.MIN_REPLICATES}" in r.reason
+    j = S.judge(processes(rng, 2), processes(rng, 2, scale=3.0), 0.1, 0.01)
+    assert j.verdict == S.TOO_FEW and j.change > 1.0 and np.isnan(j.detectable)
+
+
+def test_unchanged_code_is_not_flagged_at_the_rate_a_naive_test_flags_it():
+    """Same code, 300 simulated A/B comparisons of 4 processes a side: the verdict over
+    processes raises (almost) no alarm at a 5% threshold; a Mann-Whitney test over the pooled
+    steps, which treats 160 correlated steps as 160 independent samples, cries wolf often."""
+    rng = np.random.default_rng(7)
+    alarms = naive_alarms = 0
+    trials = 300
+    for _ in range(trials):
+        a, b = processes(rng, 4), processes(rng, 4)
+        j = S.judge(a, b, threshold=0.05, alpha=0.01)
+        alarms += j.verdict in (S.REGRESSION, S.IMPROVEMENT)
+        pa, pb = np.concatenate(a), np.concatenate(b)
+        change = np.median(pb) / np.median(pa) - 1
+        naive_alarms += abs(change) > 0.05 and mannwhitneyu(pa, pb).pvalue < 0.01
+    assert alarms <= 3               # <= 1%: alpha is 0.01 and the threshold cuts further
+    assert naive_alarms >= 30        # >= 10%: the flake the old gate test showed
+    assert naive_alarms >= 10 * max(alarms, 1)
+
+
+def test_a_large_true_change_is_found_with_the_right_sign():
+    rng = np.random.default_rng(11)
+    slow = [S.judge(processes(rng, 4), processes(rng, 4, scale=1.6), 0.1, 0.01)
+            for _ in range(100)]
+    fast = [S.judge(processes(rng, 4), processes(rng, 4, scale=0.6), 0.1, 0.01)
+            for _ in range(100)]
+    assert sum(j.verdict == S.REGRESSION for j in slow) >= 90
+    assert sum(j.verdict == S.IMPROVEMENT for j in fast) >= 90
+    assert not any(j.verdict == S.IMPROVEMENT for j in slow)
+    j = slow[0]
+    assert j.n_baseline == j.n_candidate == 4
+    assert j.median_candidate > j.median_baseline and j.low < j.change < j.high
+
+
+def test_small_change_is_unchanged_and_noisy_large_change_is_not_significant():
+    # 3% slower, tight processes: real, but under a 10% threshold -> unchanged
+    tight = [[0.05 * 1.00 * (1 + 0.001 * i) for i in range(20)] for _ in range(3)]
+    slower = [[0.05 * 1.03 * (1 + 0.001 * i) for i in range(20)] for _ in range(3)]
+    assert S.judge(tight, slower, 0.10, 0.01).verdict == S.UNCHANGED
+    # 30% slower but with ~35% process-to-process spread and 3 processes: not significant
+    noisy_a = [[0.05 * e] * 10 for e in (0.7, 1.0, 1.4)]
+    noisy_b = [[0.065 * e] * 10 for e in (1.4, 0.7, 1.0)]
+    j = S.judge(noisy_a, noisy_b, 0.10, 0.01)
+    assert abs(j.change) > 0.10 and j.verdict == S.NOT_SIGNIFICANT
+
+
+def test_detectable_change_shrinks_with_more_processes():
+    rng = np.random.default_rng(3)
+    few = S.smallest_detectable_change(processes(rng, 3), processes(rng, 3), 0.01)
+    many = S.smallest_detectable_change(processes(rng, 12), processes(rng, 12), 0.01)
+    assert many < few
+    # 12 processes at ~10% CV detect a change of roughly 15-25%, 3 processes only > 40%
+    assert 0.08 < many < 0.35 and few > 0.3
+
+
+def test_identical_processes_give_an_exact_answer():
+    r = S.ratio_of_replicates([[2.0, 2.0]] * 3, [[1.0, 1.0]] * 3)
+    assert (r.value, r.low, r.high, r.p_value) == (2.0, 2.0, 2.0, 0.0)
+
+
+@pytest.mark.parametrize("rounds,expected", [
+    (1, ["AB"]), (2, ["AB", "BA"]), (4, ["AB", "BA", "BA", "AB"]),
+    (8, ["AB", "BA", "BA", "AB", "BA", "AB", "AB", "BA"])])
+def test_balanced_order_is_thue_morse(rounds, expected):
+    from bench.config import balanced_order
+
+    assert ["".join(o) for o in balanced_order("AB", rounds)] == expected
+
+
+def test_balanced_order_cancels_linear_drift():
+    """Over 4 rounds (8 slots) each framework's mean slot position is the same: a machine
+    that slows down linearly over the run adds the same to both."""
+    from bench.config import balanced_order
+
+    slots = [fw for order in balanced_order(["torch", "jittor"], 4) for fw in order]
+    pos = {fw: np.mean([i for i, f in enumerate(slots) if f == fw]) for fw in ("torch", "jittor")}
+    assert pos["torch"] == pos["jittor"]
+    assert balanced_order(["a", "b", "c"], 2) == [["a", "b", "c"], ["c", "b", "a"]]
