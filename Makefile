@@ -5,7 +5,7 @@ CONFIG ?= configs/quick.yaml
 ARGS   ?=
 
 # make regress: the pytest-benchmark micro-suite vs a stored baseline (docs/REGRESSION.md).
-MACHINE      = $(shell $(PY) -m bench.calibrate --machine-id)
+MACHINE      = $(shell $(PY) -m bench.measure.calibrate --machine-id)
 BASELINE    ?= baselines/micro-$(MACHINE).json
 MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.

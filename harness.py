@@ -45,8 +45,8 @@ def add_bench(sub):
 
 
 def cmd_bench(args):
-    from bench import config as C
-    from bench import runner
+    from bench.run import config as C
+    from bench.run import matrix, runner
 
     try:
         if args.resume:
@@ -66,7 +66,7 @@ def cmd_bench(args):
                     raise C.ConfigError(f"{args.config}: differs from the config of "
                                         f"{run_dir}; resume without CONFIG to use the run's own")
             C.validate(cfg, f"{manifest_path}:config.")
-            cells = C.select_cells(runner.cells_from_manifest(manifest), args.only)
+            cells = matrix.select_cells(runner.cells_from_manifest(manifest), args.only)
         else:
             if not args.config:
                 raise C.ConfigError("bench: give a CONFIG (e.g. configs/quick.yaml) or "
@@ -75,7 +75,7 @@ def cmd_bench(args):
             if args.results_dir:
                 overrides.append(f"runner.results_dir={json.dumps(args.results_dir)}")
             cfg = C.load_config(args.config, overrides)
-            cells = C.select_cells(C.expand_cells(cfg), args.only)
+            cells = matrix.select_cells(matrix.expand_cells(cfg), args.only)
             run_dir = runner.new_run_dir(cfg["runner"]["results_dir"], cfg["name"])
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
@@ -101,13 +101,13 @@ def add_env(sub):
 
 
 def cmd_env(args):
-    from bench import config as C
-    from bench.env import environment
+    from bench.measure.env import environment
+    from bench.run.schema import known_frameworks
 
-    names = [] if args.no_frameworks else (args.frameworks or list(C.known_frameworks()))
-    unknown = [n for n in names if n not in C.known_frameworks()]
+    names = [] if args.no_frameworks else (args.frameworks or list(known_frameworks()))
+    unknown = [n for n in names if n not in known_frameworks()]
     if unknown:
-        raise BadInput(f"env --frameworks: unknown {unknown}; valid: {list(C.known_frameworks())}")
+        raise BadInput(f"env --frameworks: unknown {unknown}; valid: {list(known_frameworks())}")
     print(json.dumps(environment(names), indent=2))
     return EXIT_OK
 
@@ -137,17 +137,17 @@ def cmd_report(args):
 # ----------------------------------------------------------------------------------- compare
 
 def add_compare(sub):
-    from bench import regress
+    from bench.gate import compare
 
     p = sub.add_parser("compare", help="compare timings with a baseline (exit 1 on a regression)")
-    regress.add_arguments(p)
+    compare.add_arguments(p)
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args):
-    from bench import regress
+    from bench.gate import compare
 
-    return regress.run_cli(args)
+    return compare.run_cli(args)
 
 
 # ------------------------------------------------------------------------------ train / fid
@@ -165,9 +165,10 @@ def add_train(sub):
 
 
 def cmd_train(args):
-    from bench import config as C
-    from bench import runner
-    from bench.train import run_training
+    from bench.run import config as C
+    from bench.run import runner
+    from bench.run.schema import known_frameworks
+    from bench.tasks.train import run_training
 
     try:
         if args.resume:
@@ -182,9 +183,9 @@ def cmd_train(args):
             cfg = C.load_config(args.config, overrides)
             run_dir = runner.new_run_dir(cfg["runner"]["results_dir"], cfg["name"])
         frameworks = args.frameworks or cfg["frameworks"]
-        unknown = [f for f in frameworks if f not in C.known_frameworks()]
+        unknown = [f for f in frameworks if f not in known_frameworks()]
         if unknown:
-            raise C.ConfigError(f"--frameworks: unknown {unknown}; valid: {list(C.known_frameworks())}")
+            raise C.ConfigError(f"--frameworks: unknown {unknown}; valid: {list(known_frameworks())}")
         steps = args.steps or cfg["train"]["total_steps"]
         if steps < 1:
             raise C.ConfigError(f"--steps {steps}: must be >= 1")
@@ -196,7 +197,7 @@ def cmd_train(args):
 
 
 def _manifest_config(run_dir):
-    from bench import config as C
+    from bench.run import config as C
 
     path = os.path.join(run_dir, "manifest.json")
     if not os.path.isfile(path):
@@ -207,7 +208,7 @@ def _manifest_config(run_dir):
 
 def _trained_frameworks(run_dir):
     """Frameworks whose <fw>-train cell in run_dir holds at least one checkpoint."""
-    from bench.checkpoint import find_checkpoint
+    from bench.run.checkpoint import find_checkpoint
 
     cells = os.path.join(run_dir, "cells")
     out = []
@@ -236,13 +237,15 @@ def add_fid(sub):
 def cmd_fid(args):
     import subprocess
 
-    from bench import config as C
-    from bench.env import REPO_ROOT, child_env
-    from bench.runner import resolved_threads
+    from bench import REPO_ROOT
+    from bench.measure.env import child_env
+    from bench.run import config as C
+    from bench.run.runner import resolved_threads
+    from bench.run.schema import defaults
 
     try:
         cfg = _manifest_config(args.run_dir)
-        q = dict(cfg.get("quality") or C.defaults()["quality"])
+        q = dict(cfg.get("quality") or defaults()["quality"])
         for text in args.overrides:
             parts, value = C.parse_override(text)
             if parts[0] != "quality" or len(parts) != 2 or parts[1] not in q:
@@ -269,7 +272,7 @@ def cmd_fid(args):
     for fw in frameworks:
         print(f"[fid] {fw}: {q['sampler']} steps {q['steps']}, {q['num_images']} images each",
               flush=True)
-        rc = subprocess.call([sys.executable, "-m", "bench.quality", "--run-dir", args.run_dir,
+        rc = subprocess.call([sys.executable, "-m", "bench.tasks.fid", "--run-dir", args.run_dir,
                               "--framework", fw, "--quality-json", json.dumps(q),
                               "--threads", str(threads)], cwd=REPO_ROOT, env=child_env(threads))
         code = code if rc == 0 else EXIT_FAILED
@@ -281,7 +284,7 @@ def cmd_fid(args):
 
 def add_sample(sub):
     p = sub.add_parser("sample", help="sample from a checkpoint: grid, denoise GIF, "
-                       "progressive x0, interpolation (see python -m bench.sample -h)",
+                       "progressive x0, interpolation (see python -m bench.tasks.sample -h)",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_sample)
@@ -291,7 +294,7 @@ def cmd_sample(args):
     import subprocess
 
     # Its own process: a framework is imported there, never in the CLI.
-    return subprocess.call([sys.executable, "-m", "bench.sample"] + args.rest,
+    return subprocess.call([sys.executable, "-m", "bench.tasks.sample"] + args.rest,
                            cwd=os.path.dirname(os.path.abspath(__file__)))
 
 

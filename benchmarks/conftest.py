@@ -8,7 +8,7 @@ The model is the one in --micro-config (default configs/quick.yaml, overridable 
 `test_train_step[torch]`, so both frameworks' results can live in one file.
 
 Each process records in the JSON's machine_info["diffbench"]: the framework's versions, the
-hardware (CPU model, usable CPUs, GPU names), the calibration score (bench/calibrate.py) and
+hardware (CPU model, usable CPUs, GPU names), the calibration score (bench/measure/calibrate.py) and
 the micro settings, so `harness.py compare` can warn when two files are not comparable.
 
 Debug knobs for testing the regression gate (never set them for a real baseline):
@@ -56,13 +56,14 @@ class MicroSettings:
     """Everything the benchmarks need, resolved once per session from the options."""
 
     def __init__(self, config):
-        from bench import config as C
+        from bench.run import config as C
+        from bench.run.schema import known_frameworks
 
         self.framework = config.getoption("framework")
         if self.framework is None:
             raise pytest.UsageError("benchmarks/: pass --framework torch|jittor (one framework "
                                     "per process; run_micro.py runs them all)")
-        known = C.known_frameworks()
+        known = known_frameworks()
         if self.framework not in known:
             raise pytest.UsageError(f"--framework {self.framework}: unknown; valid: "
                                     f"{list(known)}")
@@ -87,7 +88,7 @@ class MicroSettings:
                                  ("--micro-inject-slowdown", self.inject_slowdown, 0)):
             if value < low:
                 raise pytest.UsageError(f"{name}: {value} is too small; must be >= {low}")
-        from bench.env import usable_cpus
+        from bench.measure.env import usable_cpus
 
         self.threads = cfg["threads"] or usable_cpus()
 
@@ -119,7 +120,7 @@ def pytest_configure(config):
     # OpenMP read it at start-up), exactly as the harness's worker environment does.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(settings.threads)
-    from bench.calibrate import calibration, hardware, machine_id
+    from bench.measure.calibrate import calibration, hardware, machine_id
 
     # Calibrate before the framework spins up its thread pools.
     hw = hardware()

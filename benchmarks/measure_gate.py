@@ -40,10 +40,10 @@ def run_micro(out, framework, extra, processes):
 def spread_rows(paths, threshold, alpha):
     import numpy as np
 
-    from bench import regress as R
-    from bench.stats import judge
+    from bench.gate.sides import load_side
+    from bench.stats.replicates import IMPROVEMENT, REGRESSION, judge
 
-    sides = [R.load_side(p) for p in paths]
+    sides = [load_side(p) for p in paths]
     rows = []
     for key in sides[0].samples:
         groups = [s.samples[key] for s in sides if key in s.samples]  # per run: its processes
@@ -56,7 +56,7 @@ def spread_rows(paths, threshold, alpha):
         for a, b in itertools.combinations(range(len(runs)), 2):
             j = judge(groups[a], groups[b], threshold, alpha)
             pair_changes.append(abs(j.change))
-            alarms += j.verdict in (R.REGRESSION, R.IMPROVEMENT)
+            alarms += j.verdict in (REGRESSION, IMPROVEMENT)
         rows.append({"benchmark": key[0], "runs": len(runs),
                      "median_ms": float(np.median(medians)) * 1e3,
                      "within_iqr_over_median": float(np.median(within_iqr)),
@@ -69,20 +69,20 @@ def spread_rows(paths, threshold, alpha):
 
 
 def detection_rows(base_paths, slow_paths, threshold, alpha):
-    from bench import regress as R
-    from bench.stats import judge
+    from bench.gate.sides import load_side
+    from bench.stats.replicates import REGRESSION, judge
 
     rows = []
     for slowdown, path in slow_paths.items():
-        slow = R.load_side(path)
+        slow = load_side(path)
         for key in slow.samples:
             flagged, changes = 0, []
             for bp in base_paths:
-                base = R.load_side(bp)
+                base = load_side(bp)
                 if key not in base.samples:
                     continue
                 j = judge(base.samples[key], slow.samples[key], threshold, alpha)
-                flagged += j.verdict == R.REGRESSION
+                flagged += j.verdict == REGRESSION
                 changes.append(j.change)
             rows.append({"slowdown": slowdown, "benchmark": key[0],
                          "measured_change": sum(changes) / len(changes),

@@ -58,7 +58,7 @@ def ratios_of_run(run_dir, baseline="torch"):
     """{ratio name: (Ratio over processes, Ratio over the steps of replicate 1 alone)}."""
     from bench.report.load import first_replicate, load_run
     from bench.report.tables import pick_baseline, sampling_metrics, training_metrics
-    from bench.stats import ratio_of_medians, ratio_of_replicates
+    from bench.stats.replicates import ratio_of_medians, ratio_of_replicates
 
     run = load_run(run_dir)
     one = first_replicate(run)

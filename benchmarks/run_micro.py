@@ -6,8 +6,8 @@
 
 Each framework runs `pytest benchmarks --framework FW --benchmark-json=...` in a child process
 (never two frameworks in one process), --processes times, frameworks interleaved in a balanced
-order (AB BA BA AB: bench.config.balanced_order); each process's rounds stay one group. Why several processes: timings shift from one process
-to the next (memory layout, thread placement, what else the machine is doing) by more than
+order (AB BA BA AB: bench.run.matrix.balanced_order); each process's rounds stay one group.
+Why several processes: timings shift from one process to the next (memory layout, thread placement, what else the machine is doing) by more than
 they vary within one, and a gate that saw a single process per side would take that shift for
 a regression. The merged file is still pytest-benchmark's format: the benchmarks of all
 frameworks (their names carry the framework) and machine_info.diffbench with every
@@ -28,7 +28,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED_BENCHMARKS = 4  # forward, train step, DDPM step, DDIM step
-# Processes per framework: the units of the comparison (bench/stats.py needs >= 3 a side).
+# Processes per framework: the units of the comparison (bench/stats/replicates.py needs >= 3 a side).
 DEFAULT_PROCESSES = 3
 
 
@@ -38,7 +38,7 @@ def run_framework(framework, json_path, extra_args, timeout_s):
            "-p", "no:cacheprovider", *extra_args]
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    from bench.calibrate import ForeignCpu
+    from bench.measure.calibrate import ForeignCpu
 
     t0 = time.perf_counter()
     try:
@@ -133,7 +133,7 @@ def combine_files(paths, out):
 
 
 def write_json(path, obj):
-    from bench.results import write_json_atomic  # the project's one atomic JSON writer
+    from bench.records.results import write_json_atomic  # the project's one atomic JSON writer
 
     write_json_atomic(path, obj)
 
@@ -149,7 +149,7 @@ def split_passthrough(argv):
 
 def main(argv=None):
     sys.path.insert(0, REPO)
-    from bench.config import balanced_order
+    from bench.run.matrix import balanced_order
     from models.registry import FRAMEWORKS
 
     argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)

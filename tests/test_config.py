@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-from bench import config as C
+from bench.run import config as C
+from bench.run import matrix as M
+from bench.run import schema as S
 from tests.conftest import REPO, harness, tiny_config, write_config
 
 
@@ -26,7 +28,7 @@ def test_tiny_config_resolves_with_defaults(tmp_path):
     assert cfg["optim"]["grad_clip"] == 1.0  # default filled in
     assert cfg["data"]["loader"] == ["shared"]  # scalar default normalised to a list
     assert cfg["sample"]["runs"][1]["skip"] == "uniform"
-    assert [c.cell_id for c in C.expand_cells(cfg)] == ["torch-train", "torch-sample"]
+    assert [c.cell_id for c in M.expand_cells(cfg)] == ["torch-train", "torch-sample"]
     assert C.config_hash(cfg) == C.config_hash(_load(tmp_path, tiny_config(tmp_path / "r")))
 
 
@@ -121,15 +123,15 @@ def test_measured_steps_must_remain(tmp_path):
 
 def test_only_glob_selects_cells(tmp_path):
     cfg = _load(tmp_path, tiny_config(tmp_path / "r", frameworks=["torch", "jittor"]))
-    cells = C.select_cells(C.expand_cells(cfg), ["*-sample"])
+    cells = M.select_cells(M.expand_cells(cfg), ["*-sample"])
     assert [c.cell_id for c in cells] == ["torch-sample", "jittor-sample"]
     with pytest.raises(C.ConfigError, match="matches no cell"):
-        C.select_cells(C.expand_cells(cfg), ["mxnet-*"])
+        M.select_cells(M.expand_cells(cfg), ["mxnet-*"])
 
 
 def test_loader_list_makes_variants(tmp_path):
     cfg = _load(tmp_path, tiny_config(tmp_path / "r", data={"loader": ["shared", "native"]}))
-    assert [c.cell_id for c in C.expand_cells(cfg)] == [
+    assert [c.cell_id for c in M.expand_cells(cfg)] == [
         "torch-train-shared", "torch-train-native", "torch-sample"]
 
 
@@ -184,7 +186,7 @@ def test_cli_malformed_yaml_and_unwritable_results(tmp_path):
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml"))))
 def test_shipped_configs_validate(path):
     cfg = C.load_config(path, check_paths=False)
-    assert C.expand_cells(cfg)
+    assert M.expand_cells(cfg)
 
 
 def test_cifar10_config_is_the_ddpm_paper_model():
@@ -202,5 +204,5 @@ def test_cifar10_config_is_the_ddpm_paper_model():
 def test_every_config_key_is_documented():
     with open(os.path.join(REPO, "docs", "CONFIG.md")) as f:
         doc = f.read()
-    missing = [k for k, _ in C.schema_keys() if f"`{k}`" not in doc]
+    missing = [k for k, _ in S.schema_keys() if f"`{k}`" not in doc]
     assert not missing, f"docs/CONFIG.md lacks {missing}"

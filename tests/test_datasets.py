@@ -1,4 +1,4 @@
-"""bench/datasets.py on files written here in the real formats (idx raw/gz, CIFAR pickles and
+"""bench/data/datasets.py on files written here in the real formats (idx raw/gz, CIFAR pickles and
 tarball, PNG folders), plus the real Fashion-MNIST when its Debian package is installed."""
 import gzip
 import os
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import datasets as ds
+from bench.data import datasets as ds
 
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -1,4 +1,4 @@
-"""bench/fid.py: input guards (no torch needed) and, with the offline FID Inception present
+"""bench/quality/fid.py: input guards (no torch needed) and, with the offline FID Inception present
 (tools/get_fid_weights.py), FID(a, a) ~ 0, FID growing with noise, and the reference cache.
 
 Inception at 299x299 costs ~0.1-0.3 s per image on 2 CPU cores: 16 images per set here.
@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from bench import fid
-from bench.datasets import synthetic_images
+from bench.quality import fid
+from bench.data.datasets import synthetic_images
 
 NUM_IMAGES = 16
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import psutil
 
-from bench import results as R
+from bench.records import results as R
 from tests.conftest import REPO, harness, run_dirs, tiny_config, write_config
 
 

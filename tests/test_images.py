@@ -1,9 +1,9 @@
-"""bench/images.py: grids, GIFs and strips reopened with PIL; denoising frame choice."""
+"""bench/quality/images.py: grids, GIFs and strips reopened with PIL; denoising frame choice."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from bench import images as im
+from bench.quality import images as im
 
 
 def distinct_images(n, h=6, w=5, c=1):

@@ -1,12 +1,9 @@
 """End to end through the CLI: a real run -> its report; the quality workload -> FID records;
 a training run -> `harness.py fid`."""
-import json
 import os
 import re
 
-import pytest
-
-from bench.results import read_records
+from bench.records.results import read_records
 from tests.conftest import harness, run_dirs, tiny_config, write_config
 
 

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from bench import monitor as M
-from bench.results import read_records
+from bench.measure import monitor as M
+from bench.records.results import read_records
 
 # A child that allocates ~80 MB, then starts a grandchild, then burns CPU for ~1.5 s.
 CHILD = textwrap.dedent("""

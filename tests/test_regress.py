@@ -1,4 +1,4 @@
-"""The regression gate (bench/regress.py) and the micro-suite (benchmarks/).
+"""The regression gate (bench/gate/compare.py) and the micro-suite (benchmarks/).
 
 Two kinds of tests:
 - the decision logic on real-shaped data: lognormal step times (what per-step timings look
@@ -22,7 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from bench import regress as R  # noqa: E402
+from bench.gate import compare as R  # noqa: E402
+from bench.gate import sides  # noqa: E402
 
 TINY_MODEL = {"image_size": 8, "in_channels": 1, "base_channels": 8, "ch_mult": [1, 2],
               "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 4}
@@ -47,7 +48,7 @@ def procs(seed, n=4, scale=1.0, between=0.05):
 
 def side(samples, status=None, kind="micro", hardware=None, calibration=None, path="x"):
     status = status or {c: "ok" for c, _ in samples}
-    return R.Side(path=path, kind=kind, samples=samples, cell_status=status,
+    return sides.Side(path=path, kind=kind, samples=samples, cell_status=status,
                   hardware=hardware or {}, calibration=calibration)
 
 
@@ -82,7 +83,7 @@ def test_normalize_divides_by_each_sides_calibration_and_hardware_is_warned():
     norm = R.compare(base, cand, normalize=True)  # ...with a calibration twice as slow
     assert norm.rows[0].verdict == R.UNCHANGED
     assert "calibration score" in R.format_table(norm)
-    with pytest.raises(R.BadInput, match="no calibration"):
+    with pytest.raises(sides.BadInput, match="no calibration"):
         R.compare(base, side({("c", "t"): cand_t}), normalize=True)
 
 
@@ -140,7 +141,7 @@ def test_a_plain_pytest_benchmark_file_is_one_process(tmp_path):
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({"benchmarks": [{"name": "fwd", "stats": {
         "data": lognormal_steps(1, n=50)}}]}))
-    side_ = R.load_side(str(plain))
+    side_ = sides.load_side(str(plain))
     assert side_.samples[("fwd", "time_s")] == [lognormal_steps(1, n=50)]
     cmp = R.compare(str(plain), str(plain))
     assert [r.verdict for r in cmp.rows] == [R.TOO_FEW]
@@ -300,8 +301,8 @@ def test_run_dirs_same_config_twice_counts_processes(harness_runs):
     assert not any("config_hash" in w for w in cmp.warnings)
     assert R.main([harness_runs["base"], harness_runs["same"], "--report-only"]) == 0
     # Pooling two runs of a side adds their processes
-    both = R.compare(R.pool_sides([R.load_side(harness_runs["base"]),
-                                   R.load_side(harness_runs["same"])]), harness_runs["slow"])
+    both = R.compare(sides.pool_sides([sides.load_side(harness_runs["base"]),
+                                   sides.load_side(harness_runs["same"])]), harness_runs["slow"])
     assert {r.n_baseline for r in both.rows} == {6}
 
 
@@ -310,7 +311,7 @@ def test_run_dirs_injected_delay_is_flagged_on_the_right_cells(harness_runs):
     assert {(r.cell, r.metric) for r in cmp.regressions} == ROWS, R.format_table(cmp)
     assert all(r.change > 2.0 for r in cmp.rows)
     assert any("config_hash" in w for w in cmp.warnings)
-    proc = subprocess.run([sys.executable, "-m", "bench.regress", harness_runs["base"],
+    proc = subprocess.run([sys.executable, "-m", "bench.gate.compare", harness_runs["base"],
                            harness_runs["slow"], "--markdown", "-"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -21,7 +21,7 @@ import pytest
 from bench.report import ReportInputError, load_run, write_report
 from bench.report import tables
 from bench.report.render import md_escape
-from bench.stats import ratio_of_medians, spread
+from bench.stats.replicates import ratio_of_medians, spread
 
 REPO = Path(__file__).resolve().parents[1]
 EVIL = "<script>alert(1)</script>"
@@ -90,7 +90,7 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
         unit = k if replicates else None
         process_speed = float(rng.lognormal(0, 0.05)) if replicates else 1.0
         t = T0 + 1000 * fi
-        # Field for field what bench/worker.py and bench/workloads.py write.
+        # Field for field what bench/run/worker.py and bench/run/workloads.py write.
         start = {"type": "start", "t_wall": t, "framework": fw, "workload": "train",
                  "variant": None, "options": {}, "device": "cuda" if gpu else "cpu",
                  "pid": 1000 + fi, "versions": {fw: "1.0", "python": "3.12.3"}, "threads": 2,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from bench import results as R
+from bench.records import results as R
 
 
 def _make_run(tmp_path, cells):

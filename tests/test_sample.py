@@ -9,8 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from bench.config import load_config
-from bench.train import cell_dir, run_training
+from bench.run.config import load_config
+from bench.tasks.train import cell_dir, run_training
 from tests.conftest import REPO
 from tests.test_train import TINY
 
@@ -28,7 +28,7 @@ def ckpt(tmp_path_factory):
 
 
 def sample(ckpt, out, *args):
-    proc = subprocess.run([sys.executable, "-m", "bench.sample", ckpt, "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "bench.tasks.sample", ckpt, "--out", str(out),
                            "--steps", "5", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,6 +76,6 @@ def test_checkpoint_samples_in_the_other_framework(ckpt, tmp_path):
 
 
 def test_missing_checkpoint_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.sample", str(tmp_path)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "bench.tasks.sample", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no checkpoint here" in proc.stderr

@@ -1,4 +1,4 @@
-"""bench/stats.py on synthetic timings with a known truth and fixed seeds.
+"""bench/stats/replicates.py on synthetic timings with a known truth and fixed seeds.
 
 Each simulated process has its own speed (a lognormal process effect: what differs between
 re-runs of the same code) and its steps scatter around it (a smaller within-process spread).
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy.stats import mannwhitneyu
 
-from bench import stats as S
+from bench.stats import replicates as S
 
 BETWEEN_SIGMA = 0.10   # process-to-process (log scale): ~10% CV, as seen between runs here
 WITHIN_SIGMA = 0.03    # step-to-step inside a process
@@ -130,7 +130,7 @@ def test_identical_processes_give_an_exact_answer():
     (1, ["AB"]), (2, ["AB", "BA"]), (4, ["AB", "BA", "BA", "AB"]),
     (8, ["AB", "BA", "BA", "AB", "BA", "AB", "AB", "BA"])])
 def test_balanced_order_is_thue_morse(rounds, expected):
-    from bench.config import balanced_order
+    from bench.run.matrix import balanced_order
 
     assert ["".join(o) for o in balanced_order("AB", rounds)] == expected
 
@@ -138,7 +138,7 @@ def test_balanced_order_is_thue_morse(rounds, expected):
 def test_balanced_order_cancels_linear_drift():
     """Over 4 rounds (8 slots) each framework's mean slot position is the same: a machine
     that slows down linearly over the run adds the same to both."""
-    from bench.config import balanced_order
+    from bench.run.matrix import balanced_order
 
     slots = [fw for order in balanced_order(["torch", "jittor"], 4) for fw in order]
     pos = {fw: np.mean([i for i, f in enumerate(slots) if f == fw]) for fw in ("torch", "jittor")}

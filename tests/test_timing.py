@@ -8,8 +8,8 @@ compute_s would collapse onto its dispatch_s and the first assertion would fail.
 """
 import numpy as np
 
-from bench import results as R
-from bench.timer import timed_train_step
+from bench.records import results as R
+from bench.measure.timer import timed_train_step
 
 
 def _measured(run_dir, framework):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.checkpoint import read_checkpoint
-from bench.config import load_config
-from bench.results import read_records
-from bench.train import cell_dir, run_training
+from bench.run.checkpoint import read_checkpoint
+from bench.run.config import load_config
+from bench.records.results import read_records
+from bench.tasks.train import cell_dir, run_training
 
 TINY = {
     "name": "tiny-train",

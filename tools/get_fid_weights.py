@@ -29,7 +29,7 @@ MIN_SIZE_BYTES = 50 * 1024 * 1024
 
 
 def default_cache_dir() -> Path:
-    """$DIFFBENCH_FID_DIR, else ~/.cache/diffbench/fid (the place bench/fid.py looks)."""
+    """$DIFFBENCH_FID_DIR, else ~/.cache/diffbench/fid (the place bench/quality/fid.py looks)."""
     env = os.environ.get("DIFFBENCH_FID_DIR")
     if env:
         return Path(env).expanduser()

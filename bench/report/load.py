@@ -3,7 +3,7 @@
 A thin, tolerant reader: a worker killed mid-write leaves a torn last line, a cell that never
 finished has no summary.json, a run may lack its manifest. None of that is an error here; the
 report says what is missing. `load_run` is the one entry point so it can later be swapped for
-`bench.results.load_run` without touching tables/plots.
+`bench.records.results.load_run` without touching tables/plots.
 """
 from dataclasses import dataclass, field
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results import read_records
+from bench.records.results import read_records
 
 
 class ReportInputError(ValueError):
@@ -39,7 +39,7 @@ CELL_COLUMNS = ["cell", "framework", "workload", "variant", "status", "error", "
 
 
 def read_jsonl(path: Path, problems: list) -> list:
-    """JSON lines -> list of dicts (bench.results.read_records). One unparseable line is what
+    """JSON lines -> list of dicts (bench.records.results.read_records). One unparseable line is what
     an interrupted append leaves (a torn last line) and is dropped silently; more are noted."""
     records, skipped = read_records(str(path))
     if skipped > 1:

@@ -12,7 +12,9 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.report import fmt
 from bench.report.load import RunData, of_type
-from bench.report.tables import cell_records, cells_of, col, has_gpu, training_metrics
+from bench.report.facts import fid_metrics
+from bench.report.tables import (cell_records, cells_of, col, has_gpu, sampling_metrics,
+                                 training_metrics)
 
 # Fixed colours for the known frameworks (PyTorch's orange, a Jittor blue); any other framework
 # gets the next free colour of a colour-blind-safe cycle, in name order, so it is stable too.
@@ -287,7 +289,6 @@ def memory_over_time(run, out_dir):
 
 
 def sampling_vs_steps(run, out_dir):
-    from bench.report.tables import sampling_metrics
     m = sampling_metrics(run)
     if m.empty or "steps" not in m:
         return fmt.Note("No sampling plot: the run has no measured sampling records.")
@@ -367,7 +368,6 @@ def step_breakdown(run, out_dir):
 
 
 def fid_vs_steps(run, out_dir):
-    from bench.report.tables import fid_metrics
     m = fid_metrics(run)
     if m.empty or "fid" not in m or "steps" not in m:
         return fmt.Note("No FID plot: the run has no quality (FID) records.")
@@ -407,8 +407,6 @@ def replicate_medians(run, out_dir, workload):
     """One point per process: its median step time (train) or chain time (sample), by
     replicate round, one series per framework and one panel per train variant or sampler
     setting. What the interval is made of, and the drift a single process would hide."""
-    from bench.report.tables import sampling_metrics
-
     if workload == "train":
         m = training_metrics(run)
         what, groups, ylabel = "step time", "wall_s_groups", "median step time (s)"

@@ -6,10 +6,11 @@ import shutil
 from pathlib import Path
 
 import jinja2
+import yaml
 
-from bench.report import fmt, plots, tables
-from bench.stats import MIN_REPLICATES
+from bench.report import facts, fmt, plots, tables
 from bench.report.load import ReportInputError, RunData, first_replicate, load_run
+from bench.stats.replicates import MIN_REPLICATES
 
 TEMPLATES = Path(__file__).parent / "templates"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -41,7 +42,7 @@ def overview(run: RunData) -> fmt.Section:
     n_ok = int((run.cells["status"] == "ok").sum()) if n else 0
     s.intro = (f"{n} cell(s) in this run, {n_ok} finished OK in every replicate." if n else
                "This run has no cells: nothing was measured.")
-    t = tables.cells_table(run)
+    t = facts.cells_table(run)
     if t:
         t.caption = ("A cell is one framework × workload (× variant). Each replicate is a fresh "
                      "process; the replicates of all cells ran in rounds, the frameworks of a "
@@ -75,13 +76,13 @@ def replication_note(run: RunData) -> str:
 
 def environment(run: RunData) -> fmt.Section:
     s = fmt.Section("Environment", "environment")
-    t = tables.environment_table(run)
+    t = facts.environment_table(run)
     if t:
         s.blocks.append(t)
     else:
         s.blocks.append(fmt.Note("manifest.json is missing or unreadable: the environment of "
                                  "this run is unknown."))
-    ft = tables.frameworks_table(run)
+    ft = facts.frameworks_table(run)
     if ft:
         ft.caption = "Device and versions as each worker reported them when it started."
         s.blocks.append(ft)
@@ -92,11 +93,10 @@ def environment(run: RunData) -> fmt.Section:
 
 
 def _as_yaml(obj) -> str:
-    """Configs are written in YAML, so show them that way (JSON if PyYAML is missing)."""
+    """Configs are written in YAML, so show them that way (JSON for what YAML cannot show)."""
     try:
-        import yaml
         return yaml.safe_dump(obj, sort_keys=False, default_flow_style=None, width=100)
-    except Exception:   # PyYAML absent or an object it cannot represent
+    except yaml.YAMLError:   # an object YAML cannot represent
         return json.dumps(obj, indent=2, default=str)
 
 
@@ -134,7 +134,7 @@ def sampling(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
 
 def resources(run: RunData, out_dir: Path) -> fmt.Section:
     s = fmt.Section("Memory and utilisation", "resources")
-    t = tables.memory_table(run)
+    t = facts.memory_table(run)
     s.blocks.append(t or fmt.Note("No memory numbers: no cell recorded memory or monitor samples."))
     one = first_replicate(run)
     s.blocks += [plots.utilisation(one, out_dir), plots.memory_over_time(one, out_dir)]
@@ -143,7 +143,7 @@ def resources(run: RunData, out_dir: Path) -> fmt.Section:
 
 def quality(run: RunData, out_dir: Path) -> fmt.Section:
     s = fmt.Section("Quality (FID) and samples", "quality")
-    t = tables.fid_table(run)
+    t = facts.fid_table(run)
     if t:
         s.blocks += [t, plots.fid_vs_steps(run, out_dir)]
     else:
@@ -184,13 +184,13 @@ def copy_sample_grids(run: RunData, out_dir: Path) -> list:
 
 def failures(run: RunData) -> fmt.Section:
     s = fmt.Section("Failed cells", "failures")
-    failed = tables.failed_cells(run)
+    failed = facts.failed_cells(run)
     if failed.empty:
         s.blocks.append(fmt.Note("No failed cells." if len(run.cells) else "No cells at all."))
         return s
     s.blocks.append(fmt.Table(
         ["process", "framework", "workload", "status", "error"],
-        [[c["unit"], c["framework"], c["workload"], c["status"], tables.first_line(c["error"])]
+        [[c["unit"], c["framework"], c["workload"], c["status"], facts.first_line(c["error"])]
          for _, c in failed.iterrows()], numeric=False))
     for _, c in failed.iterrows():
         text = _error_text(run, c)
@@ -216,7 +216,7 @@ def _error_text(run: RunData, cell) -> str:
         text = (text + "\n\n" if text else "") + "stderr.log (last lines):\n" + tail
     if len(text) > 2 * MAX_ERROR_CHARS:
         text = "…" + text[-2 * MAX_ERROR_CHARS:]
-    return "" if text.strip() == tables.first_line(cell["error"]) else text
+    return "" if text.strip() == facts.first_line(cell["error"]) else text
 
 
 # ---------------------------------------------------------------- output

@@ -20,7 +20,7 @@ steps): with the 3-5 replicates a benchmark can afford, a percentile bootstrap o
 has only a handful of distinct resamples and its intervals cover the truth far less often than
 stated (tests/test_stats.py measures both on simulated processes). The t interval pays for a
 small replicate count with its heavier tail, which is the honest price. Frameworks are run in
-a balanced interleaved order (bench/config.py, `balanced_order`), so slow drift of the
+a balanced interleaved order (bench/run/matrix.py, `balanced_order`), so slow drift of the
 machine lands on both sides alike and only widens the interval, never biases it.
 
 Below MIN_REPLICATES processes per side no interval or verdict is given: `Ratio.reason` and

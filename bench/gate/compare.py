@@ -2,10 +2,10 @@
 
     harness.py compare BASELINE CANDIDATE [--threshold 10%] [--alpha 0.01] [--normalize]
                        [--markdown FILE] [--report-only] [--strict]
-    python -m bench.regress ...   (the same)
+    python -m bench.gate.compare ...   (the same)
 
 BASELINE and CANDIDATE are both either run folders (results/<run-id>/, read through
-bench.results.load_run) or pytest-benchmark JSON files (benchmarks/run_micro.py, or
+bench.records.results.load_run) or pytest-benchmark JSON files (benchmarks/run_micro.py, or
 `pytest benchmarks --benchmark-json`). What is compared, per cell:
 
     run folder   train cells: step_wall_s and step_compute_s of every measured step;
@@ -15,7 +15,7 @@ bench.results.load_run) or pytest-benchmark JSON files (benchmarks/run_micro.py,
                  metric time_s = every round's time, grouped by the process that ran it
                  (extra_info.process_samples; a plain pytest-benchmark file is one process)
 
-The unit of comparison is the process (bench/stats.py): each process is summarised by its
+The unit of comparison is the process (bench/stats/replicates.py): each process is summarised by its
 median, and change and p come from a t-test on the log process medians. The verdict
 (bench.stats.judge) is
     regression        change > +threshold and p < alpha
@@ -31,178 +31,25 @@ Exit status: 1 if any row is a regression (or, with --strict, the candidate lack
 something the baseline has); 0 otherwise or with --report-only; 2 for bad input.
 
 Across machines: each side carries its hardware (CPU model, usable CPUs, threads, GPU names)
-and a calibration score (bench/calibrate.py); differing hardware prints a warning, and
+and a calibration score (bench/measure/calibrate.py); differing hardware prints a warning, and
 --normalize divides every time by its own side's score.
 """
 import argparse
-import json
 import math
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from bench.stats import (DETECTION_POWER, IMPROVEMENT, MIN_REPLICATES, NOT_SIGNIFICANT,
-                         REGRESSION, TOO_FEW, UNCHANGED, judge)
+import numpy as np
+
+from bench.gate.sides import (BadInput, Side, busy_warnings, hardware_warnings, load_side,
+                              normalizer, setup_warnings)
+from bench.stats.replicates import (DETECTION_POWER, IMPROVEMENT, MIN_REPLICATES,
+                                    NOT_SIGNIFICANT, REGRESSION, TOO_FEW, UNCHANGED, judge,
+                                    replicate_medians)
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_THRESHOLD = 0.10
 DEFAULT_ALPHA = 0.01
-
-
-class BadInput(ValueError):
-    """A path or option the gate cannot use; str() is the one-line message (exit 2)."""
-
-
-# ------------------------------------------------------------------------------------ sides
-
-@dataclass
-class Side:
-    """One result set, reduced to what the gate compares."""
-
-    path: str
-    kind: str  # "run" | "micro"
-    samples: dict  # (cell, metric) -> [[seconds of process 1], [seconds of process 2], ...]
-    cell_status: dict  # cell -> "ok" | "failed" | "timeout" | "missing"
-    hardware: dict = field(default_factory=dict)  # cpu_model, cpu_count_usable, threads, gpu_names
-    calibration: dict = None  # bench.calibrate.calibration() output, when recorded
-    setup: dict = field(default_factory=dict)  # what must match for a like-for-like compare
-    foreign_cpu_cores: float = None  # most CPUs other processes used during a measurement
-
-
-def load_side(path):
-    """A Side from a run folder or a pytest-benchmark JSON; BadInput for anything else."""
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "manifest.json")):
-            raise BadInput(f"{path}: a folder without manifest.json; expected a run folder "
-                           "(results/<run-id>/) or a pytest-benchmark JSON file")
-        return load_run_side(path)
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInput(f"{path}: not valid JSON ({e}); expected a pytest-benchmark JSON "
-                           "or a run folder") from None
-        if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-            raise BadInput(f"{path}: JSON without a 'benchmarks' list; expected a "
-                           "pytest-benchmark JSON (--benchmark-json) or a run folder")
-        return micro_side(path, data)
-    raise BadInput(f"{path}: no such file or folder; expected a run folder or a "
-                   "pytest-benchmark JSON")
-
-
-def pool_sides(sides, path=None):
-    """One Side from several runs of the same thing: their processes gathered per (cell,
-    metric), a cell ok only where it is ok in every run. Interleaving baseline and candidate
-    runs (A B B A) and pooling each side spreads both over the same stretch of time."""
-    sides = list(sides)
-    if not sides or len({s.kind for s in sides}) != 1:
-        raise BadInput("pool: give one or more sides of the same kind")
-    samples, status = {}, {}
-    for s in sides:
-        for key, vals in s.samples.items():
-            samples.setdefault(key, []).extend(vals)
-        for cell, st in s.cell_status.items():
-            status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
-    first = sides[0]
-    foreign = [s.foreign_cpu_cores for s in sides if s.foreign_cpu_cores is not None]
-    return Side(path=path or "+".join(s.path for s in sides), kind=first.kind, samples=samples,
-                cell_status=status, hardware=dict(first.hardware),
-                calibration=first.calibration, setup=dict(first.setup),
-                foreign_cpu_cores=max(foreign) if foreign else None)
-
-
-def sample_metric_name(row):
-    """chain_time_s[ddim,10 steps,b8,eta=0.0] - one metric per sampler setting and batch."""
-    parts = [str(row["sampler"]), f"{int(row['steps'])} steps", f"b{int(row['batch_size'])}"]
-    for key in ("eta", "skip", "variance"):
-        v = row.get(key)
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        if key == "skip" and v == "uniform":
-            continue
-        parts.append(f"{key}={v}" if key == "eta" else str(v))
-    return "chain_time_s[" + ",".join(parts) + "]"
-
-
-TRAIN_METRICS = {"step_wall_s": "wall_s", "step_compute_s": "compute_s"}
-
-
-def load_run_side(path):
-    from bench.results import load_run
-
-    try:
-        run = load_run(path)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BadInput(f"{path}: unreadable run folder ({type(e).__name__}: {e})") from None
-    samples = {}  # (cell, metric) -> {unit: [seconds]}, in run order
-    steps = run.steps
-    if len(steps):
-        measured = steps[steps["phase"] == "measure"]
-        for (cell, unit), group in measured.groupby(["cell", "unit"], sort=False):
-            for metric, column in TRAIN_METRICS.items():
-                if column in group:
-                    vals = group[column].dropna().astype(float).tolist()
-                    if vals:
-                        samples.setdefault((cell, metric), {})[unit] = vals
-    chains = run.samples
-    if len(chains):
-        measured = chains[chains["phase"] == "measure"]
-        for _, row in measured.iterrows():
-            per_unit = samples.setdefault((row["cell"], sample_metric_name(row)), {})
-            per_unit.setdefault(row["unit"], []).append(float(row["time_s"]))
-    samples = {key: list(per_unit.values()) for key, per_unit in samples.items()}
-    m = run.manifest
-    host, gpu = m.get("host") or {}, m.get("gpu") or {}
-    hardware = {"cpu_model": host.get("cpu_model"),
-                "cpu_count_usable": host.get("cpu_count_usable"),
-                "threads": m.get("threads"),
-                "gpu_names": [d.get("name") for d in gpu.get("devices") or []]}
-    # a cell is ok when every one of its processes is
-    status = {}
-    for cell, st in zip(run.summaries["cell"], run.summaries["status"]):
-        status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
-    # CPUs other processes used during each cell: bench.calibrate.ForeignCpu's figure when
-    # recorded, else the harness monitor's (others_cpu_percent_mean, in % of one CPU).
-    foreign = [_foreign_cores(mt) for mt in run.summaries["metrics"] if isinstance(mt, dict)]
-    foreign = [f for f in foreign if f is not None]
-    return Side(path=path, kind="run", samples=samples, cell_status=status, hardware=hardware,
-                calibration=m.get("calibration"),
-                setup={"config_hash": m.get("config_hash")},
-                foreign_cpu_cores=max(foreign) if foreign else None)
-
-
-def micro_side(path, data):
-    samples = {}
-    for i, b in enumerate(data["benchmarks"]):
-        name = b.get("name") if isinstance(b, dict) else None
-        stats = b.get("stats") if isinstance(b, dict) else None
-        if not name or not isinstance(stats, dict):
-            raise BadInput(f"{path}: benchmarks[{i}] has no name/stats; not a pytest-benchmark "
-                           "JSON")
-        vals = stats.get("data")
-        if not vals:
-            raise BadInput(f"{path}: benchmark {name!r} has no raw samples (stats.data); write "
-                           "it with --benchmark-json, or --benchmark-save-data when saving")
-        # one value per round, already divided by the round's iterations, grouped by the
-        # process that ran it (benchmarks/run_micro.py keeps the groups)
-        groups = (b.get("extra_info") or {}).get("process_samples") or [vals]
-        samples[(name, "time_s")] = [[float(v) for v in g] for g in groups]
-    info = data.get("machine_info") or {}
-    ours = info.get("diffbench") or {}
-    hw = dict(ours.get("hardware") or {})
-    if not hw:  # a plain pytest-benchmark file: use what pytest-benchmark itself records
-        cpu = info.get("cpu") or {}
-        hw = {"cpu_model": cpu.get("brand_raw"), "cpu_count_usable": cpu.get("count"),
-              "gpu_names": []}
-    micro = dict(ours.get("micro") or {})
-    hw["threads"] = micro.get("threads")
-    status = {cell: "ok" for cell, _ in samples}
-    setup = {k: v for k, v in micro.items() if k not in ("rounds", "warmup_rounds")}
-    foreign = ours.get("foreign_cpu_cores") or []
-    return Side(path=path, kind="micro", samples=samples, cell_status=status, hardware=hw,
-                calibration=ours.get("calibration"), setup=setup,
-                foreign_cpu_cores=max(foreign) if foreign else None)
 
 
 # -------------------------------------------------------------------------------- compare
@@ -249,73 +96,6 @@ class Comparison:
         return EXIT_OK
 
 
-def hardware_warnings(base, cand):
-    """One line per hardware fact that differs between the sides."""
-    out = []
-    labels = {"cpu_model": "CPU model", "cpu_count_usable": "usable CPUs",
-              "threads": "threads", "gpu_names": "GPU"}
-    for key, label in labels.items():
-        vb, vc = base.hardware.get(key), cand.hardware.get(key)
-        if vb is None or vc is None:
-            continue
-        if vb != vc:
-            out.append(f"hardware differs: {label} {vb!r} (baseline) vs {vc!r} (candidate); "
-                       "timings are not directly comparable (consider --normalize)")
-    return out
-
-
-# Other processes using more than this many CPUs beyond those the benchmark left free make
-# its timings suspect (2-thread OpenMP code sharing 2 cores can run 10-100x slower).
-BUSY_SLACK_CPUS = 0.25
-
-
-def _foreign_cores(metrics):
-    if metrics.get("foreign_cpu_cores") is not None:
-        return metrics["foreign_cpu_cores"]
-    pct = metrics.get("others_cpu_percent_mean")
-    return None if pct is None else pct / 100.0
-
-
-def busy_warnings(*sides):
-    out = []
-    for name, side in zip(("baseline", "candidate"), sides):
-        cores, hw = side.foreign_cpu_cores, side.hardware
-        if cores is None:
-            continue
-        free = max(0, (hw.get("cpu_count_usable") or 0) - (hw.get("threads") or 0))
-        if cores > free + BUSY_SLACK_CPUS:
-            out.append(f"{name}: other processes kept {cores:.2f} CPUs busy during its "
-                       f"measurement ({hw.get('cpu_count_usable')} CPUs, {hw.get('threads')} "
-                       "threads used by the benchmark); its timings may be contended")
-    return out
-
-
-def setup_warnings(base, cand):
-    out = []
-    keys = sorted(set(base.setup) | set(cand.setup))
-    differing = [k for k in keys if base.setup.get(k) != cand.setup.get(k)]
-    if differing:
-        what = ", ".join(f"{k}: {base.setup.get(k)!r} vs {cand.setup.get(k)!r}"
-                         for k in differing)
-        if len(what) > 300:
-            what = what[:300] + "..."
-        out.append(f"the two sides were not run with the same settings ({what}); a "
-                   "difference may be the setting, not a regression")
-    return out
-
-
-def _normalizer(side, other):
-    cal = side.calibration
-    if not cal or not cal.get("score_s"):
-        raise BadInput(f"{side.path}: no calibration score recorded (manifest 'calibration' / "
-                       "machine_info.diffbench.calibration); --normalize needs one on both sides")
-    oc = other.calibration or {}
-    if oc.get("version") is not None and cal.get("version") != oc.get("version"):
-        raise BadInput(f"{side.path}: calibration version {cal.get('version')} differs from "
-                       f"{other.path}'s {oc.get('version')}; scores are not comparable")
-    return float(cal["score_s"])
-
-
 def compare(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPHA,
             normalize=False):
     """Compare two result sets (paths or Sides). Returns a Comparison; raises BadInput."""
@@ -332,7 +112,7 @@ def compare(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPH
                 + busy_warnings(base, cand))
     scale_b = scale_c = 1.0
     if normalize:
-        scale_b, scale_c = _normalizer(base, cand), _normalizer(cand, base)
+        scale_b, scale_c = normalizer(base, cand), normalizer(cand, base)
         if base.hardware.get("gpu_names") or cand.hardware.get("gpu_names"):
             warnings.append("--normalize: the calibration measures the CPU only; GPU timings "
                             "divided by it are approximate")
@@ -371,10 +151,6 @@ def compare(baseline, candidate, threshold=DEFAULT_THRESHOLD, alpha=DEFAULT_ALPH
 
 
 def _partial_row(cell, metric, verdict, base, cand, scale_b, scale_c):
-    import numpy as np
-
-    from bench.stats import replicate_medians
-
     vb, vc = base.samples.get((cell, metric)) or [], cand.samples.get((cell, metric)) or []
     return Row(cell, metric, verdict, len(vb), len(vc),
                float(np.median(replicate_medians(vb))) / scale_b if vb else None,
@@ -559,5 +335,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import bench
+
+REPO_ROOT = Path(bench.REPO_ROOT)
 DATA_ENV = "DIFFBENCH_DATA"
 SPLITS = ("train", "test")
 
@@ -222,7 +224,7 @@ def load_image_folder(folder, image_size: int | None = None, channels: int = 3) 
     """Every image under `folder` (recursive, sorted by path) as uint8 (N, S, S, C): the shorter
     side resized to `image_size` (bicubic), then centre-cropped. image_size=None keeps the files'
     size, which must then be the same for all."""
-    from PIL import Image
+    from PIL import Image  # only for image files: keeps the import of this module light
 
     if channels not in (1, 3):
         raise ValueError(f"channels={channels} is invalid; valid: 1 (grayscale) or 3 (RGB)")
@@ -247,7 +249,7 @@ def load_image_folder(folder, image_size: int | None = None, channels: int = 3) 
 
 
 def _resize_center_crop(im, size: int):
-    from PIL import Image
+    from PIL import Image  # only for image files: keeps the import of this module light
 
     w, h = im.size
     scale = size / min(w, h)
@@ -315,7 +317,7 @@ def load_dataset(name: str, root=None, split: str = "train", *, image_size: int 
 def conform(images: np.ndarray, image_size: int | None = None, channels: int | None = None) -> np.ndarray:
     """Square uint8 NHWC images resized to image_size (PIL bicubic) and converted to `channels`
     (1 -> 3 replicates the plane; 3 -> 1 is PIL's ITU-R 601-2 luma). None keeps what is there."""
-    from PIL import Image
+    from PIL import Image  # only for image files: keeps the import of this module light
 
     n, h, w, c = images.shape
     if channels == 3 and c == 1:

@@ -1,4 +1,4 @@
-"""One cell in its own process: `python -m bench.worker --cell-dir DIR --spec-json FILE`.
+"""One cell in its own process: `python -m bench.run.worker --cell-dir DIR --spec-json FILE`.
 
 Builds one framework's backend (the only framework this process ever imports), loads the
 canonical seeded weights, runs the workload, streams records to events.jsonl and, on success
@@ -7,21 +7,28 @@ nonzero; the runner then writes the failed summary. A worker that exits without 
 (Jittor's silent "please rerun" exit, a kill) is therefore always a failed cell.
 """
 import argparse
+import ctypes
 import fnmatch
+import json
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
+
+from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
+from bench.run import workloads
+from bench.run.checkpoint import read_checkpoint, restore
+from bench.run.config import build_specs
+from models.common.weights import count_params, init_weights
+from models.registry import load_backend
 
 
 def _die_with_parent():
     """Linux: get SIGKILL when the runner dies, so a killed benchmark leaves no orphan
     worker burning the CPU the next measurement needs."""
     try:
-        import ctypes
-        import signal
-
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
@@ -35,9 +42,6 @@ def peak_rss_bytes():
 
 
 def run_cell(cell_dir, spec):
-    from bench.config import build_specs
-    from bench.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
-
     cfg, cell = spec["config"], spec["cell"]
     started = time.time()
     with RecordWriter(os.path.join(cell_dir, EVENTS)) as out:
@@ -47,21 +51,17 @@ def run_cell(cell_dir, spec):
                     raise RuntimeError(f"debug.raise_in: cell {cell['cell']} matches "
                                        f"{pattern!r} (deliberate failure)")
             unet, diffusion, optim = build_specs(cfg)
-            from models.common.weights import count_params, init_weights
-            from models.registry import load_backend
-
-            Backend = load_backend(cell["framework"])
+            Backend = load_backend(cell["framework"])  # the one framework this process imports
             backend = Backend(unet, diffusion, optim, device=cfg["device"],
                               threads=spec["threads"], seed=cfg["seed"])
             out.write("start", framework=cell["framework"], workload=cell["workload"],
-                      variant=cell["variant"], replicate=cell.get("replicate", 1), options=cell["options"], device=backend.device,
+                      variant=cell["variant"], replicate=cell.get("replicate", 1),
+                      options=cell["options"], device=backend.device,
                       pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
                       params=count_params(unet))
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))
             backend.sync()
             backend.reset_peak_memory()
-
-            from bench import workloads
 
             if cell["workload"] == "train":
                 metrics = workloads.run_train(backend, cfg, cell["options"].get("loader",
@@ -69,13 +69,9 @@ def run_cell(cell_dir, spec):
             elif cell["workload"] == "sample":
                 metrics = workloads.run_sample(backend, cfg, out)
             elif cell["workload"] == "quality":
-                from bench.quality import run_quality
-
                 if cfg["quality"]["checkpoint"]:
-                    from bench.checkpoint import read_checkpoint, restore
-
                     restore(backend, read_checkpoint(cfg["quality"]["checkpoint"]))
-                metrics = run_quality(backend, cfg["quality"], cfg["data"], out, cell_dir,
+                metrics = workloads.run_quality(backend, cfg["quality"], cfg["data"], out, cell_dir,
                                       seed=cfg["seed"])
             else:
                 raise ValueError(f"unknown workload {cell['workload']!r}")
@@ -103,14 +99,12 @@ def run_cell(cell_dir, spec):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m bench.run.worker", description=__doc__)
     ap.add_argument("--cell-dir", required=True)
     ap.add_argument("--spec-json", required=True,
                     help="path to the cell's spec.json: {cell, config, threads}")
     args = ap.parse_args(argv)
     _die_with_parent()
-    import json
-
     with open(args.spec_json) as f:
         spec = json.load(f)
     return run_cell(args.cell_dir, spec)

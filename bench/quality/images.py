@@ -37,7 +37,7 @@ def make_grid(images, nrow: int | None = None, padding: int = 2, pad_value: int 
 
 
 def _to_pil(picture: np.ndarray):
-    from PIL import Image
+    from PIL import Image  # only when writing a file: keeps the import of this module light
 
     return Image.fromarray(picture[..., 0] if picture.shape[-1] == 1 else picture)
 
@@ -51,7 +51,7 @@ def save_grid(images, path, nrow: int | None = None, padding: int = 2, scale: in
 
 
 def _enlarge(im, scale: int):
-    from PIL import Image
+    from PIL import Image  # only when writing a file: keeps the import of this module light
 
     if scale < 1:
         raise ValueError(f"scale={scale} is invalid; valid: a positive integer")

@@ -12,10 +12,15 @@ import sys
 import time
 
 import psutil
+from tqdm import tqdm
 
-from bench import results as res
-from bench.config import ORDER_SCHEME, Cell, config_hash, expected_records
-from bench.env import REPO_ROOT, child_env, git_info, gpu_info, host_info, usable_cpus
+from bench import REPO_ROOT
+from bench.measure.env import child_env, git_info, gpu_info, host_info, usable_cpus
+from bench.measure.monitor import Monitor
+from bench.measure.monitor import summarize as monitor_summary
+from bench.records import results as res
+from bench.run.config import config_hash
+from bench.run.matrix import ORDER_SCHEME, Cell, expected_records
 
 STDERR_TAIL_CHARS = 2000
 # Other processes' mean CPU (100 = one core) above which a cell's timings get a warning.
@@ -37,11 +42,11 @@ def resolved_threads(cfg):
 
 
 def machine_calibration(threads):
-    """bench/calibrate.py's fixed numpy workload, run under the same thread settings as the
+    """bench/measure/calibrate.py's fixed numpy workload, run under the same thread settings as the
     cells, so `harness.py compare` can normalise timings across machines. None if it fails:
     a missing calibration must never stop a benchmark."""
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.calibrate"], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "bench.measure.calibrate"], capture_output=True,
                              text=True, timeout=120, cwd=REPO_ROOT, env=child_env(threads))
         return json.loads(out.stdout)["calibration"] if out.returncode == 0 else None
     except (subprocess.TimeoutExpired, json.JSONDecodeError, KeyError, OSError):
@@ -49,7 +54,8 @@ def machine_calibration(threads):
 
 
 def write_manifest(run_dir, cfg, cells, argv=None):
-    """The run's identity: environment, full config + hash, seed, cells. Framework versions are
+    """The run's identity: environment, full config + hash, seed, cells (Cells, or their dicts
+    where a task lays out its folders itself). Framework versions are
     filled in from each cell's start record as cells finish (see _record_versions)."""
     manifest = {
         "run_id": os.path.basename(os.path.normpath(run_dir)),
@@ -62,7 +68,7 @@ def write_manifest(run_dir, cfg, cells, argv=None):
         "threads": resolved_threads(cfg),
         "config": cfg,
         # one entry per process, in the order they run (the replicate design)
-        "cells": [c.to_dict() for c in cells],
+        "cells": [c if isinstance(c, dict) else c.to_dict() for c in cells],
         "replicates": cfg["runner"]["replicates"],
         "order": ORDER_SCHEME,
         "host": host_info(),
@@ -146,22 +152,19 @@ class Progress:
         self.enabled = enabled
         self.outer = self.inner = None
         if self.tty:
-            from tqdm import tqdm
-
-            self.tqdm = tqdm
             self.outer = tqdm(total=n_cells, desc="cells", unit="cell", position=0)
 
     def line(self, text):
         if not self.enabled:
             return
         if self.tty:
-            self.tqdm.write(text, file=sys.stderr)
+            tqdm.write(text, file=sys.stderr)
         else:
             print(text, file=sys.stderr, flush=True)
 
     def cell_start(self, cell_id, total):
         if self.tty:
-            self.inner = self.tqdm(total=total, desc=cell_id, unit="rec", position=1, leave=False)
+            self.inner = tqdm(total=total, desc=cell_id, unit="rec", position=1, leave=False)
         else:
             self.line(f"[{cell_id}] started")
 
@@ -194,9 +197,6 @@ class Progress:
 
 def run_cell(run_dir, cfg, cell, progress):
     """Run one cell to completion, timeout or failure; returns its final summary dict."""
-    from bench.monitor import Monitor
-    from bench.monitor import summarize as monitor_summary
-
     d = res.cell_dir(run_dir, cell.unit_id)
     if os.path.isdir(d):  # a torn attempt (resume): its partial records would mix with new ones
         shutil.rmtree(d)
@@ -215,7 +215,7 @@ def run_cell(run_dir, cfg, cell, progress):
         # stdout joins stderr: frameworks print their complaints (Jittor's "please rerun")
         # to either, and the failure tail must show them.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.worker", "--cell-dir", d, "--spec-json", spec_path],
+            [sys.executable, "-m", "bench.run.worker", "--cell-dir", d, "--spec-json", spec_path],
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             env=child_env(threads))
     mon = None

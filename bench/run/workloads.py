@@ -5,16 +5,26 @@ train   epochs x steps. Iteration 0 is recorded as phase "compile" (first call: 
         "warmup", the rest as "measure"; only "measure" steps enter the statistics.
 sample  for each sampler setting x step count x batch size: sample.warmup unmeasured chains,
         then sample.repeats measured chains.
+quality for each step count: quality.num_images samples, saved, scored (FID/KID, IS where
+        possible) by bench.quality.fid in a child process (torch-fidelity imports torch, which
+        must never share a process with Jittor); one `fid` record each:
+        {framework, sampler, steps, eta, num_images, sample_time_s, images_per_s, fid,
+         kid_mean, kid_std, is_mean, is_std, extractor, num_reference, reference, notes}
 
 Each function streams records through `out.write(type, **fields)` and returns the metrics
 for the cell's summary.
 """
+import os
 import time
 
 import numpy as np
 
-from bench import data as datamod
-from bench.timer import timed_chain, timed_train_step
+from bench.data import loaders as datamod
+from bench.measure.timer import timed_chain, timed_train_step
+from bench.quality.fid import fid_in_child
+from bench.quality.generate import generate
+from bench.quality.images import save_grid
+from models.common.diffusion import sampler_plan
 
 
 def _stats(values, prefix):
@@ -114,8 +124,6 @@ def run_train(backend, cfg, loader, out):
 
 def run_sample(backend, cfg, out):
     """Benchmark sampling chains. Returns summary metrics (one entry per setting and batch)."""
-    from models.common.diffusion import sampler_plan
-
     spec, unet = backend.diffusion_spec, backend.unet_spec
     scfg = cfg["sample"]
     delay_s = cfg["debug"]["inject_delay_s"]
@@ -151,3 +159,35 @@ def run_sample(backend, cfg, out):
                                 "per_step_median_s": float(q50 / len(plan)),
                                 "images_per_s": float(bs / q50)})
     return {"runs": results, "chains_measured": sum(1 for _ in results) * scfg["repeats"]}
+
+
+def default_reference(data_cfg):
+    """The held-out split of the training dataset (synthetic data has its own test split)."""
+    return f"{data_cfg['source']}:test"
+
+
+def run_quality(backend, qcfg, data_cfg, out, cell_dir, seed=0):
+    """Generate and score samples for each configured step count. Returns summary metrics."""
+    reference = qcfg["reference"] or default_reference(data_cfg)
+    samples_dir = os.path.join(cell_dir, "samples")
+    os.makedirs(samples_dir, exist_ok=True)
+    rows = []
+    for steps in qcfg["steps"]:
+        plan = sampler_plan(backend.diffusion_spec, qcfg["sampler"], steps=steps,
+                            eta=qcfg["eta"], skip=qcfg["skip"])
+        images, secs = generate(backend, plan, qcfg["num_images"], qcfg["batch_size"], seed,
+                                ema=qcfg["ema"])
+        tag = f"{qcfg['sampler']}-{len(plan):04d}"
+        npz = os.path.join(samples_dir, f"{tag}.npz")
+        np.savez(npz, images=images)
+        save_grid(images[:64], os.path.join(samples_dir, f"{tag}.png"), scale=2)
+        m = fid_in_child(npz, reference, qcfg["num_reference"], data_cfg.get("path"))
+        rec = out.write("fid", framework=backend.name, sampler=qcfg["sampler"], steps=len(plan),
+                        eta=qcfg["eta"] if qcfg["sampler"] == "ddim" else None,
+                        num_images=len(images), sample_time_s=secs,
+                        images_per_s=len(images) / secs,
+                        **{k: m.get(k) for k in ("fid", "kid_mean", "kid_std", "is_mean",
+                                                 "is_std", "extractor", "num_reference",
+                                                 "reference", "notes")})
+        rows.append({k: rec[k] for k in ("steps", "fid", "kid_mean", "is_mean", "num_images")})
+    return {"fid": rows, "reference": reference}

@@ -15,20 +15,32 @@ comparable step by step. Resume is exact: the data stream's RNG state is checkpo
 framework RNG (dropout) is reseeded from (seed, step) before every step, so 2 + resume + 2
 steps equal 4 straight steps (tests/test_train.py).
 
-    python -m bench.train --run-dir RUN --framework torch --steps N [--resume]
+    python -m bench.tasks.train --run-dir RUN --framework torch --steps N [--resume]
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
 import numpy as np
+from tqdm import tqdm
 
-from bench import data as datamod
-from bench.checkpoint import read_checkpoint, restore, save_checkpoint
-from bench.results import EVENTS, SUMMARY, RecordWriter, read_records, write_json_atomic
-from bench.timer import timed_train_step
+from bench.data import loaders as datamod
+from bench import REPO_ROOT
+from bench.measure.env import child_env
+from bench.measure.timer import timed_train_step
+from bench.quality.generate import generate
+from bench.quality.images import save_grid
+from bench.records.results import EVENTS, SUMMARY, RecordWriter, read_records, write_json_atomic
+from bench.run.checkpoint import read_checkpoint, restore, save_checkpoint
+from bench.run.config import build_specs
+from bench.run.matrix import Cell
+from bench.run.runner import resolved_threads, write_manifest
+from models.common.diffusion import sampler_plan
+from models.common.weights import init_weights
+from models.registry import load_backend
 
 CELLS = "cells"
 
@@ -58,10 +70,6 @@ def _truncate_events(path, last_step):
 def save_sample_grid(backend, cdir, cfg, out, num=36):
     """A DDIM grid from the EMA weights (fixed x_T, so grids over time are comparable).
     Drawing it moves the framework RNG; train() reseeds before every step, so no matter."""
-    from bench.images import save_grid
-    from bench.sample import generate
-    from models.common.diffusion import sampler_plan
-
     steps = cfg["train"]["sample_steps"]
     plan = sampler_plan(backend.diffusion_spec, "ddim", steps=steps, eta=0.0)
     images, _ = generate(backend, plan, num, num, seed=cfg["seed"] + 7, ema=True)
@@ -73,10 +81,6 @@ def save_sample_grid(backend, cdir, cfg, out, num=36):
 
 
 def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, progress=True):
-    from bench.config import build_specs
-    from models.common.weights import init_weights
-    from models.registry import load_backend
-
     unet, diffusion, optim = build_specs(cfg)
     tc, dc, seed = cfg["train"], cfg["data"], cfg["seed"]
     bs, T = tc["batch_size"], diffusion.timesteps
@@ -156,20 +160,16 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
 def run_training(cfg, run_dir, frameworks, total_steps, resume=False, argv=None):
     """`harness.py train`: each framework in a child process of its own, one after the other
     (never two heavy processes at once). Returns {framework: exit code}."""
-    import subprocess
-
-    from bench.config import Cell
-    from bench.env import REPO_ROOT, child_env
-    from bench.runner import resolved_threads, write_manifest
-
     threads = resolved_threads(cfg)
     if not resume:
         os.makedirs(run_dir, exist_ok=True)
-        cells = [Cell(framework=fw, workload="train") for fw in frameworks]
+        # one process per framework, in cells/<fw>-train/ (not a benchmark's <cell>.r<k>)
+        cells = [dict(Cell(framework=fw, workload="train").to_dict(),
+                      unit=os.path.basename(cell_dir(run_dir, fw))) for fw in frameworks]
         write_manifest(run_dir, cfg, cells, argv)
     codes = {}
     for fw in frameworks:
-        cmd = [sys.executable, "-m", "bench.train", "--run-dir", run_dir, "--framework", fw,
+        cmd = [sys.executable, "-m", "bench.tasks.train", "--run-dir", run_dir, "--framework", fw,
                "--steps", str(total_steps), "--threads", str(threads)]
         if resume:
             cmd.append("--resume")
@@ -192,13 +192,11 @@ class _NoBar:
 def _progress(framework, start, total, enabled):
     if not enabled or not sys.stderr.isatty():
         return _NoBar()
-    from tqdm import tqdm
-
     return tqdm(total=total, initial=start, desc=f"{framework} train", unit="step")
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.train", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.tasks.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--framework", required=True)

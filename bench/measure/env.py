@@ -10,7 +10,9 @@ import platform
 import subprocess
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import psutil
+
+from bench import REPO_ROOT
 
 
 def cpu_model():
@@ -49,7 +51,7 @@ def git_info(root=REPO_ROOT):
 def gpu_info():
     """GPU name/driver/CUDA/memory per device through NVML; {"gpu": "absent", ...} otherwise."""
     try:
-        import pynvml
+        import pynvml  # optional (nvidia-ml-py): a machine without it has no GPU to report
     except ImportError:
         return {"gpu": "absent", "reason": "nvidia-ml-py not installed"}
     try:
@@ -75,8 +77,6 @@ def gpu_info():
 
 
 def host_info():
-    import psutil
-
     return {
         "python": sys.version.split()[0],
         "python_executable": sys.executable,

@@ -11,7 +11,7 @@ Images are uint8 (N, H, W, C) everywhere until a loader turns a batch into float
 """
 import numpy as np
 
-from bench.datasets import to_model_range
+from bench.data.datasets import load_dataset, random_hflip, to_model_range, train_val_split
 
 SPLIT_SEED_OFFSET = 1  # separate streams: data generation, split, batches, validation
 BATCH_SEED_OFFSET = 2
@@ -21,11 +21,9 @@ VAL_SEED_OFFSET = 3
 def load_images(data_cfg, image_size, channels, seed=0):
     """All images of the configured source, uint8 (N, H, W, C), capped at num_samples.
 
-    Reading files is bench/datasets.py's job (real formats, search order); this only picks
+    Reading files is bench/data/datasets.py's job (real formats, search order); this only picks
     the source, checks the shape the model needs and takes a seeded subset.
     """
-    from bench.datasets import load_dataset
-
     source, n = data_cfg["source"], data_cfg["num_samples"]
     if source == "synthetic":
         images = load_dataset("synthetic", None, "train", image_size=image_size,
@@ -48,8 +46,6 @@ def load_images(data_cfg, image_size, channels, seed=0):
 
 def split(images, val_fraction, seed=0):
     """(train, val): a seeded held-out split, identical for every framework."""
-    from bench.datasets import train_val_split
-
     return train_val_split(images, val_fraction, seed + SPLIT_SEED_OFFSET)
 
 
@@ -92,8 +88,6 @@ class SharedBatches:
     def __next__(self):
         batch = self.images[self._next_indices()]
         if self.hflip:
-            from bench.datasets import random_hflip
-
             batch = random_hflip(batch, self.rng)
         x0 = to_model_range(batch)
         t = self.rng.integers(0, self.timesteps, size=self.batch_size, dtype=np.int64)

@@ -151,7 +151,7 @@ class RunData:
 
 
 def _frame(rows, extra_columns=()):
-    import pandas as pd
+    import pandas as pd  # only when loading: a worker writes records without paying for it
 
     df = pd.DataFrame(rows)
     for c in list(CELL_COLUMNS) + list(extra_columns):

@@ -19,6 +19,7 @@ import shutil
 
 import numpy as np
 
+from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
 from models.common.weights import load_weights, save_weights
 
 STATE = "state.json"
@@ -76,3 +77,15 @@ def restore(backend, ckpt):
     """Load a read_checkpoint() result into a backend built from the same specs."""
     backend.load_weights(ckpt["weights"], ema=ckpt["ema"])
     backend.load_optimizer_state(ckpt["optimizer"])
+
+
+def load_backend_from_checkpoint(ckpt, framework=None, threads=None, device="auto", seed=0):
+    from models.registry import load_backend  # here: imports a framework, only when called
+
+    meta = ckpt["meta"]
+    framework = framework or meta["framework"]
+    unet, diffusion = UNetSpec(**meta["unet"]), DiffusionSpec(**meta["diffusion"])
+    backend = load_backend(framework)(unet, diffusion, OptimSpec(**meta["optim"]),
+                                      device=device, threads=threads, seed=seed)
+    backend.load_weights(ckpt["weights"], ema=ckpt["ema"])
+    return backend

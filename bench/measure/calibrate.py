@@ -8,14 +8,22 @@ the score, so `harness.py compare --normalize` divides each side's times by its 
 It measures the CPU only (numpy's BLAS at the current thread settings): on a GPU the score
 still says nothing about the GPU, and compare warns about that instead of pretending.
 
-    python -m bench.calibrate              # JSON of calibration()
-    python -m bench.calibrate --machine-id # slug naming baselines/micro-<machine>.json
+    python -m bench.measure.calibrate              # JSON of calibration()
+    python -m bench.measure.calibrate --machine-id # slug naming baselines/micro-<machine>.json
 """
+import argparse
 import json
 import os
 import re
+import resource
 import sys
 import time
+
+import numpy as np
+import psutil
+from numpy.lib.stride_tricks import sliding_window_view
+
+from bench.measure.env import cpu_model, gpu_info, usable_cpus
 
 # Bumped whenever the workload changes: scores of different versions are not comparable.
 CALIBRATION_VERSION = 1
@@ -23,8 +31,6 @@ DEFAULT_REPEATS = 7
 
 
 def _inputs():
-    import numpy as np
-
     rng = np.random.default_rng(0)
     return {
         "a": rng.standard_normal((320, 320)).astype(np.float32),
@@ -37,9 +43,6 @@ def _inputs():
 
 def _workload(x):
     """One repeat (~40-80 ms on a 2-core EPYC). Returns a checksum so nothing is skipped."""
-    import numpy as np
-    from numpy.lib.stride_tricks import sliding_window_view
-
     total = 0.0
     a = x["a"]
     for _ in range(4):  # BLAS, multithreaded like the frameworks' matmuls
@@ -59,8 +62,6 @@ def _workload(x):
 def calibration(repeats=DEFAULT_REPEATS):
     """Time the fixed workload: {"score_s": median seconds of one repeat, "times_s": [...],
     "repeats", "version", "numpy", "threads_env"}. Takes ~0.3-0.6 s on 2 cores."""
-    import numpy as np
-
     x = _inputs()
     _workload(x)  # warm-up: page in the arrays, start BLAS threads
     times = []
@@ -89,11 +90,6 @@ class ForeignCpu:
     """
 
     def __enter__(self):
-        import resource
-
-        import psutil
-
-        self._psutil, self._resource = psutil, resource
         self._busy0 = self._busy()
         self._child0 = self._children()
         self._t0 = time.perf_counter()
@@ -101,12 +97,12 @@ class ForeignCpu:
         return self
 
     def _busy(self):
-        t = self._psutil.cpu_times()
+        t = psutil.cpu_times()
         return sum(v for k, v in t._asdict().items() if k not in ("idle", "iowait", "steal",
                                                                    "guest", "guest_nice"))
 
     def _children(self):
-        r = self._resource.getrusage(self._resource.RUSAGE_CHILDREN)
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
         return r.ru_utime + r.ru_stime
 
     def __exit__(self, *exc):
@@ -122,8 +118,6 @@ def _slug(text):
 
 def hardware():
     """What makes two machines' timings (in)comparable: CPU model, usable CPUs, GPU names."""
-    from bench.env import cpu_model, gpu_info, usable_cpus
-
     gpu = gpu_info()
     names = [d["name"] for d in gpu.get("devices", [])] if gpu.get("gpu") == "present" else []
     return {"cpu_model": cpu_model(), "cpu_count_usable": usable_cpus(), "gpu_names": names}
@@ -139,9 +133,7 @@ def machine_id(hw=None):
 
 
 def main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m bench.calibrate", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.measure.calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--machine-id", action="store_true", help="print the machine slug only")
     ap.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
@@ -155,5 +147,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.exit(main())

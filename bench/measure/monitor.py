@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 from scipy.integrate import trapezoid
 
-from bench.results import RecordWriter
+from bench.records.results import RecordWriter
 
 MIN_INTERVAL_S = 0.1
 

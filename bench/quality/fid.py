@@ -1,6 +1,6 @@
 """FID / KID (and IS when possible) of generated images, via torch-fidelity 0.4.0, on uint8 images.
 
-    from bench.fid import compute_metrics
+    from bench.quality.fid import compute_metrics
     m = compute_metrics(samples_uint8_nhwc, reference="fashion_mnist:train", num_reference=10000)
     m["fid"], m["kid_mean"], m["is_mean"], m["extractor"], m["notes"]
 
@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +34,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+from bench.data.datasets import load_dataset, load_image_folder
+from bench import REPO_ROOT
 
 STANDARD_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 STANDARD_EXTRACTOR = "inception-v3-compat"
@@ -103,8 +107,6 @@ def check_uint8_images(images, what: str = "images") -> np.ndarray:
 
 def load_png_dir(folder) -> np.ndarray:
     """A folder of same-sized images as uint8 (N, H, W, 3), sorted by file name."""
-    from bench.datasets import load_image_folder
-
     return load_image_folder(folder, image_size=None, channels=3)
 
 
@@ -116,7 +118,7 @@ def _as_images(source, what: str) -> np.ndarray:
 
 def _resize_to(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Resize uint8 NHWC images with PIL bicubic (reference set to the generated resolution)."""
-    from PIL import Image
+    from PIL import Image  # only when a reference needs resizing
 
     out = []
     for im in images:
@@ -129,6 +131,7 @@ def _resize_to(images: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 # ---- the torch-fidelity feature extractor over the TorchScript Inception -----------------------
 
 def _register_torchscript_extractor() -> None:
+    # torch and torch-fidelity only here and below: importing this module must stay framework-free
     import torch
     import torch_fidelity
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -198,7 +201,7 @@ _EXTRACTORS = {}   # loaded once per process: the harness computes several metri
 
 
 def _feature_extractor(name: str, layers: tuple, cuda: bool, kwargs: dict):
-    from torch_fidelity.utils import create_feature_extractor
+    from torch_fidelity.utils import create_feature_extractor  # imports torch: only when scoring
 
     key = (name, layers, cuda, json.dumps(kwargs, sort_keys=True))
     if key not in _EXTRACTORS:
@@ -210,7 +213,7 @@ def extract_features(images: np.ndarray, extractor_name: str, extractor_kwargs: 
                      layers: list[str], batch_size: int = 64, device: str = "cpu",
                      verbose: bool = False) -> dict[str, np.ndarray]:
     """uint8 NHWC -> {layer: float32 (N, D)} through a registered torch-fidelity extractor."""
-    import torch
+    import torch  # a framework: only in the scoring process
     from torch.utils.data import Dataset
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
@@ -248,8 +251,6 @@ def reference_features(reference, *, num_reference: int | None, size_hw: tuple[i
     ("name:split") or a uint8 array is cached as .npz in cache_dir()/stats, keyed by dataset,
     split, count, seed, resolution and extractor (arrays by a hash of their bytes); a PNG folder
     is not cached (its files may change). stats_dir defaults to cache_dir()/stats."""
-    from bench.datasets import load_dataset
-
     info = {"cache_hit": False, "resized_from": None}
     if isinstance(reference, str) and not Path(reference).is_dir():
         name, split = _parse_reference(reference)
@@ -307,7 +308,7 @@ def compute_metrics(generated, reference="fashion_mnist:train", *, num_reference
     """FID (+ KID, + IS where the standard weights exist) of `generated` against `reference`.
 
     generated: uint8 (N, H, W, C) array or a folder of PNGs.
-    reference: "dataset[:split]" (bench.datasets name, e.g. "fashion_mnist:train"), a uint8
+    reference: "dataset[:split]" (bench.data.datasets name, e.g. "fashion_mnist:train"), a uint8
         array, or a PNG folder. Reference images are resized to the generated resolution when
         they differ (noted). num_reference: a seeded random subset of that many (None = all).
     Returns {fid, kid_mean, kid_std, is_mean, is_std, extractor, num_images, num_reference,
@@ -317,7 +318,7 @@ def compute_metrics(generated, reference="fashion_mnist:train", *, num_reference
     if isinstance(reference, np.ndarray):
         check_uint8_images(reference, "reference")
 
-    import torch
+    import torch  # a framework: only in the scoring process, after the input checks
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric, KEY_METRIC_FID
     from torch_fidelity.metric_isc import isc_features_to_metric, KEY_METRIC_ISC_MEAN, KEY_METRIC_ISC_STD
     from torch_fidelity.metric_kid import kid_features_to_metric, KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD
@@ -363,7 +364,21 @@ def compute_metrics(generated, reference="fashion_mnist:train", *, num_reference
     return out
 
 
-# ---- command line: python -m bench.fid SAMPLES --reference fashion_mnist:train -----------------
+def fid_in_child(samples_npz, reference, num_reference, data_root=None, batch_size=64,
+                 timeout_s=3600):
+    """This module's JSON for an npz of uint8 samples, computed in a process of its own
+    (torch-fidelity imports torch: never in a Jittor worker's process)."""
+    cmd = [sys.executable, "-m", "bench.quality.fid", samples_npz, "--reference", reference,
+           "--num-reference", str(num_reference), "--batch-size", str(batch_size)]
+    if data_root:
+        cmd += ["--data-root", data_root]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"FID child failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- command line: python -m bench.quality.fid SAMPLES --reference fashion_mnist:train -----------------
 
 def _load_generated(path: str) -> np.ndarray:
     p = Path(path)
@@ -400,7 +415,7 @@ def main(argv=None) -> int:
                                  device=args.device, data_root=args.data_root,
                                  stats_dir=args.stats_dir)
     except (TypeError, ValueError, FileNotFoundError) as exc:
-        print(f"bench.fid: {exc}", file=sys.stderr)
+        print(f"bench.quality.fid: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result))   # one line: callers parse the last line of stdout
     return 0

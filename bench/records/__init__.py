@@ -1,0 +1,6 @@
+"""The results folder, the base every other layer writes to or reads from.
+
+Owns the layout (results/<run-id>/manifest.json, cells/<unit>/...), the append-only record
+writer, atomic JSON writes, tolerant reading of JSON lines, and loading a run into pandas
+frames (`results.load_run`). Imports nothing from bench.
+"""

@@ -1,0 +1,142 @@
+"""The report's tables that describe a run rather than time it: FID/KID, peak memory per
+cell, the environment, the cells and their processes, and what failed.
+
+Same conventions as bench/report/tables.py (the timing tables), whose helpers these share.
+"""
+import json
+
+import pandas as pd
+
+from bench.report import fmt
+from bench.report.load import RunData, of_type
+from bench.report.tables import NO_GPU, _key, cell_records, col, has_gpu
+
+
+# ---------------------------------------------------------------- quality (FID)
+
+def fid_metrics(run: RunData) -> pd.DataFrame:
+    recs = of_type(run.records, "fid")
+    if recs.empty:
+        return recs
+    # bench.fid.compute_metrics names them kid_mean / is_mean; accept either spelling.
+    for short in ("kid", "is"):
+        if short not in recs and f"{short}_mean" in recs:
+            recs = recs.assign(**{short: recs[f"{short}_mean"]})
+    keep = [c for c in ("cell", "framework", "sampler", "steps", "eta", "fid", "kid", "is",
+                        "num_images") if c in recs]
+    return recs[keep].sort_values([c for c in ("framework", "sampler", "steps") if c in keep])
+
+
+def fid_table(run: RunData) -> fmt.Table | None:
+    m = fid_metrics(run)
+    if m.empty:
+        return None
+    cols = [c for c in ("framework", "sampler", "steps", "eta", "fid", "kid", "is", "num_images")
+            if c in m]
+    names = {"eta": "η", "fid": "FID ↓", "kid": "KID ↓", "is": "IS ↑", "num_images": "images"}
+    rows = []
+    for _, r in m.iterrows():
+        rows.append([fmt.num(r[c]) if c in ("fid", "kid", "is") else _key(r[c]) for c in cols])
+    return fmt.Table([names.get(c, c) for c in cols], rows,
+                     "FID/KID against the reference set (lower is better); IS higher is better.")
+
+
+# ---------------------------------------------------------------- memory (every cell)
+
+def memory_table(run: RunData) -> fmt.Table | None:
+    if run.cells.empty:
+        return None
+    gpu = has_gpu(run)
+    rows = []
+    for _, c in run.cells.iterrows():
+        mem = cell_records(run, c["cell"], "memory")
+        mon = cell_records(run, c["cell"], "monitor")
+        if mem.empty and mon.empty:
+            continue
+        dev = col(mon, "proc_gpu_mem_bytes")
+        if not dev.notna().any():
+            dev = col(mon, "gpu_mem_used_bytes")
+        rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
+        rows.append([c["cell"], c["framework"], c["workload"],
+                     fmt.mib(col(mem, "allocator_peak_bytes").max()),
+                     fmt.mib(dev.max()) if gpu else NO_GPU, fmt.mib(rss.max())])
+    if not rows:
+        return None
+    return fmt.Table(["cell", "framework", "workload", "peak allocator (MiB)",
+                      "peak device (MiB)", "peak host RSS (MiB)"], rows,
+                     "Allocator: the framework's own counter (— where it has none). Device: NVML "
+                     "process memory. Host RSS: peak resident set of the worker process.")
+
+
+# ---------------------------------------------------------------- environment, cells, failures
+
+def _flatten(d, prefix="") -> list:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += _flatten(v, key + ".")
+        elif isinstance(v, (list, tuple)):
+            out.append((key, ", ".join(json.dumps(x) if isinstance(x, (dict, list)) else str(x)
+                                       for x in v)))
+        elif k.endswith("_bytes") and fmt.is_num(v):
+            out.append((key, f"{int(v):,} ({float(v) / 1024 ** 3:.1f} GiB)"))
+        else:
+            out.append((key, fmt.DASH if v is None else str(v)))
+    return out
+
+
+# Top-level manifest keys that are not "environment" facts and get their own blocks.
+_NOT_ENV = {"config", "cells"}
+
+
+def environment_table(run: RunData) -> fmt.Table | None:
+    if not run.manifest:
+        return None
+    pairs = _flatten({k: v for k, v in run.manifest.items() if k not in _NOT_ENV})
+    return fmt.Table(["key", "value"], [list(p) for p in pairs], numeric=False)
+
+
+def frameworks_table(run: RunData) -> fmt.Table | None:
+    """Per cell: device and versions as the worker reported them in its `start` record."""
+    rows = []
+    for _, c in run.cells.iterrows():
+        start = cell_records(run, c["cell"], "start")
+        if start.empty:
+            continue
+        s = start.iloc[0]
+        versions = s.get("versions")
+        versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "framework") \
+            if isinstance(versions, dict) else (fmt.DASH if versions is None else str(versions))
+        rows.append([c["cell"], c["framework"], str(s.get("device", fmt.DASH)), versions])
+    if not rows:
+        return None
+    return fmt.Table(["cell", "framework", "device", "versions"], rows, numeric=False)
+
+
+def cells_table(run: RunData) -> fmt.Table | None:
+    if run.cells.empty:
+        return None
+    rows = [[c["cell"], c["framework"], c["workload"], _variant(c["variant"]),
+             f"{c['replicates_ok']}/{c['replicates']}", c["status"]]
+            for _, c in run.cells.iterrows()]
+    return fmt.Table(["cell", "framework", "workload", "variant", "processes ok", "status"],
+                     rows, numeric=False)
+
+
+def _variant(v) -> str:
+    return fmt.DASH if v is None or v != v or v == "" else _key(v)
+
+
+def failed_cells(run: RunData) -> pd.DataFrame:
+    """The processes (units) that did not finish ok, each with its own error."""
+    if run.units is None or run.units.empty:
+        return run.units if run.units is not None else run.cells
+    return run.units[run.units["status"] != "ok"]
+
+
+def first_line(text, limit=200) -> str:
+    if text is None or text != text:
+        return fmt.DASH
+    line = str(text).strip().splitlines()[0] if str(text).strip() else fmt.DASH
+    return line if len(line) <= limit else line[:limit - 1] + "…"

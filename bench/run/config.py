@@ -1,0 +1,352 @@
+"""Benchmark configs: YAML in, a resolved plain dict out, every value checked.
+
+Everything a run will do is checked here, before any run directory exists or any framework is
+imported: unknown keys (with the nearest valid key), wrong types, impossible values, the model
+specs (through models/common/specs.py so errors name the field), DDIM steps > T, dataset paths
+and the results directory. Every problem becomes a `ConfigError` whose message is one line:
+`<where>:<key>: <what was wrong>; <what is valid>`.
+
+The keys themselves live in bench/run/schema.py; the cells a config expands into in
+bench/run/matrix.py. The resolved config is a plain JSON-able dict (it travels to the worker
+as JSON and is hashed into the manifest).
+"""
+import copy
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import fields
+
+import yaml
+
+from bench.data.datasets import dataset_info, search_dirs
+from bench.run.schema import (DATASET_SHAPES, LOADERS, RUN_SCHEMA, SCHEMA, WORKLOADS,
+                              _type_name, defaults, known_frameworks)
+from models.common.diffusion import select_timesteps
+from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
+
+
+class ConfigError(ValueError):
+    """Bad user input. str() is the one-line message the CLI prints before exiting 2."""
+
+
+# ---------------------------------------------------------------------------------- checking
+
+def _check_value(value, f, key):
+    """Type-check and normalise one value; raise ConfigError naming `key`."""
+    if value is None:
+        if f.nullable:
+            return None
+        raise ConfigError(f"{key}: must not be null; expected {_type_name(f)}")
+    if f.kind == "list":
+        if not isinstance(value, list):
+            if not f.scalar_ok:
+                raise ConfigError(f"{key}: expected {_type_name(f)}, got {value!r}")
+            value = [value]
+        out = [_check_value(v, f.item, f"{key}[{i}]") for i, v in enumerate(value)]
+        choices = f.choices_fn() if f.choices_fn else None
+        for i, v in enumerate(out):
+            if choices is not None and v not in choices:
+                raise ConfigError(f"{key}[{i}]: unknown {v!r}; valid: {list(choices)}")
+        if f.unique and len(set(map(json.dumps, out))) != len(out):
+            raise ConfigError(f"{key}: duplicate entries in {out}")
+        return out
+    if f.kind == "runs":
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{key}: expected a non-empty list of mappings like "
+                              "{sampler: ddim, steps: [10], eta: 0.0}")
+        return [_check_run(r, f"{key}[{i}]") for i, r in enumerate(value)]
+    if f.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif f.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif f.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif f.kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if f.choices is not None and value not in f.choices:
+        raise ConfigError(f"{key}: {value!r} is not valid; one of {list(f.choices)}")
+    if f.minimum is not None and value < f.minimum:
+        raise ConfigError(f"{key}: {value!r} is too small; must be >= {f.minimum}")
+    if f.above is not None and value <= f.above:
+        raise ConfigError(f"{key}: {value!r} is too small; must be > {f.above}")
+    return value
+
+
+def _unknown_key(key, valid, where):
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ConfigError(f"{where}{key}: unknown key; {hint}valid keys: {sorted(valid)}")
+
+
+def _check_run(run, key):
+    if not isinstance(run, dict):
+        raise ConfigError(f"{key}: expected a mapping like {{sampler: ddim, steps: [10], "
+                          f"eta: 0.0}}, got {run!r}")
+    out = {}
+    for k, v in run.items():
+        if k not in RUN_SCHEMA:
+            _unknown_key(k, RUN_SCHEMA, f"{key}.")
+        out[k] = _check_value(v, RUN_SCHEMA[k], f"{key}.{k}")
+    for k, f in RUN_SCHEMA.items():
+        out.setdefault(k, copy.deepcopy(f.default))
+    if out["sampler"] == "ddim" and out["eta"] is None:
+        raise ConfigError(f"{key}.eta: required for ddim (0 = deterministic DDIM, 1 = "
+                          "DDPM-like); there is no hidden default")
+    if out["sampler"] == "ddim" and out["steps"] is None:
+        raise ConfigError(f"{key}.steps: required for ddim; a list of step counts <= T")
+    return out
+
+
+def _merge(base, data, schema, where, prefix=""):
+    """Overlay a user mapping on the defaults, checking keys and types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}{prefix.rstrip('.') or '<top>'}: expected a mapping, "
+                          f"got {data!r}")
+    for k, v in data.items():
+        if not isinstance(k, str) or k not in schema:
+            _unknown_key(str(k), schema, f"{where}{prefix}")
+        sub = schema[k]
+        if isinstance(sub, dict):
+            _merge(base[k], v if v is not None else {}, sub, where, f"{prefix}{k}.")
+        else:
+            base[k] = _check_value(v, sub, f"{where}{prefix}{k}")
+
+
+# --------------------------------------------------------------------------------- overrides
+
+def parse_override(text):
+    """'a.b=c' -> (['a', 'b'], value) with the value parsed as a YAML scalar or flow list."""
+    where = f"--set {text}"
+    if "=" not in text:
+        raise ConfigError(f"{where}: expected KEY=VALUE, e.g. train.batch_size=16")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not key.strip() or any(not p for p in parts):
+        raise ConfigError(f"{where}: bad key {key!r}; use dotted names like train.batch_size")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: value is not valid YAML ({_yaml_problem(e)})") from None
+    return parts, value
+
+
+def _apply_override(cfg, parts, value, text):
+    schema, node = SCHEMA, cfg
+    for i, p in enumerate(parts):
+        if not isinstance(schema, dict) or p not in schema:
+            valid = schema if isinstance(schema, dict) else {}
+            _unknown_key(p, valid, f"--set {text}: " + "".join(x + "." for x in parts[:i]))
+        if i == len(parts) - 1:
+            sub = schema[p]
+            if isinstance(sub, dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"--set {text}: {'.'.join(parts)} is a section; set "
+                                      f"one of its keys: {sorted(sub)}")
+                _merge(node[p], value, sub, f"--set {text}: ", ".".join(parts) + ".")
+            else:
+                node[p] = _check_value(value, sub, f"--set {text}: {'.'.join(parts)}")
+        else:
+            schema, node = schema[p], node[p]
+
+
+# ------------------------------------------------------------------------------------ loading
+
+def _yaml_problem(e):
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def load_config(path=None, overrides=(), check_paths=True):
+    """Read, merge and validate a config: defaults <- YAML file <- --set overrides.
+
+    Returns the resolved plain dict. Raises ConfigError (one line, naming file:key).
+    """
+    cfg = defaults()
+    where = ""
+    if path is not None:
+        where = f"{path}:"
+        try:
+            with open(path) as f:
+                data = yaml.safe_load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: malformed YAML at {_yaml_problem(e)}") from None
+        if data is not None:
+            _merge(cfg, data, SCHEMA, where)
+        if data is None or "name" not in data:
+            cfg["name"] = os.path.splitext(os.path.basename(path))[0]
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(cfg, parts, value, text)
+    validate(cfg, where or "config:", check_paths=check_paths)
+    return cfg
+
+
+def build_specs(cfg, where="config:"):
+    """(UNetSpec, DiffusionSpec, OptimSpec) from a resolved config, errors naming the key."""
+    out = []
+    for section, cls in (("model", UNetSpec), ("diffusion", DiffusionSpec), ("optim", OptimSpec)):
+        try:
+            out.append(spec_from_dict(cls, cfg[section], where=section))
+        except (ValueError, TypeError) as e:
+            # e.g. "UNetSpec.image_size=30 is invalid: ..." -> name the config key.
+            msg = str(e)
+            for f in fields(cls):
+                if msg.startswith(f"{cls.__name__}.{f.name}"):
+                    msg = msg[len(cls.__name__) + 1:]
+                    break
+            raise ConfigError(f"{where}{section}.{msg}") from None
+    return tuple(out)
+
+
+def validate(cfg, where="config:", check_paths=True):
+    """Cross-field checks the per-key types cannot express."""
+    if not cfg["frameworks"]:
+        raise ConfigError(f"{where}frameworks: empty; choose from {list(known_frameworks())}")
+    if not cfg["workloads"]:
+        raise ConfigError(f"{where}workloads: empty; choose from {list(WORKLOADS)}")
+    if not cfg["data"]["loader"]:
+        raise ConfigError(f"{where}data.loader: empty; choose from {list(LOADERS)}")
+    if not cfg["name"] or any(c in cfg["name"] for c in "/\\\0") or cfg["name"].startswith("."):
+        raise ConfigError(f"{where}name: {cfg['name']!r} cannot be a folder name")
+    unet, diffusion, _ = build_specs(cfg, where)
+    T = diffusion.timesteps
+
+    data = cfg["data"]
+    if "native" in data["loader"] and data["hflip"]:
+        raise ConfigError(f"{where}data.hflip: only the shared loader flips; the native "
+                          "loaders have no flip transform (set data.loader: shared)")
+    if data["persistent_workers"] and data["num_workers"] == 0:
+        raise ConfigError(f"{where}data.persistent_workers: needs data.num_workers > 0")
+    if data["val_fraction"] >= 1.0:
+        raise ConfigError(f"{where}data.val_fraction: {data['val_fraction']} leaves no "
+                          "training data; must be in (0, 1)")
+    if data["source"] == "synthetic" and data["num_samples"] is None:
+        raise ConfigError(f"{where}data.num_samples: synthetic data needs a number of images")
+    if data["source"] == "folder" and not data["path"]:
+        raise ConfigError(f"{where}data.path: required for source 'folder' (a folder of images)")
+    if data["source"] in DATASET_SHAPES:
+        h, w, c = DATASET_SHAPES[data["source"]]
+        if (unet.image_size, unet.in_channels) != (h, c):
+            raise ConfigError(
+                f"{where}model.image_size/in_channels: {data['source']} images are {h}x{w}x{c}; "
+                f"the model has image_size={unet.image_size}, in_channels={unet.in_channels}")
+    if check_paths and data["source"] != "synthetic" and data["path"] is not None:
+        if not os.path.exists(data["path"]):
+            raise ConfigError(f"{where}data.path: {data['path']!r} does not exist; point it at "
+                              f"the {data['source']} files (see docs/CONFIG.md)")
+    elif check_paths and data["source"] != "synthetic":
+        # No path: the reader searches its documented folders. If none of them even exists
+        # the run cannot work; say so now (a folder without the right files is reported by
+        # the reader itself, with the file names it expects).
+        dirs = search_dirs(data["source"], None)
+        if not any(d.is_dir() for d in dirs):
+            raise ConfigError(f"{where}data.path: null and no {data['source']} folder in the "
+                              f"search order {[str(d) for d in dirs]}; set data.path or put the "
+                              f"files in data/{data['source']}/")
+
+    if "train" in cfg["workloads"]:
+        tr = cfg["train"]
+        n_train = _train_count(data)
+        if n_train is not None and n_train < tr["batch_size"]:
+            raise ConfigError(f"{where}train.batch_size: {tr['batch_size']} exceeds the "
+                              f"{n_train} training images; lower it or raise data.num_samples")
+        total = tr["epochs"] * (tr["steps_per_epoch"] or max(1, (n_train or 10 ** 9)
+                                                             // tr["batch_size"]))
+        if total < 2 + tr["warmup_steps"]:
+            raise ConfigError(f"{where}train.epochs/steps_per_epoch: {total} steps leave nothing "
+                              f"to measure after iteration 0 and {tr['warmup_steps']} warm-up "
+                              f"steps; need >= {2 + tr['warmup_steps']}")
+        if tr["val_batches"] and n_train is not None:
+            n_val = (data["num_samples"] or 0) - n_train
+            if n_val < 1:
+                raise ConfigError(f"{where}data.val_fraction: no validation images out of "
+                                  f"{data['num_samples']}; raise it or set train.val_batches: 0")
+
+    if "sample" in cfg["workloads"]:
+        for i, run in enumerate(cfg["sample"]["runs"]):
+            _check_steps(f"{where}sample.runs[{i}]", run["steps"] or [], run["sampler"],
+                         run["skip"], T)
+
+    if "quality" in cfg["workloads"]:
+        validate_quality(cfg, where)
+        ckpt = cfg["quality"]["checkpoint"]
+        if check_paths and ckpt is not None and not os.path.exists(ckpt):
+            raise ConfigError(f"{where}quality.checkpoint: {ckpt} does not exist; give a "
+                              "checkpoint dir made by `harness.py train` or null")
+
+    if check_paths:
+        check_results_dir(cfg["runner"]["results_dir"], where)
+
+
+def _check_steps(key, steps, sampler, skip, T):
+    """Sampling step counts must fit in T timesteps with the chosen spacing."""
+    for s in steps:
+        if s > T:
+            raise ConfigError(f"{key}.steps: {s} {sampler} steps > diffusion.timesteps T={T}; "
+                              f"valid: 1..{T}")
+        try:
+            select_timesteps(T, s, skip)
+        except ValueError as e:
+            raise ConfigError(f"{key}.skip: {e}") from None
+
+
+def validate_quality(cfg, where="config:"):
+    """The quality section's cross-field checks (also used by `harness.py fid`)."""
+    q = cfg["quality"]
+    _check_steps(f"{where}quality", q["steps"], q["sampler"], q["skip"],
+                 cfg["diffusion"]["timesteps"])
+    if q["reference"] is not None:
+        name = q["reference"].split(":", 1)[0]
+        try:
+            dataset_info(name)
+        except ValueError as e:
+            raise ConfigError(f"{where}quality.reference: {e}") from None
+
+
+def _train_count(data):
+    """Training images for a known num_samples, else None (whole real dataset)."""
+    n = data["num_samples"]
+    if n is None:
+        return None
+    return n - max(1, int(round(n * data["val_fraction"])))
+
+
+def check_results_dir(path, where="config:"):
+    """The results dir (or its nearest existing ancestor) must be a writable folder.
+
+    Probes with a temporary file that is deleted at once, because os.access says yes to root
+    even on a read-only file system. Nothing is left behind.
+    """
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise ConfigError(f"{where}runner.results_dir: {path!r} is not usable: {probe!r} is "
+                          "not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{where}runner.results_dir: {path!r} is not writable "
+                          f"({e.strerror} in {probe!r})") from None
+
+
+def config_hash(cfg):
+    """sha256 of the canonical JSON of the resolved config (what makes two runs comparable)."""
+    blob = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,102 @@
+"""The cell matrix: which processes a config runs, and in which order.
+
+A cell is a framework running a workload (and, for train, one data loader); each cell runs as
+runner.replicates independent processes (units), in rounds, with the frameworks of a workload
+in a balanced order so that the minute a process ran in is not confounded with its framework
+(docs/STATISTICS.md).
+"""
+import fnmatch
+from dataclasses import dataclass, field
+
+from bench.run.config import ConfigError, _train_count
+
+@dataclass
+class Cell:
+    """One subprocess: a framework running a workload (and, for train, one loader), as
+    replicate number `replicate` (1-based) of runner.replicates independent processes.
+
+    `cell_id` names what is measured (the same for every replicate); `unit_id` names this one
+    process and its folder under cells/."""
+
+    framework: str
+    workload: str
+    variant: str = ""
+    options: dict = field(default_factory=dict)  # what the variant changes (e.g. loader)
+    replicate: int = 1
+
+    @property
+    def cell_id(self):
+        return "-".join(p for p in (self.framework, self.workload, self.variant) if p)
+
+    @property
+    def unit_id(self):
+        return f"{self.cell_id}.r{self.replicate}"
+
+    def to_dict(self):
+        return {"cell": self.cell_id, "framework": self.framework, "workload": self.workload,
+                "variant": self.variant, "options": dict(self.options),
+                "replicate": self.replicate, "unit": self.unit_id}
+
+
+def thue_morse(k):
+    """0, 1, 1, 0, 1, 0, 0, 1, ...: the parity of the 1-bits of k."""
+    return bin(k).count("1") % 2
+
+
+def balanced_order(items, rounds):
+    """The order of `items` in each of `rounds` rounds: as given, or reversed, following the
+    Thue-Morse sequence (AB BA BA AB ...). Over 2^m rounds every position is held equally
+    often by each item and linear and quadratic drift of the machine cancel in the sums, so
+    the minute a framework ran in is not confounded with the framework."""
+    items = list(items)
+    return [items if thue_morse(k) == 0 else items[::-1] for k in range(rounds)]
+
+
+ORDER_SCHEME = ("rounds; in each round every workload's frameworks run back to back, in the "
+                "given order or reversed by the Thue-Morse sequence (AB BA BA AB ...)")
+
+
+def expand_cells(cfg):
+    """The matrix as the processes will run, in order: runner.replicates rounds, each running
+    every cell once; within a workload (and variant) the frameworks follow balanced_order."""
+    groups = []
+    for wl in cfg["workloads"]:
+        variants = [("", {})]
+        if wl == "train":
+            loaders = cfg["data"]["loader"]
+            variants = [(ld if len(loaders) > 1 else "", {"loader": ld}) for ld in loaders]
+        groups += [(wl, variant, options) for variant, options in variants]
+    rounds = cfg["runner"]["replicates"]
+    orders = balanced_order(cfg["frameworks"], rounds)
+    return [Cell(fw, wl, variant, dict(options), replicate=k + 1)
+            for k in range(rounds) for wl, variant, options in groups for fw in orders[k]]
+
+
+def select_cells(cells, patterns, where="--only"):
+    """Keep cells whose id (every replicate) or unit id (one replicate, e.g. 'torch-*.r2')
+    matches any glob; a pattern that matches nothing is bad input."""
+    if not patterns:
+        return cells
+
+    def hit(cell, p):
+        return fnmatch.fnmatch(cell.cell_id, p) or fnmatch.fnmatch(cell.unit_id, p)
+
+    for p in patterns:
+        if not any(hit(c, p) for c in cells):
+            ids = list(dict.fromkeys(c.cell_id for c in cells))
+            raise ConfigError(f"{where} {p}: matches no cell; cells are {ids} (one replicate: "
+                              f"<cell>.r<k>)")
+    return [c for c in cells if any(hit(c, p) for p in patterns)]
+
+
+def expected_records(cfg, cell):
+    """How many step/sample records a cell will write (the progress bar's total)."""
+    if cell.workload == "train":
+        tr = cfg["train"]
+        n_train = _train_count(cfg["data"])
+        per_epoch = tr["steps_per_epoch"] or (max(1, n_train // tr["batch_size"])
+                                              if n_train else None)
+        return None if per_epoch is None else tr["epochs"] * per_epoch
+    s = cfg["sample"]
+    chains = sum(len(r["steps"] or [None]) for r in s["runs"]) * len(s["batch_sizes"])
+    return chains * (s["warmup"] + s["repeats"])

@@ -1,0 +1,268 @@
+"""The config schema: every key with its type, default, constraints and documentation.
+
+One source for three things: the defaults a config is merged onto (`defaults()`), the
+checks bench/run/config.py applies to every key, and docs/CONFIG.md's key table
+(`python -m bench.run.schema` prints it; a test checks every key is documented there).
+"""
+import copy
+import json
+from dataclasses import dataclass, fields
+
+from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
+from models.registry import FRAMEWORKS
+
+DEFAULT_FRAMEWORKS = ("torch", "jittor")
+WORKLOADS = ("train", "sample", "quality")
+DATA_SOURCES = ("synthetic", "fashion_mnist", "mnist", "cifar10", "folder")
+LOADERS = ("shared", "native")
+SAMPLERS = ("ddpm", "ddim")
+SKIP_TYPES = ("uniform", "quadratic")
+# Native image shapes (H, W, C) of the fixed-size datasets: a model that does not match them is
+# rejected at validation time instead of minutes later inside a worker.
+DATASET_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+# NVML's utilisation counter is a duty cycle over 1/6-1 s: sampling faster only repeats values.
+MIN_MONITOR_INTERVAL_S = 0.1
+
+
+def known_frameworks():
+    """The registry's framework list (importing it imports no framework)."""
+    return tuple(FRAMEWORKS)
+
+
+@dataclass
+class Field:
+    """One config leaf: its kind, default, constraints and the line docs/CONFIG.md shows."""
+
+    kind: str  # int | float | bool | str | list | runs
+    default: object
+    doc: str
+    choices: tuple = None
+    minimum: float = None  # inclusive lower bound
+    above: float = None  # exclusive lower bound
+    nullable: bool = False
+    item: "Field" = None  # element type of a list
+    scalar_ok: bool = False  # a list field that also accepts one bare value
+    choices_fn: object = None  # callable returning choices, for lists known only at run time
+    unique: bool = False  # a list whose entries must not repeat (matrix axes)
+
+
+def _spec_fields(cls, docs):
+    """Config fields mirroring a spec dataclass (types from its defaults)."""
+    out = {}
+    for f in fields(cls):
+        d = f.default
+        if isinstance(d, bool):
+            out[f.name] = Field("bool", d, docs[f.name])
+        elif isinstance(d, int):
+            out[f.name] = Field("int", d, docs[f.name])
+        elif isinstance(d, float):
+            out[f.name] = Field("float", d, docs[f.name])
+        elif isinstance(d, str):
+            out[f.name] = Field("str", d, docs[f.name])
+        elif isinstance(d, tuple):
+            kind = "float" if d and isinstance(d[0], float) else "int"
+            out[f.name] = Field("list", list(d), docs[f.name], item=Field(kind, None, ""))
+        else:  # pragma: no cover - a new spec field type needs a line here
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported default {d!r}")
+    return out
+
+
+_UNET_DOCS = {
+    "image_size": "input height = width in pixels; divisible by 2^(len(ch_mult)-1)",
+    "in_channels": "image channels (1 grey, 3 RGB)",
+    "base_channels": "channels of the first level (DDPM CIFAR-10: 128); even",
+    "ch_mult": "channel multiplier per resolution level, e.g. [1, 2, 2, 2]",
+    "num_res_blocks": "residual blocks per level",
+    "attn_resolutions": "feature-map sizes that get self-attention, e.g. [16]",
+    "dropout": "dropout probability in the residual blocks, in [0, 1)",
+    "norm_groups": "GroupNorm groups; must divide every channel count",
+}
+_DIFFUSION_DOCS = {
+    "timesteps": "T, the number of diffusion steps",
+    "beta_schedule": "linear | cosine | quadratic",
+    "beta_start": "beta_1 of the linear/quadratic schedule",
+    "beta_end": "beta_T of the linear/quadratic schedule",
+    "cosine_s": "offset s of the cosine schedule (Nichol & Dhariwal)",
+    "loss": "training loss on the noise prediction: l1 | l2 | huber",
+    "variance": "default DDPM sampling variance: fixed_large | fixed_small",
+    "clip_x0": "clip the predicted x0 to [-1, 1] while sampling",
+}
+_OPTIM_DOCS = {
+    "lr": "Adam learning rate",
+    "betas": "Adam betas [beta1, beta2]",
+    "eps": "Adam epsilon",
+    "warmup_steps": "linear learning-rate warm-up steps (not the benchmark warm-up: "
+                    "that is train.warmup_steps)",
+    "grad_clip": "global gradient-norm clip; 0 = off",
+    "ema_decay": "EMA decay of the weights used for sampling; 0 = off",
+}
+
+RUN_SCHEMA = {
+    "sampler": Field("str", "ddim", "ddpm (ancestral) | ddim", choices=SAMPLERS),
+    "steps": Field("list", None, "denoising step counts to time; null = T (ddpm only)",
+                   nullable=True, scalar_ok=True, unique=True,
+                   item=Field("int", None, "", minimum=1)),
+    "eta": Field("float", None, "DDIM eta (required for ddim, explicit on purpose: 0 = "
+                 "deterministic); ignored by ddpm", nullable=True, minimum=0.0),
+    "skip": Field("str", "uniform", "timestep selection for shortened chains: uniform | "
+                  "quadratic", choices=SKIP_TYPES),
+    "variance": Field("str", None, "ddpm variance: fixed_large | fixed_small; null = "
+                      "diffusion.variance", nullable=True,
+                      choices=("fixed_large", "fixed_small")),
+}
+
+SCHEMA = {
+    "name": Field("str", "run", "run name; the results folder is <timestamp>-<name>"),
+    "seed": Field("int", 0, "seed for weights, data, timesteps and noise", minimum=0),
+    "device": Field("str", "auto", "auto (CUDA when present) | cpu | cuda",
+                    choices=("auto", "cpu", "cuda")),
+    "threads": Field("int", None, "CPU threads for every framework (OMP_NUM_THREADS and the "
+                     "framework's own setting); null = the CPUs this process may use",
+                     nullable=True, minimum=1),
+    "frameworks": Field("list", list(DEFAULT_FRAMEWORKS), "frameworks to compare, in order",
+                        scalar_ok=True, item=Field("str", None, ""),
+                        choices_fn=known_frameworks, unique=True),
+    "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality",
+                       scalar_ok=True, unique=True, item=Field("str", None, "", choices=WORKLOADS)),
+    "model": _spec_fields(UNetSpec, _UNET_DOCS),
+    "diffusion": _spec_fields(DiffusionSpec, _DIFFUSION_DOCS),
+    "optim": _spec_fields(OptimSpec, _OPTIM_DOCS),
+    "data": {
+        "source": Field("str", "synthetic", "synthetic | fashion_mnist | mnist | cifar10 | "
+                        "folder (real readers live in bench/datasets.py)", choices=DATA_SOURCES),
+        "path": Field("str", None, "dataset root; null = the reader's documented search "
+                      "order (required for folder)", nullable=True),
+        "num_samples": Field("int", 512, "images to use (synthetic: to generate); null = the "
+                             "whole dataset", nullable=True, minimum=2),
+        "val_fraction": Field("float", 0.1, "fraction held out for the validation loss",
+                              above=0.0),
+        "loader": Field("list", ["shared"], "shared (numpy batches, timesteps and noise "
+                        "identical for every framework) | native (the framework's own "
+                        "DataLoader/Dataset; framework noise). A list makes one train cell "
+                        "per loader", scalar_ok=True, unique=True, item=Field("str", None, "",
+                                                                 choices=LOADERS)),
+        "num_workers": Field("int", 0, "native loader worker processes", minimum=0),
+        "pin_memory": Field("bool", False, "native loader pin_memory (torch, CUDA)"),
+        "persistent_workers": Field("bool", False, "native loader keeps workers between "
+                                    "epochs (needs num_workers > 0)"),
+        "hflip": Field("bool", False, "random horizontal flip (shared loader only)"),
+    },
+    "train": {
+        "epochs": Field("int", 2, "benchmark epochs", minimum=1),
+        "steps_per_epoch": Field("int", None, "optimizer steps per epoch; null = one pass over "
+                                 "the training split", nullable=True, minimum=1),
+        "batch_size": Field("int", 8, "training batch size", minimum=1),
+        "warmup_steps": Field("int", 2, "steps after iteration 0 (compile) recorded as "
+                              "phase 'warmup' and left out of the statistics", minimum=0),
+        "val_batches": Field("int", 2, "held-out batches for the validation loss per epoch; "
+                             "0 = none", minimum=0),
+        # `harness.py train` (real training) only:
+        "total_steps": Field("int", 1000, "harness.py train: optimizer steps to train to "
+                             "(--steps overrides)", minimum=1),
+        "checkpoint_every": Field("int", 500, "harness.py train: checkpoint every N steps "
+                                  "(and at the end); null = only at the end", nullable=True,
+                                  minimum=1),
+        "sample_every": Field("int", None, "harness.py train: save a DDIM sample grid of the "
+                              "EMA model every N steps (and at the end); null = never",
+                              nullable=True, minimum=1),
+        "sample_steps": Field("int", 50, "harness.py train: DDIM steps (eta 0) for those grids",
+                              minimum=1),
+    },
+    "sample": {
+        "runs": Field("runs", [{"sampler": "ddim", "steps": [10], "eta": 0.0}],
+                      "list of sampler settings, each {sampler, steps, eta, skip, variance}"),
+        "batch_sizes": Field("list", [8], "batch sizes to time every run at", scalar_ok=True,
+                             unique=True,
+                             item=Field("int", None, "", minimum=1)),
+        "repeats": Field("int", 3, "measured chains per (run, steps, batch size)", minimum=1),
+        "warmup": Field("int", 1, "unmeasured full chains before the measured ones",
+                        minimum=0),
+        "ema": Field("bool", True, "sample with the EMA weights (when optim.ema_decay > 0)"),
+    },
+    "quality": {
+        "sampler": Field("str", "ddim", "sampler whose samples are scored", choices=SAMPLERS),
+        "steps": Field("list", [10, 50], "step counts to score (the FID-vs-steps curve)",
+                       scalar_ok=True, unique=True, item=Field("int", None, "", minimum=1)),
+        "eta": Field("float", 0.0, "DDIM eta (explicit: 0 = deterministic)", minimum=0.0),
+        "skip": Field("str", "uniform", "DDIM timestep spacing", choices=SKIP_TYPES),
+        "num_images": Field("int", 256, "samples per step count (FID is biased upward at "
+                            "small N: compare only equal N)", minimum=2),
+        "batch_size": Field("int", 64, "sampling batch size", minimum=1),
+        "reference": Field("str", None, "reference images 'dataset[:split]'; null = "
+                           "<data.source>:test", nullable=True),
+        "num_reference": Field("int", 1000, "reference images (a seeded subset)", minimum=2),
+        "ema": Field("bool", True, "score the EMA weights (when optim.ema_decay > 0)"),
+        "checkpoint": Field("str", None, "a checkpoint (dir) whose weights the quality "
+                            "cells score; null = the canonical initial weights (untrained: "
+                            "only useful to test the pipeline)", nullable=True),
+    },
+    "monitor": {
+        "enabled": Field("bool", True, "sample the cell process (psutil, NVML) from the parent"),
+        "interval_s": Field("float", 0.5, "sampling interval; >= 0.1 (NVML utilisation is a "
+                            "1/6-1 s duty cycle)", minimum=MIN_MONITOR_INTERVAL_S),
+    },
+    "runner": {
+        "replicates": Field("int", 3, "independent processes per cell, frameworks interleaved "
+                            "in a balanced order; intervals and verdicts are over these "
+                            "(>= 3 for an interval, see docs/STATISTICS.md)", minimum=1),
+        "timeout_s": Field("float", 1800.0, "wall-clock limit per cell (per replicate)",
+                           above=0.0),
+        "results_dir": Field("str", "results", "where run folders are created"),
+    },
+    "debug": {
+        "inject_delay_s": Field("float", 0.0, "known sleep added inside every train "
+                                "step's compute and every sampling step (the regression "
+                                "gate's slowdown knob)", minimum=0.0),
+        "raise_in": Field("list", [], "cell-id globs whose worker raises on start (tests the "
+                          "failure path)", scalar_ok=True, item=Field("str", None, "")),
+    },
+}
+
+
+def defaults():
+    """The fully resolved default config."""
+    def walk(schema):
+        return {k: (walk(v) if isinstance(v, dict) else copy.deepcopy(v.default))
+                for k, v in schema.items()}
+    return walk(SCHEMA)
+
+
+def schema_keys(schema=SCHEMA, prefix=""):
+    """Every dotted key with its Field, in schema order (docs and tests use this)."""
+    out = []
+    for k, v in schema.items():
+        if isinstance(v, dict):
+            out += schema_keys(v, f"{prefix}{k}.")
+        else:
+            out.append((prefix + k, v))
+            if v.kind == "runs":
+                out += [(f"{prefix}{k}[].{rk}", rv) for rk, rv in RUN_SCHEMA.items()]
+    return out
+
+
+def _type_name(f):
+    names = {"int": "an integer", "float": "a number", "bool": "true or false",
+             "str": "a string", "runs": "a list of mappings"}
+    if f.kind == "list":
+        plural = {"int": "integers", "float": "numbers", "str": "strings"}[f.item.kind]
+        return f"a list of {plural}" + (" (or one value)" if f.scalar_ok else "")
+    return names[f.kind]
+
+
+def markdown_table():
+    """The key reference table of docs/CONFIG.md: `python -m bench.run.schema` prints it."""
+    def show(v):
+        return json.dumps(v)
+
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, f in schema_keys():
+        kind = _type_name(f) + (" or null" if f.nullable else "")
+        if f.choices:
+            kind = " \\| ".join(map(str, f.choices)) + (" or null" if f.nullable else "")
+        default = "(see below)" if f.kind == "runs" else f"`{show(f.default)}`"
+        lines.append(f"| `{key}` | {kind} | {default} | {f.doc.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
