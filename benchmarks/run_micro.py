@@ -7,9 +7,9 @@
 Each framework runs `pytest benchmarks --framework FW --benchmark-json=...` in a child process
 (never two frameworks in one process), --processes times, frameworks interleaved in a balanced
 order (AB BA BA AB: bench.run.matrix.balanced_order); each process's rounds stay one group.
-Why several processes: timings shift from one process to the next (memory layout, thread placement, what else the machine is doing) by more than
-they vary within one, and a gate that saw a single process per side would take that shift for
-a regression. The merged file is still pytest-benchmark's format: the benchmarks of all
+Why several processes: timings shift from one process to the next (memory layout, thread
+placement, what else the machine is doing) by more than they vary within one, and a gate
+that saw a single process per side would take that shift for a regression. The merged file is still pytest-benchmark's format: the benchmarks of all
 frameworks (their names carry the framework) and machine_info.diffbench with every
 framework's versions and one calibration score from all the children's repeats.
 `--combine A.json B.json ... --out C.json` pools files this script wrote earlier instead of

@@ -67,7 +67,8 @@ def _cell(root, cell_id, framework, workload, events, monitor, status="ok", erro
     if summary:
         (d / "summary.json").write_text(json.dumps({
             "cell": cell_id, "replicate": replicate or 1, "framework": framework,
-            "workload": workload, "variant": variant, "status": status, "error": error, "started": events[0]["t_wall"] if events else T0,
+            "workload": workload, "variant": variant, "status": status, "error": error,
+            "started": events[0]["t_wall"] if events else T0,
             "finished": events[-1]["t_wall"] if events else T0, "metrics": {}}))
     return d
 

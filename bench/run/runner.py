@@ -338,7 +338,8 @@ def format_table(summaries):
                             f"{r['time_median_s']:.3f} s" for r in m.get("runs", [])[:4])
         if (m.get("others_cpu_percent_mean") or 0) > BUSY_OTHERS_CPU_PERCENT:
             key += f"  [busy machine: other processes used {m['others_cpu_percent_mean']:.0f}% CPU]"
-        rows.append((s.get("unit") or s["cell"], s.get("status", "?"), f"{s.get('wall_s') or 0:.1f}", key))
+        rows.append((s.get("unit") or s["cell"], s.get("status", "?"),
+                     f"{s.get('wall_s') or 0:.1f}", key))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"
                      for r in rows)
