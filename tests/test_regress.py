@@ -172,7 +172,7 @@ def combine_micro(paths, out):
 
 # Baseline, an unchanged re-run and a slowed run, each in three short processes run in turn
 # (B C S B C S B C S) and pooled per side: three processes a side is the least the gate
-# judges (bench.stats.MIN_REPLICATES), and the machine's drift lands on all three alike.
+# judges (bench.stats.replicates.MIN_REPLICATES), and the machine's drift lands on all three alike.
 ORDER = ("base", "same", "slow") * 3
 # The slowed benchmark sleeps 9x its own time (10x slower): far outside any run-to-run noise
 # (a 2-sided t at 3+3 processes would need a between-process CV above ~60% to miss it), so

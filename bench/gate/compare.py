@@ -17,12 +17,12 @@ bench.records.results.load_run) or pytest-benchmark JSON files (benchmarks/run_m
 
 The unit of comparison is the process (bench/stats/replicates.py): each process is summarised by its
 median, and change and p come from a t-test on the log process medians. The verdict
-(bench.stats.judge) is
+(bench.stats.replicates.judge) is
     regression        change > +threshold and p < alpha
     improvement       change < -threshold and p < alpha
     unchanged         |change| <= threshold (whatever p says: too small to matter)
     not significant   |change| > threshold but p >= alpha (re-runs could explain it)
-    too few processes fewer than bench.stats.MIN_REPLICATES processes on a side
+    too few processes fewer than bench.stats.replicates.MIN_REPLICATES processes on a side
 and rows a side lacks are reported as "missing in baseline/candidate" (or "failed in
 candidate" and the like for cells that did not finish ok), never skipped. Each row states
 its process counts and the smallest change those counts could detect.

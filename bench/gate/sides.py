@@ -26,7 +26,7 @@ class Side:
     samples: dict  # (cell, metric) -> [[seconds of process 1], [seconds of process 2], ...]
     cell_status: dict  # cell -> "ok" | "failed" | "timeout" | "missing"
     hardware: dict = field(default_factory=dict)  # cpu_model, cpu_count_usable, threads, gpu_names
-    calibration: dict = None  # bench.calibrate.calibration() output, when recorded
+    calibration: dict = None  # bench.measure.calibrate.calibration() output, when recorded
     setup: dict = field(default_factory=dict)  # what must match for a like-for-like compare
     foreign_cpu_cores: float = None  # most CPUs other processes used during a measurement
 
@@ -53,6 +53,13 @@ def load_side(path):
                    "pytest-benchmark JSON")
 
 
+def _keep_first_failure(status, cell, st):
+    """A cell is ok only while every process (or pooled run) of it is; else its first
+    other status stays."""
+    if status.get(cell, "ok") == "ok":
+        status[cell] = st
+
+
 def pool_sides(sides, path=None):
     """One Side from several runs of the same thing: their processes gathered per (cell,
     metric), a cell ok only where it is ok in every run. Interleaving baseline and candidate
@@ -65,7 +72,7 @@ def pool_sides(sides, path=None):
         for key, vals in s.samples.items():
             samples.setdefault(key, []).extend(vals)
         for cell, st in s.cell_status.items():
-            status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
+            _keep_first_failure(status, cell, st)
     first = sides[0]
     foreign = [s.foreign_cpu_cores for s in sides if s.foreign_cpu_cores is not None]
     return Side(path=path or "+".join(s.path for s in sides), kind=first.kind, samples=samples,
@@ -121,8 +128,8 @@ def load_run_side(path):
     # a cell is ok when every one of its processes is
     status = {}
     for cell, st in zip(run.summaries["cell"], run.summaries["status"]):
-        status[cell] = st if status.get(cell, "ok") == "ok" else status[cell]
-    # CPUs other processes used during each cell: bench.calibrate.ForeignCpu's figure when
+        _keep_first_failure(status, cell, st)
+    # CPUs other processes used during each cell: bench.measure.calibrate.ForeignCpu's figure when
     # recorded, else the harness monitor's (others_cpu_percent_mean, in % of one CPU).
     foreign = [_foreign_cores(mt) for mt in run.summaries["metrics"] if isinstance(mt, dict)]
     foreign = [f for f in foreign if f is not None]

@@ -276,7 +276,7 @@ def pick_baseline(metrics_rows: pd.DataFrame, baseline: str, variant):
 
 
 def training_ratios(metrics: pd.DataFrame, baseline: str) -> dict:
-    """{(cell, metric column): bench.stats.Ratio over processes} for every non-baseline cell."""
+    """{(cell, metric column): bench.stats.replicates.Ratio over processes} for every non-baseline cell."""
     out = {}
     for _, row in metrics.iterrows():
         if row["framework"] == baseline:

@@ -135,6 +135,12 @@ def _welch(log_a, log_b):
     return d, se, float(df)
 
 
+def _positive_medians(groups) -> np.ndarray:
+    """Replicate medians that can be logged (a zero or negative time is no measurement)."""
+    m = replicate_medians(groups)
+    return m[m > 0]
+
+
 def too_few_reason(n_a, n_b, unit="process") -> str:
     return (f"{n_a} vs {n_b} {unit}{'es' if unit == 'process' else 's'}: an interval needs "
             f">= {MIN_REPLICATES} per side")
@@ -146,8 +152,7 @@ def ratio_of_replicates(sample_groups, baseline_groups, *,
 
     sample_groups / baseline_groups: one list of measured values per process (a flat list is
     one process). The point value is exp(mean log median_a - mean log median_b)."""
-    a, b = replicate_medians(sample_groups), replicate_medians(baseline_groups)
-    a, b = a[a > 0], b[b > 0]
+    a, b = _positive_medians(sample_groups), _positive_medians(baseline_groups)
     nan = float("nan")
     if a.size == 0 or b.size == 0:
         return Ratio(nan, nan, nan, int(a.size), int(b.size), reason="no measurement")
@@ -169,11 +174,10 @@ def ratio_of_replicates(sample_groups, baseline_groups, *,
 
 def smallest_detectable_change(sample_groups, baseline_groups, alpha,
                                power=DETECTION_POWER) -> float:
-    """The relative change (0.1 = 10%) that a two-sided Welch test at `alpha` would detect
+    """The relative change (0.1 = 10%) that the two-sided t-test at `alpha` would detect
     with probability `power`, given these replicate counts and their observed between-process
     spread. NaN when there are too few processes to say."""
-    a, b = replicate_medians(sample_groups), replicate_medians(baseline_groups)
-    a, b = a[a > 0], b[b > 0]
+    a, b = _positive_medians(sample_groups), _positive_medians(baseline_groups)
     if a.size < MIN_REPLICATES or b.size < MIN_REPLICATES:
         return float("nan")
     _, se, df = _welch(np.log(a), np.log(b))
@@ -227,7 +231,7 @@ class Judgement:
     median_baseline: float     # median of the baseline's replicate medians
     median_candidate: float
     change: float              # ratio of geometric means - 1
-    p_value: float             # Welch t on log replicate medians; NaN when too few
+    p_value: float             # t-test on log replicate medians; NaN when too few
     verdict: str
     n_baseline: int            # processes
     n_candidate: int
