@@ -150,6 +150,25 @@ def cmd_compare(args):
     return compare.run_cli(args)
 
 
+# ---------------------------------------------------------------------------------------- ab
+
+def add_ab(sub):
+    from bench.gate import ab
+
+    p = sub.add_parser("ab", help="A/B regression gate: two git revisions measured in one job, "
+                       "interleaved pairs of processes (exit 1 on a regression)",
+                       description=ab.__doc__.split("\n\n")[0],
+                       usage="harness.py ab BASE [CANDIDATE] [options] [-- micro-suite args]")
+    ab.add_arguments(p)
+    p.set_defaults(func=cmd_ab, micro_args=[])
+
+
+def cmd_ab(args):
+    from bench.gate import ab
+
+    return ab.run_cli(args)
+
+
 # ------------------------------------------------------------------------------ train / fid
 
 def add_train(sub):
@@ -313,8 +332,8 @@ def cmd_parity(args):
 
 # -------------------------------------------------------------------------------------- main
 
-SUBCOMMANDS = [add_bench, add_env, add_report, add_compare, add_train, add_fid, add_sample,
-               add_parity]
+SUBCOMMANDS = [add_bench, add_env, add_report, add_compare, add_ab, add_train, add_fid,
+               add_sample, add_parity]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -337,10 +356,17 @@ def build_parser():
 def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     ap = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = []
+    if argv[:1] == ["ab"] and "--" in argv:  # ab: what follows -- goes to the micro-suite
+        i = argv.index("--")
+        argv, passthrough = argv[:i], argv[i + 1:]
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors are bad input too
         return EXIT_BAD_INPUT if e.code not in (0, None) else EXIT_OK
+    if args.command == "ab":
+        args.micro_args = passthrough
     try:
         return args.func(args)
     except BadInput as e:

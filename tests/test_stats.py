@@ -144,3 +144,96 @@ def test_balanced_order_cancels_linear_drift():
     pos = {fw: np.mean([i for i, f in enumerate(slots) if f == fw]) for fw in ("torch", "jittor")}
     assert pos["torch"] == pos["jittor"]
     assert balanced_order(["a", "b", "c"], 2) == [["a", "b", "c"], ["c", "b", "a"]]
+
+
+# ------------------------------------------------------------------- paired A/B (ab gate)
+
+def drifting_pairs(rng, n, scale=1.0, drift_sigma=0.15, process_sigma=0.03):
+    """n A/B pairs on a machine whose speed drifts a lot between pairs (the minute's
+    neighbours: 15%) but little between the two neighbouring processes of one pair (3% each,
+    their own process effect), steps scattering WITHIN_SIGMA inside a process."""
+    def one(median_s):
+        effect = rng.lognormal(0.0, process_sigma)
+        return list(median_s * effect * rng.lognormal(0.0, WITHIN_SIGMA, STEPS))
+
+    base, cand = [], []
+    for _ in range(n):
+        minute = 0.05 * rng.lognormal(0.0, drift_sigma)
+        base.append(one(minute))
+        cand.append(one(minute * scale))
+    return base, cand
+
+
+def test_pairing_cancels_drift_that_swamps_an_unpaired_comparison():
+    """A 10% slowdown on a machine drifting 15% between pairs: over 8 pairs the paired
+    judgement finds it nearly always; the unpaired one (the same processes, pairs ignored)
+    mostly cannot tell."""
+    rng = np.random.default_rng(21)
+    paired = unpaired = 0
+    for _ in range(200):
+        base, cand = drifting_pairs(rng, 8, scale=1.10)
+        j = S.judge_pairs(S.pair_ratios(base, cand), threshold=0.05, alpha=0.05)
+        paired += j.verdict == S.REGRESSION
+        unpaired += S.judge(base, cand, 0.05, 0.05).verdict == S.REGRESSION
+    assert paired >= 190
+    assert unpaired <= 100
+
+
+def test_paired_false_alarms_and_coverage_on_unchanged_code():
+    rng = np.random.default_rng(22)
+    alarms = covered = 0
+    trials = 400
+    for _ in range(trials):
+        base, cand = drifting_pairs(rng, 8)
+        j = S.judge_pairs(S.pair_ratios(base, cand), threshold=0.05, alpha=0.05,
+                          candidate_first=[k % 2 == 1 for k in range(8)])
+        alarms += j.verdict in (S.REGRESSION, S.IMPROVEMENT)
+        covered += j.low <= 0.0 <= j.high
+        assert j.n_pairs == 8 and j.low < j.change < j.high and j.detectable > 0
+    assert alarms <= 4                      # <= 1%: the threshold cuts far below alpha
+    assert 0.92 <= covered / trials <= 0.98  # a 95% interval holds about 95% of the time
+
+
+def test_crossover_analysis_keeps_a_position_effect_out_of_the_interval():
+    """The first process of a pair runs 20% slower whichever revision it is: the plain paired
+    interval widens with it, the crossover one does not, and both stay centred on the truth."""
+    rng = np.random.default_rng(23)
+    first = [k % 2 == 1 for k in range(8)]  # AB BA AB BA ...: the candidate first in half
+    plain_w, cross_w, cross_hit = [], [], 0
+    for _ in range(200):
+        ratios = []
+        for cand_first in first:
+            r = 1.10 * rng.lognormal(0, 0.03)
+            ratios.append(r * (1.2 if cand_first else 1 / 1.2))
+        plain = S.judge_pairs(ratios, 0.05, 0.05)
+        cross = S.judge_pairs(ratios, 0.05, 0.05, candidate_first=first)
+        plain_w.append(plain.high - plain.low)
+        cross_w.append(cross.high - cross.low)
+        cross_hit += cross.low <= 0.10 <= cross.high
+        assert cross.position_effect == pytest.approx(0.2, abs=0.05)
+    assert np.median(cross_w) < np.median(plain_w) / 3
+    assert cross_hit >= 180
+
+
+def test_paired_verdict_words():
+    # too few pairs: words, no interval
+    j = S.judge_pairs([1.5, 1.6], 0.05, 0.05)
+    assert j.verdict == S.INCONCLUSIVE and "2 pair(s)" in j.reason and np.isnan(j.low)
+    # a big change the pairs disagree on: inconclusive, with the reason
+    j = S.judge_pairs([0.8, 1.6, 1.1, 1.9], 0.05, 0.05)
+    assert j.change > 0.05 and j.p_value >= 0.05 and j.verdict == S.INCONCLUSIVE
+    assert "run more pairs" in j.reason
+    # small and tight: unchanged; small but loose: inconclusive, not "unchanged"
+    assert S.judge_pairs([1.01, 1.02, 1.00, 1.015], 0.05, 0.05).verdict == S.UNCHANGED
+    loose = S.judge_pairs([0.9, 1.1, 1.05, 0.97], 0.05, 0.05)
+    assert abs(loose.change) < 0.05 and loose.verdict == S.INCONCLUSIVE
+    # large and tight: regression / improvement
+    assert S.judge_pairs([1.30, 1.28, 1.33], 0.05, 0.05).verdict == S.REGRESSION
+    assert S.judge_pairs([0.70, 0.72, 0.69], 0.05, 0.05).verdict == S.IMPROVEMENT
+    # identical ratios: an exact answer
+    j = S.judge_pairs([1.2, 1.2, 1.2], 0.05, 0.05)
+    assert j.verdict == S.REGRESSION and j.low == j.high == pytest.approx(0.2)
+    # a pair with a failed process is NaN (kept aligned with the pairs) and left out
+    r = S.pair_ratios([[1.0], [], [2.0]], [[2.0], [1.0], None])
+    assert r[0] == 2.0 and np.isnan(r[1]) and np.isnan(r[2])
+    assert S.judge_pairs(list(r) + [2.0, 2.0], 0.05, 0.05).n_pairs == 3

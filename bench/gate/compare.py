@@ -303,20 +303,28 @@ def run_cli(args):
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_table(cmp, args.strict))
-    if args.markdown:
-        text = format_markdown(cmp, args.strict)
-        if args.markdown == "-":
-            sys.stdout.write("\n" + text)
-        else:
-            try:
-                with open(args.markdown, "w") as f:
-                    f.write(text)
-            except OSError as e:
-                print(f"error: --markdown {args.markdown}: cannot write ({e.strerror})",
-                      file=sys.stderr)
-                return EXIT_BAD_INPUT
-    code = cmp.exit_code(args.strict)
-    if args.report_only and code != EXIT_OK:
+    if args.markdown and not write_markdown(format_markdown(cmp, args.strict), args.markdown):
+        return EXIT_BAD_INPUT
+    return final_exit_code(cmp.exit_code(args.strict), args.report_only)
+
+
+def write_markdown(text, dest):
+    """--markdown FILE ('-' = stdout); False (after a one-line error) when it cannot write."""
+    if dest == "-":
+        sys.stdout.write("\n" + text)
+        return True
+    try:
+        with open(dest, "w") as f:
+            f.write(text)
+    except OSError as e:
+        print(f"error: --markdown {dest}: cannot write ({e.strerror})", file=sys.stderr)
+        return False
+    return True
+
+
+def final_exit_code(code, report_only):
+    """--report-only turns a failing verdict into exit 0, saying so."""
+    if report_only and code != EXIT_OK:
         print("report-only: exiting 0 despite the verdicts above")
         return EXIT_OK
     return code

@@ -273,15 +273,28 @@ def write_report(run_dir, out_dir=None, baseline: str | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = build_sections(run, out_dir, baseline)
 
-    figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
-    context = {"run": run, "sections": sections, "baseline": baseline,
-               "title": f"diffbench report: {run.run_id}",
+    context = {"run": run, "baseline": baseline,
                "config_name": run.manifest.get("config_name") or run.manifest.get("config_path"),
                "colors": plots.framework_colors(run.cells["framework"]) if len(run.cells) else {}}
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(_env(False).get_template("report.md.j2").render(**context), encoding="utf-8")
-    uris = {f.name: _data_uri(out_dir / f.name) for f in figures}
-    html = _env(True).get_template("report.html.j2").render(**context, image_uri=uris.__getitem__)
-    html_path.write_text(html, encoding="utf-8")
+    md_path = out_dir / "report.md"
+    md_path.write_text(_env(False).get_template("report.md.j2").render(
+        sections=sections, title=f"diffbench report: {run.run_id}", **context), encoding="utf-8")
+    html_path = write_html(sections, out_dir / "report.html", f"diffbench report: {run.run_id}",
+                           **context)
+    figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
     return {"out_dir": out_dir, "markdown": md_path, "html": html_path,
             "images": [out_dir / f.name for f in figures]}
+
+
+def write_html(sections, html_path, title, *, meta=None, baseline=None, config_name=None,
+               colors=None, **context) -> Path:
+    """One self-contained HTML page of `sections` (their figures' PNGs lie beside html_path
+    and are inlined as data: URIs). The run report and `harness.py ab` both render this way."""
+    html_path = Path(html_path)
+    figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
+    uris = {f.name: _data_uri(html_path.parent / f.name) for f in figures}
+    html = _env(True).get_template("report.html.j2").render(
+        sections=sections, title=title, meta=meta, baseline=baseline, config_name=config_name,
+        colors=colors or {}, image_uri=uris.__getitem__, **context)
+    html_path.write_text(html, encoding="utf-8")
+    return html_path

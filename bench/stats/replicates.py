@@ -265,3 +265,115 @@ def judge(baseline_groups, candidate_groups, threshold, alpha) -> Judgement:
         verdict = REGRESSION if change > 0 else IMPROVEMENT
     return Judgement(mb, mc, change, r.p_value, verdict, r.n_baseline, r.n, detectable,
                      low, high)
+
+
+# ------------------------------------------------------------- paired A/B (two revisions)
+#
+# `harness.py ab` runs the two revisions as alternating processes, one pair at a time, in the
+# Thue-Morse order (AB BA BA AB ...). Neighbouring processes share the machine's state of that
+# minute, so the ratio of the two processes of one pair cancels the slow drift that makes
+# unpaired comparisons on a shared VM so wide (14-31% between sessions here). The pairs are
+# the independent units.
+#
+# It is a 2x2 crossover design, analysed as one: the process that runs first in its pair is
+# often slower or faster than the second (measured here: a torch process right after a Jittor
+# one ran its first benchmark ~20% slower), so a pair's log ratio is  tau - pi  when the base
+# ran first and  tau + pi  when the candidate did (tau: the change, pi: the position effect).
+# The estimate averages the two orders' mean log ratios (pi cancels) and the interval uses the
+# spread within each order (pi stays out of the variance): a t interval with pairs - 2
+# degrees of freedom. Without both orders (fewer than 2 pairs of each) it falls back to the
+# plain paired t over all pairs (pairs - 1 df), which the balanced order keeps unbiased.
+
+INCONCLUSIVE = "inconclusive"
+
+
+def pair_ratios(base_groups, cand_groups) -> np.ndarray:
+    """Per pair, candidate process median / base process median; NaN for a pair where either
+    process measured nothing (it failed), so the result stays aligned with the pairs."""
+    out = []
+    for b, c in zip(base_groups, cand_groups):
+        b, c = _clean(b if b is not None else []), _clean(c if c is not None else [])
+        ok = b.size and c.size and np.median(b) > 0 and np.median(c) > 0
+        out.append(float(np.median(c) / np.median(b)) if ok else float("nan"))
+    return np.asarray(out, dtype=float)
+
+
+@dataclass(frozen=True)
+class PairedJudgement:
+    """A candidate against a base revision, over pairs of adjacent processes."""
+
+    change: float          # exp(estimated mean log ratio) - 1
+    low: float             # (1 - alpha) interval of change; NaN with too few pairs
+    high: float
+    p_value: float         # t-test of "no change"
+    verdict: str           # regression | improvement | unchanged | inconclusive
+    n_pairs: int
+    detectable: float      # smallest change these pairs detect at alpha, 80% power
+    pair_cv: float         # std / mean of the pair ratios: how much one pair moves
+    position_effect: float = float("nan")  # first-of-pair vs second, as a ratio - 1
+    reason: str = ""       # why inconclusive, in words
+
+
+def _crossover(logs, cand_first):
+    """(estimate, standard error, df, position effect) of the mean log ratio."""
+    n = logs.size
+    if cand_first is not None:
+        first = np.asarray(cand_first, dtype=bool)
+        a, b = logs[~first], logs[first]       # base ran first | candidate ran first
+        if a.size >= 2 and b.size >= 2:
+            est = (a.mean() + b.mean()) / 2
+            ss = ((a - a.mean()) ** 2).sum() + ((b - b.mean()) ** 2).sum()
+            df = n - 2
+            se = math.sqrt(ss / df) / 2 * math.sqrt(1 / a.size + 1 / b.size)
+            return float(est), float(se), df, float(math.expm1((b.mean() - a.mean()) / 2))
+    return float(logs.mean()), float(logs.std(ddof=1) / math.sqrt(n)), n - 1, float("nan")
+
+
+def judge_pairs(ratios, threshold, alpha, candidate_first=None) -> PairedJudgement:
+    """Verdict on the per-pair ratios of a paired A/B run.
+
+    candidate_first[i]: whether pair i ran the candidate first (the crossover analysis
+    above); None for the plain paired t. Pairs with a NaN ratio (a failed process) drop out.
+
+        regression    change > +threshold and p < alpha
+        improvement   change < -threshold and p < alpha
+        unchanged     the whole (1 - alpha) interval lies within +-threshold: any change
+                      that counts is ruled out
+        inconclusive  neither: the interval straddles the threshold (or there are fewer than
+                      MIN_REPLICATES pairs); more pairs would tell
+    """
+    r = np.asarray(ratios, dtype=float)
+    keep = np.isfinite(r) & (r > 0)
+    flags = None if candidate_first is None else np.asarray(candidate_first, bool)[keep]
+    r = r[keep]
+    n = int(r.size)
+    nan = float("nan")
+    if n == 0:
+        return PairedJudgement(nan, nan, nan, nan, INCONCLUSIVE, 0, nan, nan,
+                               reason="no pair measured on both sides")
+    logs = np.log(r)
+    cv = float(np.std(r, ddof=1) / np.mean(r)) if n > 1 else nan
+    if n < MIN_REPLICATES:
+        return PairedJudgement(float(math.expm1(logs.mean())), nan, nan, nan, INCONCLUSIVE,
+                               n, nan, cv,
+                               reason=f"{n} pair(s): an interval needs >= {MIN_REPLICATES}")
+    est, se, df, position = _crossover(logs, flags)
+    change = float(math.expm1(est))
+    if se == 0:
+        p, low, high, detectable = (0.0 if est != 0 else 1.0), change, change, 0.0
+    else:
+        t_crit = float(_scipy_stats.t.ppf(1 - alpha / 2, df))
+        p = float(2 * _scipy_stats.t.sf(abs(est) / se, df))
+        low, high = float(math.expm1(est - t_crit * se)), float(math.expm1(est + t_crit * se))
+        detectable = float(math.expm1((t_crit + _scipy_stats.t.ppf(DETECTION_POWER, df)) * se))
+    reason = ""
+    if abs(change) > threshold and p < alpha:
+        verdict = REGRESSION if change > 0 else IMPROVEMENT
+    elif -threshold <= low and high <= threshold:
+        verdict = UNCHANGED
+    else:
+        verdict = INCONCLUSIVE
+        reason = (f"interval [{low * 100:+.1f}%, {high * 100:+.1f}%] straddles the "
+                  f"±{threshold * 100:g}% threshold: these pairs cannot rule a change that "
+                  "counts in or out (run more pairs)")
+    return PairedJudgement(change, low, high, p, verdict, n, detectable, cv, position, reason)

@@ -10,6 +10,12 @@ from models.jt.runtime import import_jittor
 jt = import_jittor()
 from jittor import nn  # noqa: E402  (after import_jittor has set the environment)
 
+# Deliberate extra work for calibrating the A/B regression gate: benchmarks/measure_ab.py
+# commits a non-zero value in a throwaway clone to make a real, known slowdown (each unit
+# re-runs the first ResNet block's first convolution, forward and backward, and adds it
+# times zero: the math is unchanged). Keep it 0; the same constant is in models/pt/unet.py.
+INJECTED_EXTRA_CONVS = 0
+
 
 def _norm(spec, c):
     return nn.GroupNorm(spec.norm_groups, c, eps=GROUPNORM_EPS)
@@ -146,6 +152,8 @@ class UNet(nn.Module):
     def execute(self, x, t):
         temb = self.time_embedding(t)
         hs = [self.conv_in(x)]
+        for _ in range(INJECTED_EXTRA_CONVS):  # 0: nothing runs (see the constant)
+            hs[0] = hs[0] + 0.0 * self.down[0].block[0].conv1(hs[0]).mean()
         for level in self.down:
             for h in self._blocks(level, hs[-1], temb):
                 hs.append(h)

@@ -9,6 +9,12 @@ from torch import nn
 from models.common.specs import UNetSpec
 from models.common.weights import GROUPNORM_EPS, time_embedding_frequencies, unet_layout
 
+# Deliberate extra work for calibrating the A/B regression gate: benchmarks/measure_ab.py
+# commits a non-zero value in a throwaway clone to make a real, known slowdown (each unit
+# re-runs the first ResNet block's first convolution, forward and backward, and adds it
+# times zero: the math is unchanged). Keep it 0; the same constant is in models/jt/unet.py.
+INJECTED_EXTRA_CONVS = 0
+
 
 def _norm(spec, c):
     return nn.GroupNorm(spec.norm_groups, c, eps=GROUPNORM_EPS)
@@ -138,6 +144,8 @@ class UNet(nn.Module):
     def forward(self, x, t):
         temb = self.time_embedding(t)
         hs = [self.conv_in(x)]
+        for _ in range(INJECTED_EXTRA_CONVS):  # 0: nothing runs (see the constant)
+            hs[0] = hs[0] + 0.0 * self.down[0].block[0].conv1(hs[0]).mean()
         for level in self.down:
             for h in self._blocks(level, hs[-1], temb):
                 hs.append(h)

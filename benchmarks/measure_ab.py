@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Operating characteristics of the A/B gate (`harness.py ab`) on this machine, measured.
+
+    python benchmarks/measure_ab.py --out-dir results/measure-ab [--null-runs 20]
+           [--runs 10] [--slowdowns 0.05 0.10 0.20] [--pairs 8] [--threshold 5%]
+           [--alpha 0.05] [--frameworks torch jittor] [--rounds 15] [--summary-only]
+
+1. A throwaway clone of this repository's HEAD (`git clone --shared`, in --out-dir) gets one
+   commit per slowdown: INJECTED_EXTRA_CONVS in models/pt/unet.py and models/jt/unet.py set
+   so that the UNet forward does that much more real work (the count is calibrated first, per
+   framework, by timing the forward with and without extra convolutions, interleaved in one
+   process). A change in the candidate's code, not a knob of the measuring process.
+2. It runs the real gate from that clone: --null-runs times HEAD against HEAD (false alarms)
+   and --runs times HEAD against each slowdown commit (detection), the kinds interleaved over
+   time (null, 5%, 10%, 20%, null, ...) so the machine's drift falls on all of them.
+3. It summarises: false alarms (gate runs with any regression or improvement verdict, and per
+   benchmark), detections per benchmark, the slowdown each commit really caused (the geometric
+   mean of the gate's estimates over its runs: precise, since it pools every pair), wall time
+   per gate run. summary.json and summary.md in --out-dir, the markdown also printed.
+
+Each gate run's folder is kept; a re-run with the same --out-dir skips finished gate runs,
+so the measurement can be resumed. Run it on a quiet machine, never beside other work.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+UNET_FILES = {"torch": "models/pt/unet.py", "jittor": "models/jt/unet.py"}
+CONSTANT = "\nINJECTED_EXTRA_CONVS = 0\n"
+CALIBRATION_UNITS = 8      # extra convs timed against none
+CALIBRATION_ROUNDS = 30
+
+# Timed in a child (one framework per process), in the clone: the quick config's UNet forward
+# with 0 and with CALIBRATION_UNITS extra convolutions, alternating, after warm-up.
+CALIBRATE_CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, ".")
+from bench.run import config as C
+from bench.measure.env import usable_cpus
+from models.common.weights import init_weights
+from models.registry import load_backend
+fw, units, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cfg = C.load_config("configs/quick.yaml", check_paths=False)
+unet_spec, diff_spec, optim_spec = C.build_specs(cfg)
+Backend = load_backend(fw)
+b = Backend(unet_spec, diff_spec, optim_spec, device="cpu", threads=cfg["threads"] or usable_cpus(),
+            seed=0)
+b.load_weights(init_weights(unet_spec, seed=0))
+unet_module = sys.modules["models.pt.unet" if fw == "torch" else "models.jt.unet"]
+rng = np.random.default_rng(0)
+bs = cfg["train"]["batch_size"]
+x = b.to_device(rng.uniform(-1, 1, (bs, unet_spec.in_channels, unet_spec.image_size,
+                                    unet_spec.image_size)).astype(np.float32))
+t = rng.integers(0, diff_spec.timesteps, bs).astype(np.int64)
+times = {0: [], units: []}
+for k in range(rounds + 3):
+    for n in ((0, units) if k % 2 == 0 else (units, 0)):
+        unet_module.INJECTED_EXTRA_CONVS = n
+        t0 = time.perf_counter(); out = b.eps(x, t, ema=False); b.sync()
+        if k >= 3:
+            times[n].append(time.perf_counter() - t0)
+print(json.dumps({"base_s": float(np.median(times[0])), "extra_s": float(np.median(times[units]))}))
+"""
+
+
+def sh(cmd, cwd, **kw):
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc.stdout
+
+
+def make_clone(out_dir):
+    clone = os.path.join(out_dir, "clone")
+    if not os.path.isdir(clone):
+        sh(["git", "clone", "--quiet", "--shared", REPO, clone], cwd=out_dir)
+    return clone
+
+
+def calibrate(clone, frameworks):
+    """Per framework: the forward's extra time per extra convolution, as a fraction."""
+    cost = {}
+    for fw in frameworks:
+        out = sh([sys.executable, "-c", CALIBRATE_CHILD, fw, str(CALIBRATION_UNITS),
+                  str(CALIBRATION_ROUNDS)], cwd=clone, timeout=900)
+        r = json.loads(out.strip().splitlines()[-1])
+        cost[fw] = max(1e-4, (r["extra_s"] / r["base_s"] - 1) / CALIBRATION_UNITS)
+        print(f"[measure-ab] {fw}: forward {r['base_s'] * 1e3:.1f} ms, +{CALIBRATION_UNITS} "
+              f"convs {r['extra_s'] * 1e3:.1f} ms: {cost[fw] * 100:.2f}% a conv", flush=True)
+    return cost
+
+
+def slowdown_branch(clone, slowdown, cost):
+    """A commit in the clone whose UNets do `slowdown` more work; returns (branch, counts)."""
+    branch = f"slow-{round(slowdown * 100)}"
+    counts = {fw: max(1, round(slowdown / c)) for fw, c in cost.items()}
+    have = subprocess.run(["git", "rev-parse", "--verify", "--quiet", branch], cwd=clone,
+                          capture_output=True, text=True)
+    if have.returncode == 0:
+        return branch, counts
+    sh(["git", "checkout", "--quiet", "-B", branch, "origin/HEAD"], cwd=clone)
+    for fw, n in counts.items():
+        path = os.path.join(clone, UNET_FILES[fw])
+        text = open(path).read()
+        if CONSTANT not in text:
+            raise SystemExit(f"{path}: no {CONSTANT.strip()!r} to change")
+        open(path, "w").write(text.replace(CONSTANT, f"\nINJECTED_EXTRA_CONVS = {n}\n"))
+    sh(["git", "-c", "user.name=measure-ab", "-c", "user.email=measure-ab@localhost",
+        "commit", "--quiet", "-am", f"inject a {slowdown:.0%} slower UNet forward {counts}"],
+       cwd=clone)
+    sh(["git", "checkout", "--quiet", "--detach", "origin/HEAD"], cwd=clone)
+    return branch, counts
+
+
+def gate_run(clone, out, base, cand, args):
+    if os.path.isfile(os.path.join(out, "ab.json")):
+        with open(os.path.join(out, "ab.json")) as f:
+            done = json.load(f)
+        if not done.get("interrupted"):
+            return done
+        import shutil
+        shutil.rmtree(out)
+    cmd = [sys.executable, os.path.join(clone, "harness.py"), "ab", base, cand, "--out", out,
+           "--pairs", str(args.pairs), "--threshold", args.threshold, "--alpha",
+           str(args.alpha), "--rounds", str(args.rounds), "--report-only", "--quiet",
+           "--frameworks", *args.frameworks]
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=clone, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"gate run {out} failed (exit {proc.returncode}):\n{proc.stderr}")
+    with open(os.path.join(out, "ab.json")) as f:
+        res = json.load(f)
+    print(f"[measure-ab] {os.path.basename(out)}: {json.dumps(res['counts'])} in "
+          f"{time.time() - t0:.0f} s", flush=True)
+    return res
+
+
+ALARMS = ("regression", "improvement")
+
+
+def summarise(runs, args, counts_by_kind, cost):
+    """runs: {kind: [ab.json dicts]} -> summary dict."""
+    out = {"settings": {k: getattr(args, k) for k in ("pairs", "threshold", "alpha", "rounds",
+                                                        "frameworks")},
+           "conv_cost": cost, "kinds": {}}
+    for kind, results in runs.items():
+        if not results:
+            continue
+        per_bench = {}
+        for res in results:
+            for r in res["rows"]:
+                b = per_bench.setdefault(r["cell"], {"verdicts": [], "changes": [],
+                                                     "widths": []})
+                b["verdicts"].append(r["verdict"])
+                if r["change"] is not None and math.isfinite(r["change"]):
+                    b["changes"].append(r["change"])
+                if r["low"] is not None and math.isfinite(r["low"]):
+                    b["widths"].append(r["high"] - r["low"])
+        walls = sorted(res["wall_s"] for res in results)
+        bench = {}
+        for name, b in per_bench.items():
+            logs = [math.log1p(c) for c in b["changes"]]
+            bench[name] = {
+                "runs": len(b["verdicts"]),
+                "regression": b["verdicts"].count("regression"),
+                "improvement": b["verdicts"].count("improvement"),
+                "unchanged": b["verdicts"].count("unchanged"),
+                "inconclusive": b["verdicts"].count("inconclusive"),
+                "true_change": math.expm1(sum(logs) / len(logs)) if logs else None,
+                "median_interval_width": (sorted(b["widths"])[len(b["widths"]) // 2]
+                                          if b["widths"] else None)}
+        out["kinds"][kind] = {
+            "runs": len(results), "extra_convs": counts_by_kind.get(kind),
+            "runs_with_alarm": sum(any(r["verdict"] in ALARMS for r in res["rows"])
+                                   for res in results),
+            "runs_with_regression": sum(any(r["verdict"] == "regression" for r in res["rows"])
+                                        for res in results),
+            "wall_s_median": walls[len(walls) // 2], "wall_s_max": walls[-1],
+            "benchmarks": bench}
+    return out
+
+
+def markdown(summary):
+    s = summary["settings"]
+    lines = [f"A/B gate, {s['pairs']} pairs x {s['rounds']} rounds, threshold {s['threshold']}, "
+             f"alpha {s['alpha']}, frameworks {' '.join(s['frameworks'])}.", ""]
+    null = summary["kinds"].get("null")
+    if null:
+        lines += [f"**False alarms**: {null['runs_with_alarm']} of {null['runs']} gate runs of "
+                  "the same revision had any benchmark called a regression or an improvement; "
+                  f"wall time per gate run median {null['wall_s_median'] / 60:.1f} min, max "
+                  f"{null['wall_s_max'] / 60:.1f} min.", ""]
+    names = list(next(iter(summary["kinds"].values()))["benchmarks"])
+    kinds = [k for k in summary["kinds"] if k != "null"]
+    head = ["benchmark"] + (["null: alarms"] if null else []) + \
+        [f"{k}: true change, caught" for k in kinds]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name in names:
+        cells = [f"`{name}`"]
+        if null:
+            b = null["benchmarks"].get(name, {})
+            cells.append(f"{b.get('regression', 0) + b.get('improvement', 0)}/{b.get('runs', 0)}")
+        for k in kinds:
+            b = summary["kinds"][k]["benchmarks"].get(name)
+            if not b:
+                cells.append("-")
+                continue
+            tc = "-" if b["true_change"] is None else f"{b['true_change'] * 100:+.1f}%"
+            cells.append(f"{tc}, {b['regression']}/{b['runs']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in kinds:
+        kd = summary["kinds"][k]
+        lines.append(f"- {k}: extra convolutions {kd['extra_convs']}; {kd['runs_with_regression']}"
+                     f" of {kd['runs']} gate runs flagged a regression; wall median "
+                     f"{kd['wall_s_median'] / 60:.1f} min")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="benchmarks/measure_ab.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--null-runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=10, help="gate runs per slowdown")
+    ap.add_argument("--slowdowns", type=float, nargs="*", default=[0.05, 0.10, 0.20])
+    ap.add_argument("--pairs", type=int, default=None, help="default: the gate's default")
+    ap.add_argument("--threshold", default="5%")
+    ap.add_argument("--alpha", type=float, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--frameworks", nargs="+", default=["torch", "jittor"])
+    ap.add_argument("--summary-only", action="store_true",
+                    help="summarise the gate runs already in --out-dir; run nothing")
+    args = ap.parse_args(argv)
+    from bench.gate import ab
+
+    args.pairs = args.pairs or ab.DEFAULT_PAIRS
+    args.alpha = args.alpha or ab.DEFAULT_ALPHA
+    args.rounds = args.rounds or ab.DEFAULT_ROUNDS
+    out_dir = os.path.abspath(args.out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    clone = make_clone(out_dir)
+    state_path = os.path.join(out_dir, "calibration.json")
+    if os.path.isfile(state_path):
+        with open(state_path) as f:
+            cost = json.load(f)
+    else:
+        cost = calibrate(clone, args.frameworks)
+        with open(state_path, "w") as f:
+            json.dump(cost, f)
+    branches, counts_by_kind = {}, {}
+    for s in args.slowdowns:
+        branch, counts = slowdown_branch(clone, s, cost)
+        branches[f"{s:.0%}"] = branch
+        counts_by_kind[f"{s:.0%}"] = counts
+    kinds = (["null"] if args.null_runs else []) + list(branches)
+    todo = {"null": args.null_runs, **{k: args.runs for k in branches}}
+    runs = {k: [] for k in kinds}
+    for i in range(max(todo.values(), default=0)):
+        for kind in kinds:
+            if i >= todo[kind]:
+                continue
+            out = os.path.join(out_dir, f"run{i:02d}-{kind.rstrip('%')}")
+            if args.summary_only and not os.path.isfile(os.path.join(out, "ab.json")):
+                continue
+            runs[kind].append(gate_run(clone, out, "HEAD",
+                                       "HEAD" if kind == "null" else branches[kind], args))
+    summary = summarise(runs, args, counts_by_kind, cost)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    text = markdown(summary)
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""`harness.py ab`: two git revisions, interleaved pairs of processes, on a real git repository.
+
+The test makes its own repository from this project's files, with commits:
+    c0  a README only (a revision without the micro-suite)
+    c1  the project as it is (the base)
+    c2  the same with a committed, obvious slowdown: INJECTED_EXTRA_CONVS in the torch UNet
+        re-runs a convolution 150 times per forward (the tiny model gets 3-6x slower)
+and runs the real CLI on it: torch only, tiny model, 3 pairs. Asserted: the verdicts on a
+change no machine noise can fake or hide, the outputs, the order, and that no worktree, temp
+folder or benchmark process is left behind on any exit path (success, failure, a crashing
+candidate, Ctrl-C, SIGTERM, bad input). No borderline timing outcome is asserted.
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, TINY_MODEL
+
+EXTRA_CONVS = 150   # the committed slowdown of c2
+MICRO = ("--rounds", "5", "--warmup", "2", "--")
+
+
+def git(repo, *args):
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def commit_all(repo, message):
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=test", "-c", "user.email=t@example.invalid", "commit", "-q",
+        "-m", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
+def project_files():
+    """This checkout's files as git sees them (tracked, and new ones not ignored)."""
+    out = subprocess.run(["git", "-C", REPO, "ls-files", "--cached", "--others",
+                          "--exclude-standard"], capture_output=True, text=True, check=True)
+    skip = ("reports/", "docs/", "baselines/")
+    return [f for f in out.stdout.splitlines()
+            if not f.startswith(skip) and os.path.isfile(os.path.join(REPO, f))]
+
+
+def copy_project(dest):
+    for f in project_files():
+        os.makedirs(os.path.dirname(os.path.join(dest, f)) or dest, exist_ok=True)
+        shutil.copy2(os.path.join(REPO, f), os.path.join(dest, f))
+
+
+def set_extra_convs(repo, n):
+    path = os.path.join(repo, "models", "pt", "unet.py")
+    text = open(path).read()
+    assert "\nINJECTED_EXTRA_CONVS = 0\n" in text
+    open(path, "w").write(text.replace("\nINJECTED_EXTRA_CONVS = 0\n",
+                                       f"\nINJECTED_EXTRA_CONVS = {n}\n"))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("abrepo") / "project"
+    root.mkdir()
+    git(root, "init", "-q")
+    (root / "README.md").write_text("before the micro-suite\n")
+    shas = {"c0": commit_all(root, "c0: readme only")}
+    copy_project(root)
+    shas["c1"] = commit_all(root, "c1: the project")
+    set_extra_convs(root, EXTRA_CONVS)
+    shas["c2"] = commit_all(root, "c2: a 3x slower forward")
+    micro_cfg = root.parent / "tiny-micro.yaml"
+    micro_cfg.write_text(yaml.safe_dump({
+        "name": "tiny-micro", "threads": 1, "model": TINY_MODEL,
+        "diffusion": {"timesteps": 50}, "train": {"batch_size": 4},
+        "sample": {"runs": [{"sampler": "ddim", "steps": [5], "eta": 0.0}]}}))
+    return {"root": str(root), "shas": shas, "micro_config": str(micro_cfg)}
+
+
+def ab(repo, *args, out=None, timeout=600):
+    argv = [sys.executable, os.path.join(repo["root"], "harness.py"), "ab", *args]
+    if out:
+        argv += ["--out", str(out)]
+    micro = [a for a in MICRO] + ["--micro-config", repo["micro_config"]]
+    return subprocess.run(argv + ([] if "--" in args else micro), capture_output=True,
+                          text=True, timeout=timeout, cwd=repo["root"])
+
+
+def temp_checkouts():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "diffbench-ab-*")))
+
+
+def assert_nothing_left(repo, before):
+    assert git(repo["root"], "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert temp_checkouts() <= before
+
+
+def load(out):
+    with open(os.path.join(out, "ab.json")) as f:
+        return json.load(f)
+
+
+def test_committed_slowdown_is_flagged_and_everything_is_reported(repo, tmp_path):
+    before = temp_checkouts()
+    out = tmp_path / "ab"
+    proc = ab(repo, "HEAD~1", "HEAD", "--pairs", "3", "--frameworks", "torch", "--markdown",
+              str(tmp_path / "pr.md"), out=out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert_nothing_left(repo, before)
+    res = load(out)
+    assert res["base"]["sha"] == repo["shas"]["c1"] and res["base"]["name"] == "HEAD~1"
+    assert res["candidate"]["sha"] == repo["shas"]["c2"] and not res["candidate"]["dirty"]
+    rows = {r["cell"]: r for r in res["rows"]}
+    assert set(rows) == {"test_unet_forward[torch]", "test_train_step[torch]",
+                         "test_sample_step[torch-ddpm]", "test_sample_step[torch-ddim]"}
+    fwd = rows["test_unet_forward[torch]"]
+    assert fwd["verdict"] == "regression", proc.stdout
+    assert fwd["change"] > 1.0 and len(fwd["pair_ratios"]) == 3 and fwd["low"] > 0
+    # pairs in the Thue-Morse order: AB BA BA, each process timed and its contention measured
+    sides = [p["side"][0] for p in res["processes"]]
+    assert "".join(sides) == "bccbcb"
+    assert all(p["status"] == "ok" and p["wall_s"] > 0 and p["foreign_cpu_cores"] is not None
+               for p in res["processes"])
+    assert res["exit_code"] == 1 and res["counts"]["regression"] >= 1
+    # the pull-request markdown names both revisions, the machine and the processes
+    md = (tmp_path / "pr.md").read_text()
+    assert md == (out / "ab.md").read_text()
+    assert md.startswith("### diffbench A/B: ")
+    for text in (repo["shas"]["c1"][:10], repo["shas"]["c2"][:10], "**regression**",
+                 "| `test_unet_forward[torch]` |", "pairs run", "3 of 3", "contention",
+                 "machine", "<details>"):
+        assert text in md, text
+    assert "diffbench A/B:" in proc.stdout and "test_unet_forward[torch]" in proc.stdout
+    html = (out / "ab.html").read_text()
+    assert "data:image/png;base64," in html and "Processes" in html
+    assert os.path.isfile(out / "pair_ratios.png")
+    assert len(glob.glob(str(out / "raw" / "*.json"))) == 6
+
+
+def test_working_tree_is_the_default_candidate_and_report_only_exits_0(repo, tmp_path):
+    """Uncommitted changes are measured and recorded as dirty; base = HEAD~1 (c1), so the
+    working tree carries c2's slowdown: a regression, but --report-only exits 0."""
+    before = temp_checkouts()
+    unet = os.path.join(repo["root"], "models", "pt", "unet.py")
+    original = open(unet).read()
+    try:
+        with open(unet, "a") as f:
+            f.write("# an uncommitted change\n")
+        out = tmp_path / "ab"
+        proc = ab(repo, "HEAD~1", "--pairs", "3", "--frameworks", "torch", "--report-only",
+                  out=out)
+    finally:
+        open(unet, "w").write(original)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "report-only" in proc.stdout
+    assert_nothing_left(repo, before)
+    res = load(out)
+    cand = res["candidate"]
+    assert cand["working_tree"] and cand["dirty"] and cand["changed"] == ["models/pt/unet.py"]
+    assert cand["sha"] == repo["shas"]["c2"]
+    assert any(r["verdict"] == "regression" for r in res["rows"])
+    assert "dirty: 1 changed file(s)" in (out / "ab.md").read_text()
+
+
+@pytest.mark.parametrize("case", ["not a checkout", "unknown revision", "no micro-suite",
+                                  "pairs 0", "threshold ambiguous", "unknown framework",
+                                  "out not empty"])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(repo, tmp_path, case):
+    before = temp_checkouts()
+    out = tmp_path / "ab"
+    args = {"unknown revision": ["no-such-branch"],
+            "no-micro-suite": [],
+            "no micro-suite": [repo["shas"]["c0"]],
+            "pairs 0": ["HEAD~1", "--pairs", "0"],
+            "threshold ambiguous": ["HEAD~1", "--threshold", "10"],
+            "unknown framework": ["HEAD~1", "--frameworks", "tensorflow"],
+            "out not empty": ["HEAD~1"]}.get(case, ["HEAD~1"])
+    where = repo
+    if case == "not a checkout":
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        copy_project(plain)
+        where = dict(repo, root=str(plain))
+    if case == "out not empty":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    proc = ab(where, *args, out=out)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    expect = {"not a checkout": "not a git checkout", "unknown revision": "no-such-branch",
+              "no micro-suite": "has no benchmarks/run_micro.py", "pairs 0": "--pairs",
+              "threshold ambiguous": "--threshold", "unknown framework": "tensorflow",
+              "out not empty": "not empty"}[case]
+    assert expect in lines[0]
+    assert_nothing_left(repo, before)
+    if case == "out not empty":
+        assert sorted(os.listdir(out)) == ["keep.txt"]
+    else:
+        assert not out.exists()
+
+
+def test_a_crashing_candidate_fails_the_gate_and_the_run_completes(repo, tmp_path):
+    """A candidate whose torch UNet cannot even be imported: every candidate process fails,
+    the base ones still run, the row says 'failed in candidate', exit 1, nothing left."""
+    before = temp_checkouts()
+    git(repo["root"], "checkout", "-q", "-b", "broken", repo["shas"]["c1"])
+    try:
+        unet = os.path.join(repo["root"], "models", "pt", "unet.py")
+        with open(unet, "a") as f:
+            f.write("\nraise RuntimeError('broken on purpose')\n")
+        broken = commit_all(repo["root"], "broken")
+    finally:
+        git(repo["root"], "checkout", "-q", repo["shas"]["c2"])
+    out = tmp_path / "ab"
+    proc = ab(repo, repo["shas"]["c1"], broken, "--pairs", "1", "--frameworks", "torch",
+              out=out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert_nothing_left(repo, before)
+    res = load(out)
+    status = {p["side"]: p["status"] for p in res["processes"]}
+    assert status == {"base": "ok", "candidate": "failed"}
+    assert res["rows"] and all(r["verdict"] == "failed in candidate" for r in res["rows"])
+    assert "failed in candidate" in proc.stdout
+
+
+def _benchmark_processes(path):
+    """Processes whose command line runs code from `path` (a worktree)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if path in cmd:
+            out.append((pid, cmd))
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_removes_worktrees_and_stops_the_benchmark(repo, tmp_path, sig):
+    before = temp_checkouts()
+    out = tmp_path / "ab"
+    argv = [sys.executable, os.path.join(repo["root"], "harness.py"), "ab", "HEAD~1", "HEAD",
+            "--out", str(out), "--pairs", "3", "--frameworks", "torch", *MICRO,
+            "--micro-config", repo["micro_config"]]
+    p = subprocess.Popen(argv, cwd=repo["root"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    # wait until a benchmark process is running inside a temporary worktree
+    deadline = time.time() + 300
+    worktree = None
+    while time.time() < deadline and worktree is None and p.poll() is None:
+        new = temp_checkouts() - before
+        for d in new:
+            if _benchmark_processes(d):
+                worktree = d
+        time.sleep(0.2)
+    assert worktree, "no benchmark process started in a worktree"
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr
+    assert_nothing_left(repo, before)
+    time.sleep(0.5)
+    assert not _benchmark_processes(worktree)
+    assert load(out)["interrupted"] is True
