@@ -4,14 +4,21 @@ PY     := $(VENV)/bin/python
 CONFIG ?= configs/quick.yaml
 ARGS   ?=
 
-# make regress: the pytest-benchmark micro-suite vs a stored baseline (docs/REGRESSION.md).
+# make regress: the A/B gate (docs/REGRESSION.md): revision BASE (default HEAD) against
+# CANDIDATE (default: the working tree), both measured here and now, in interleaved pairs of
+# processes. AB_ARGS adds options, e.g. AB_ARGS="--pairs 12 --report-only".
+BASE      ?= HEAD
+CANDIDATE ?=
+AB_ARGS   ?=
+
+# make regress-stored: the micro-suite against a baseline JSON stored earlier on this machine.
 MACHINE      = $(shell $(PY) -m bench.measure.calibrate --machine-id)
 BASELINE    ?= baselines/micro-$(MACHINE).json
 MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.
 REGRESS_ARGS ?= --threshold 25%
 
-.PHONY: setup bench test parity report regress regress-baseline clean
+.PHONY: setup bench test parity report regress regress-stored regress-baseline clean
 
 setup:
 	@VENV=$(VENV) bash tools/setup.sh
@@ -35,6 +42,9 @@ parity: setup
 	$(PY) -m models.parity check
 
 regress: setup
+	$(PY) harness.py ab $(BASE) $(CANDIDATE) $(AB_ARGS)
+
+regress-stored: setup
 	@mkdir -p results
 	$(PY) benchmarks/run_micro.py --out $(MICRO_OUT)
 	@test -f "$(BASELINE)" || { echo "no baseline $(BASELINE): run 'make regress-baseline' on a quiet machine or pass BASELINE=file" >&2; exit 2; }
@@ -44,5 +54,7 @@ regress-baseline: setup
 	@mkdir -p baselines
 	$(PY) benchmarks/run_micro.py --out $(BASELINE)
 
+# Generated output only: reports/reference/ holds committed reference reports and stays.
 clean:
-	rm -rf results reports/*/ .pytest_cache
+	rm -rf results .pytest_cache
+	find reports -mindepth 1 -maxdepth 1 -type d ! -name reference -exec rm -rf {} +

@@ -2,7 +2,8 @@
 """Operating characteristics of the A/B gate (`harness.py ab`) on this machine, measured.
 
     python benchmarks/measure_ab.py --out-dir results/measure-ab [--null-runs 20]
-           [--runs 10] [--slowdowns 0.05 0.10 0.20] [--pairs 8] [--threshold 5%]
+           [--runs 10] [--slowdowns 0.05 0.10 0.20] [--runs-per-slowdown 10 10 10]
+           [--pairs 8] [--threshold 5%]
            [--alpha 0.05] [--frameworks torch jittor] [--rounds 15] [--summary-only]
 
 1. A throwaway clone of this repository's HEAD (`git clone --shared`, in --out-dir) gets one
@@ -233,6 +234,8 @@ def main(argv=None):
     ap.add_argument("--null-runs", type=int, default=20)
     ap.add_argument("--runs", type=int, default=10, help="gate runs per slowdown")
     ap.add_argument("--slowdowns", type=float, nargs="*", default=[0.05, 0.10, 0.20])
+    ap.add_argument("--runs-per-slowdown", type=int, nargs="*", default=None,
+                    help="gate runs for each of --slowdowns, in order (default: --runs each)")
     ap.add_argument("--pairs", type=int, default=None, help="default: the gate's default")
     ap.add_argument("--threshold", default="5%")
     ap.add_argument("--alpha", type=float, default=None)
@@ -263,7 +266,10 @@ def main(argv=None):
         branches[f"{s:.0%}"] = branch
         counts_by_kind[f"{s:.0%}"] = counts
     kinds = (["null"] if args.null_runs else []) + list(branches)
-    todo = {"null": args.null_runs, **{k: args.runs for k in branches}}
+    per = args.runs_per_slowdown or [args.runs] * len(args.slowdowns)
+    if len(per) != len(args.slowdowns):
+        ap.error("--runs-per-slowdown: give one count per --slowdowns value")
+    todo = {"null": args.null_runs, **dict(zip(branches, per))}
     runs = {k: [] for k in kinds}
     for i in range(max(todo.values(), default=0)):
         for kind in kinds:
