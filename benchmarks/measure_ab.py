@@ -190,6 +190,48 @@ def summarise(runs, args, counts_by_kind, cost):
     return out
 
 
+def pair_noise(null_results, pairs):
+    """Per benchmark: the SD of a pair's log ratio on unchanged code, the position effect
+    removed (residuals from each order's mean, pooled over the null gate runs)."""
+    import numpy as np
+
+    from bench.gate.ab import SIDES
+    from bench.run.matrix import balanced_order
+
+    first = np.array([o[0] == "candidate" for o in balanced_order(SIDES, pairs)])
+    ss, df = {}, {}
+    for res in null_results:
+        for r in res["rows"]:
+            logs = np.log(np.array([np.nan if v is None else v for v in r["pair_ratios"]],
+                                   dtype=float))
+            if logs.size != first.size:
+                continue
+            for flag in (True, False):
+                x = logs[(first == flag) & np.isfinite(logs)]
+                if x.size >= 2:
+                    ss[r["cell"]] = ss.get(r["cell"], 0.0) + float(((x - x.mean()) ** 2).sum())
+                    df[r["cell"]] = df.get(r["cell"], 0) + x.size - 1
+    return {k: math.sqrt(ss[k] / df[k]) for k in ss if df[k]}
+
+
+def predicted_detection(sd, pairs, change, threshold, alpha):
+    """P(the gate calls a true `change` a regression) at `pairs` pairs, per-pair log SD `sd`:
+    the estimate must exceed the threshold and its t statistic the critical value (normal
+    approximation of the estimate; the t quantile keeps the small-sample price)."""
+    from scipy import stats
+
+    se = sd / math.sqrt(pairs)       # crossover: sqrt(1/4 (1/n1 + 1/n2)) = 1/sqrt(n)
+    need = max(math.log1p(threshold), stats.t.ppf(1 - alpha / 2, pairs - 2) * se)
+    return float(1 - stats.norm.cdf((need - math.log1p(change)) / se))
+
+
+def pairs_needed(sd, change, threshold, alpha, power=0.95, most=200):
+    for n in range(4, most + 1, 2):
+        if predicted_detection(sd, n, change, threshold, alpha) >= power:
+            return n
+    return None
+
+
 def markdown(summary):
     s = summary["settings"]
     lines = [f"A/B gate, {s['pairs']} pairs x {s['rounds']} rounds, threshold {s['threshold']}, "
@@ -219,6 +261,20 @@ def markdown(summary):
             cells.append(f"{tc}, {b['regression']}/{b['runs']}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    pred = summary.get("prediction")
+    if pred:
+        spp = summary["seconds_per_pair"]
+        lines += ["Predicted from the null runs' pair noise (position effect removed): "
+                  f"one pair of both frameworks takes {spp:.0f} s.", "",
+                  "| benchmark | pair SD (log) | P(catch 10%) at these pairs | pairs for 95% at "
+                  "10% | pairs for 95% at 20% |", "|---|---:|---:|---:|---:|"]
+        for name, p in pred.items():
+            n10, n20 = p["pairs_for_95pct_at_10pct"], p["pairs_for_95pct_at_20pct"]
+            lines.append(f"| `{name}` | {p['pair_log_sd']:.3f} | "
+                         f"{p['p_detect_10pct_at_default']:.0%} | "
+                         f"{n10 if n10 else '> 200'} ({(n10 or 0) * spp / 60:.0f} min) | "
+                         f"{n20 if n20 else '> 200'} ({(n20 or 0) * spp / 60:.0f} min) |")
+        lines.append("")
     for k in kinds:
         kd = summary["kinds"][k]
         lines.append(f"- {k}: extra convolutions {kd['extra_convs']}; {kd['runs_with_regression']}"
@@ -276,11 +332,31 @@ def main(argv=None):
             if i >= todo[kind]:
                 continue
             out = os.path.join(out_dir, f"run{i:02d}-{kind.rstrip('%')}")
-            if args.summary_only and not os.path.isfile(os.path.join(out, "ab.json")):
+            if args.summary_only:
+                done = os.path.join(out, "ab.json")
+                if os.path.isfile(done):
+                    with open(done) as f:
+                        res = json.load(f)
+                    if not res.get("interrupted"):
+                        runs[kind].append(res)
                 continue
             runs[kind].append(gate_run(clone, out, "HEAD",
                                        "HEAD" if kind == "null" else branches[kind], args))
     summary = summarise(runs, args, counts_by_kind, cost)
+    if runs.get("null"):
+        thr = float(args.threshold.rstrip("%")) / 100 if args.threshold.endswith("%") \
+            else float(args.threshold)
+        noise = pair_noise(runs["null"], args.pairs)
+        null = summary["kinds"]["null"]
+        per_pair_s = null["wall_s_median"] / args.pairs
+        summary["prediction"] = {
+            name: {"pair_log_sd": sd,
+                   "p_detect_10pct_at_default": predicted_detection(sd, args.pairs, 0.10, thr,
+                                                                    args.alpha),
+                   "pairs_for_95pct_at_10pct": pairs_needed(sd, 0.10, thr, args.alpha),
+                   "pairs_for_95pct_at_20pct": pairs_needed(sd, 0.20, thr, args.alpha)}
+            for name, sd in noise.items()}
+        summary["seconds_per_pair"] = per_pair_s
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     text = markdown(summary)
