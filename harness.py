@@ -302,11 +302,11 @@ def cmd_fid(args):
 # ---------------------------------------------------------------------------- sample / parity
 
 def add_sample(sub):
+    # Its arguments belong to bench.tasks.sample (main() hands them over untouched, -h too).
     p = sub.add_parser("sample", help="sample from a checkpoint: grid, denoise GIF, "
-                       "progressive x0, interpolation (see python -m bench.tasks.sample -h)",
+                       "progressive x0, interpolation (harness.py sample -h)",
                        add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_sample)
+    p.set_defaults(func=cmd_sample, rest=[])
 
 
 def cmd_sample(args):
@@ -321,13 +321,27 @@ def add_parity(sub):
     p = sub.add_parser("parity", help="prove torch and jittor compute the same model "
                        "(fresh random case, every error vs its tolerance)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", help="check this config's model, diffusion and optimiser "
+                   "(default: a tiny model); the verdict is recorded in results/parity/ and "
+                   "shown in the headline of every report with these settings")
     p.set_defaults(func=cmd_parity)
 
 
 def cmd_parity(args):
     from models.parity import main as parity_main
 
-    return parity_main(["check", "--seed", str(args.seed)])
+    argv = ["check", "--seed", str(args.seed)]
+    if args.config:
+        from bench.run import config as C
+
+        try:
+            cfg = C.load_config(args.config, check_paths=False)
+            unet, diffusion, optim = C.build_specs(cfg)
+        except C.ConfigError as e:
+            raise BadInput(str(e)) from None
+        argv += ["--specs", json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
+                                        "optim": optim.to_dict()})]
+    return parity_main(argv)
 
 
 # -------------------------------------------------------------------------------------- main
@@ -361,12 +375,16 @@ def main(argv=None):
     if argv[:1] == ["ab"] and "--" in argv:  # ab: what follows -- goes to the micro-suite
         i = argv.index("--")
         argv, passthrough = argv[:i], argv[i + 1:]
+    elif argv[:1] == ["sample"]:  # sample: every argument (-h included) goes to its module
+        argv, passthrough = argv[:1], argv[1:]
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:  # argparse: usage errors are bad input too
         return EXIT_BAD_INPUT if e.code not in (0, None) else EXIT_OK
     if args.command == "ab":
         args.micro_args = passthrough
+    elif args.command == "sample":
+        args.rest = passthrough
     try:
         return args.func(args)
     except BadInput as e:

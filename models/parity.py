@@ -153,15 +153,83 @@ def run_in_subprocess(framework, case_path, out_path):
     return _load(out_path)
 
 
-def check(frameworks=("torch", "jittor"), seed=0, workdir=None):
-    """Make a case, run it in each framework's own process, return (outputs, worst errors)."""
+def check(frameworks=("torch", "jittor"), seed=0, workdir=None, specs=None):
+    """Make a case, run it in each framework's own process, return (outputs, worst errors).
+    specs: (UNetSpec, DiffusionSpec, OptimSpec) to check instead of the tiny default."""
     workdir = workdir or tempfile.mkdtemp(prefix="diffbench-parity-")
     case_path = os.path.join(workdir, "case.npz")
-    _save(case_path, make_case(seed))
+    unet, diffusion, optim = specs or (TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
+    _save(case_path, make_case(seed, unet, diffusion, optim))
     outs = {fw: run_in_subprocess(fw, case_path, os.path.join(workdir, f"{fw}.npz"))
             for fw in frameworks}
     ref = outs[frameworks[0]]
     return outs, {fw: compare(outs[fw], ref) for fw in frameworks[1:]}
+
+
+# Where `check` records its verdicts, one file per settings (the report's headline reads the
+# one for its run's model, diffusion and optimiser): results/parity/<settings key>.json.
+# DIFFBENCH_PARITY_DIR moves it (the tests keep their records out of the checkout).
+DEFAULT_RECORD_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                  "results", "parity")
+
+
+def record_dir():
+    return os.environ.get("DIFFBENCH_PARITY_DIR") or DEFAULT_RECORD_DIR
+
+
+def settings_key(unet, diffusion, optim):
+    """A short hash of the settings a parity case depends on."""
+    import hashlib
+
+    text = json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
+                       "optim": optim.to_dict()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_path(unet, diffusion, optim, folder=None):
+    return os.path.join(folder or record_dir(),
+                        f"parity-{settings_key(unet, diffusion, optim)}.json")
+
+
+def verdicts(errors):
+    """{framework: {category: {error, tensor, tolerance, ok}}} and whether all are ok."""
+    out, passed = {}, True
+    for fw, worst in errors.items():
+        out[fw] = {}
+        for cat, (err, key) in sorted(worst.items()):
+            tol = TOLERANCES.get(cat)
+            ok = tol is None or err <= tol
+            passed &= ok
+            out[fw][cat] = {"error": err, "tensor": key, "tolerance": tol, "ok": ok}
+    return out, passed
+
+
+def write_record(path, specs, seed, errors):
+    """The verdicts of one check, written atomically; returns the record."""
+    from datetime import datetime, timezone
+
+    unet, diffusion, optim = specs
+    table, passed = verdicts(errors)
+    rec = {"settings_key": settings_key(unet, diffusion, optim), "seed": seed,
+           "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "passed": passed, "reference": "torch", "errors": table,
+           "specs": {"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
+                     "optim": optim.to_dict()}}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(rec, f, indent=2)
+    os.replace(tmp, path)
+    return rec
+
+
+def read_record(unet, diffusion, optim, folder=None):
+    """The last recorded check for these settings, or None."""
+    try:
+        with open(record_path(unet, diffusion, optim, folder)) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def main(argv=None):
@@ -178,6 +246,11 @@ def main(argv=None):
     d.add_argument("--forward", action="store_true")
     c = sub.add_parser("check", help="run a fresh case in torch and jittor and compare")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--specs", help="JSON {unet, diffusion, optim} to check instead of the "
+                   "tiny default (harness.py parity --config builds it from a config)")
+    c.add_argument("--record-dir", default=None,
+                   help="where the verdict is recorded (default results/parity/, or "
+                        "$DIFFBENCH_PARITY_DIR)")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         _save(args.out, run_case(args.framework, _load(args.case)))
@@ -185,17 +258,20 @@ def main(argv=None):
     if args.cmd == "describe":
         print(json.dumps(describe(args.framework, UNetSpec(**json.loads(args.unet)), args.forward)))
         return 0
-    _, errors = check(seed=args.seed)
-    failed = False
-    for fw, worst in errors.items():
+    specs = (TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
+    if args.specs:
+        d = json.loads(args.specs)
+        specs = (UNetSpec(**d["unet"]), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
+    _, errors = check(seed=args.seed, specs=specs)
+    rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors)
+    for fw, table in rec["errors"].items():
         print(f"{fw} vs torch (relative error ||a-b||/||b||, worst tensor per category):")
-        for cat, (err, key) in sorted(worst.items()):
-            tol = TOLERANCES.get(cat)
-            ok = tol is None or err <= tol
-            failed |= not ok
-            print(f"  {cat:20s} {err:10.3e}  tol {tol if tol else '-':>8}  "
-                  f"{'ok' if ok else 'FAIL'}  ({key})")
-    return 1 if failed else 0
+        for cat, v in table.items():
+            tol = v["tolerance"]
+            print(f"  {cat:20s} {v['error']:10.3e}  tol {tol if tol else '-':>8}  "
+                  f"{'ok' if v['ok'] else 'FAIL'}  ({v['tensor']})")
+    print(f"recorded: {record_path(*specs, args.record_dir)}")
+    return 0 if rec["passed"] else 1
 
 
 if __name__ == "__main__":

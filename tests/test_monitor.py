@@ -77,3 +77,59 @@ def test_summarize_energy_per_epoch_and_image():
     assert out["energy_j_per_epoch"] == pytest.approx([2000.0, 2000.0])
     assert out["energy_j_per_image"] == pytest.approx(25.0)
     assert out["rss_peak_bytes_monitor"] == 30 and out["power_w_peak"] == 200.0
+
+
+# A "worker" that, like Jittor compiling its kernels, keeps starting short-lived busy
+# children (~0.15 s of CPU each, most of them born and reaped between two samples) and
+# waits for each; it burns no CPU itself.
+COMPILER_LIKE = textwrap.dedent("""
+    import subprocess, sys, time
+    burn = "import time\\nt0 = time.process_time()\\nwhile time.process_time() - t0 < 0.15: pass"
+    t0 = time.time()
+    while time.time() - t0 < 2.5:
+        subprocess.run([sys.executable, "-c", burn])
+""")
+# Someone else's job: a busy loop outside the monitored tree.
+COMPETITOR = "import time\nt0 = time.time()\nwhile time.time() - t0 < 4: pass"
+
+
+def _monitored(tmp_path, code, competitor=False):
+    path = tmp_path / "monitor.jsonl"
+    other = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if competitor else None
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        with M.Monitor(proc.pid, str(path), interval_s=0.25, use_gpu=False):
+            proc.wait(timeout=60)
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+    recs, _ = read_records(str(path))
+    return recs
+
+
+def test_short_lived_children_count_as_the_cell_not_as_other_processes(tmp_path):
+    """Their CPU is the cell's (reaped children's times), so the machine is not 'busy'."""
+    recs = _monitored(tmp_path, COMPILER_LIKE)
+    out = M.summarize(recs)
+    # the children kept about one core busy, and that is attributed to the cell
+    assert out["cpu_percent_mean"] > 60, recs
+    assert out["others_cpu_percent_mean"] < 20, recs  # runner flags > 20 as busy
+
+
+def test_a_real_competing_process_is_counted_as_other_processes(tmp_path):
+    recs = _monitored(tmp_path, COMPILER_LIKE, competitor=True)
+    assert M.summarize(recs)["others_cpu_percent_mean"] > 50, recs
+
+
+def test_contention_is_judged_over_the_measured_phase_only():
+    # other processes busy during the first 5 s (compile), quiet while measuring (5-10 s)
+    samples = [{"t_wall": float(t), "cpu_percent": 100.0, "rss_bytes": 1,
+                "host_cpu_percent": 190.0 if t <= 5 else 100.0} for t in range(11)]
+    whole = M.summarize(samples)
+    assert whole["others_cpu_percent_mean"] > 20 and whole["others_cpu_scope"] == "whole cell"
+    measured = M.summarize(samples, measured=(5.0, 10.0))
+    assert measured["others_cpu_percent_mean"] == 0.0
+    assert measured["others_cpu_scope"] == "measured phase"
+    # a measured span with no sample inside falls back to the whole cell, and says so
+    assert M.summarize(samples, measured=(5.2, 5.4))["others_cpu_scope"] == "whole cell"

@@ -486,3 +486,77 @@ def test_screenshot_in_headless_chromium(tmp_path):
     from matplotlib.image import imread
     pixels = imread(out)[:, :, :3].reshape(-1, 3)
     assert len(np.unique((pixels[::97] * 255).astype(int), axis=0)) > 50
+
+
+# ---------------------------------------------------------------- headline (the answer first)
+
+def test_headline_comes_first_with_the_key_ratios_and_a_verdict(tmp_path):
+    _, _, md, html_text = _report(tmp_path, replicates=4, failed=False)
+    assert md.index("## Headline") < md.index("## Overview") < md.index("## Training")
+    header, rows = _md_table_after(md, "## Headline")
+    assert header[:3] == ["quantity", "framework", "verdict"]
+    by_q = {r[0]: r for r in rows}
+    step = by_q["training step time"]
+    # the fixture's jittor step is ~3.7x torch's: slower, with an interval over 4/4 processes
+    assert step[1] == "jittor" and step[2] == "slower" and "n=4/4" in step[3]
+    assert 3.0 < _number(step[3]) < 4.5
+    assert by_q["training images/s"][2] == "slower" and _number(by_q["training images/s"][3]) < 1
+    samplers = [q for q in by_q if q.startswith("sampling time per step")]
+    assert len(samplers) == 4 and any("DDPM-1000" in q for q in samplers)
+    assert "peak host RSS (training)" in by_q      # no GPU: host memory
+    intro = md.split("## Headline", 1)[1].split("|", 1)[0]
+    assert "jittor" in intro and "training step takes" in intro and "95% CI" in intro
+    # the fixture's config describes no model: parity cannot be looked up, and says so
+    assert "Same model? Parity: not checked" in md
+    assert "Headline" in html_text
+
+
+def test_headline_says_when_there_is_no_interval(tmp_path):
+    _, _, md, _ = _report(tmp_path, failed=False)   # one process per framework
+    _, rows = _md_table_after(md, "## Headline")
+    step = {r[0]: r for r in rows}["training step time"]
+    assert step[2] == "unclear" and "no interval" in step[3]
+
+
+def test_environment_is_a_compact_summary_with_the_manifest_folded(tmp_path):
+    _, _, md, html_text = _report(tmp_path, failed=False)
+    header, rows = _md_table_after(md, "## Environment")
+    facts = {r[0]: r[1] for r in rows}
+    assert set(facts) >= {"device", "CPU", "frameworks", "threads", "git", "started"}
+    assert facts["git"] == "deadbeef" and facts["started"] == "2026-09-21T12:00:00+0000"
+    assert "Test CPU" in facts["CPU"] and "torch on cpu" in facts["frameworks"]
+    assert "<details><summary>Full manifest" in html_text
+
+
+def test_headline_shows_the_recorded_parity_check_for_these_settings(tmp_path, monkeypatch):
+    """A real `harness.py parity --config` run records its verdict; a report of a run with
+    the same model, diffusion and optimiser settings shows it, another does not."""
+    import yaml
+
+    from bench.run.config import load_config
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "name": "tiny", "model": {"image_size": 8, "in_channels": 1, "base_channels": 8,
+                                  "ch_mult": [1, 2], "num_res_blocks": 1,
+                                  "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 4},
+        "diffusion": {"timesteps": 50}}))
+    parity_dir = tmp_path / "parity"
+    env = dict(os.environ, DIFFBENCH_PARITY_DIR=str(parity_dir))
+    proc = subprocess.run([sys.executable, str(REPO / "harness.py"), "parity", "--config",
+                           str(cfg_path)], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "recorded:" in proc.stdout and len(list(parity_dir.glob("parity-*.json"))) == 1
+    run_dir = make_run(tmp_path, failed=False)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["config"] = load_config(str(cfg_path), check_paths=False)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("DIFFBENCH_PARITY_DIR", str(parity_dir))
+    md = write_report(run_dir, tmp_path / "r1")["markdown"].read_text()
+    line = next(ln for ln in md.splitlines() if "Same model? Parity:" in ln)
+    assert "passed: jittor vs torch" in line and "forward" in line and "(≤ 0.0001)" in line
+    manifest["config"]["diffusion"]["timesteps"] = 60   # other settings: not checked
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    md = write_report(run_dir, tmp_path / "r2")["markdown"].read_text()
+    assert "Parity: not checked for these settings" in md and "tiny.yaml" not in md

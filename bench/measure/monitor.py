@@ -12,6 +12,7 @@ over 1/6-1 s, so intervals below MIN_INTERVAL_S would only repeat values.
 """
 import os
 import threading
+import time
 
 import numpy as np
 import psutil
@@ -93,28 +94,50 @@ def open_nvml(use_gpu=True):
 
 
 class ProcessTree:
-    """CPU% and RSS of a process and its descendants. Process objects are kept between samples
-    because psutil's cpu_percent is the CPU time used since the previous call on that object."""
+    """CPU% and RSS of a process and its descendants.
+
+    CPU is the tree's *cumulative* CPU time, differenced between samples: for every live
+    process of the tree its own user+system time plus the time of the children it has reaped
+    (children_user/children_system, which the kernel adds to the reaper when a child exits).
+    A child that lives and dies between two samples - Jittor's compiler processes, a few
+    hundred ms each - is therefore still counted as the cell's own CPU, instead of showing up
+    as "other processes" in the machine-wide figure (which once flagged every Jittor cell on a
+    fresh cache as run on a busy machine)."""
 
     def __init__(self, pid):
         self.root = psutil.Process(pid)
         self.procs = {}
+        self._last = (time.monotonic(), self._cpu_s([self.root]))
+
+    def _cpu_s(self, procs):
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
 
     def sample(self):
         try:
             current = [self.root] + self.root.children(recursive=True)
         except psutil.NoSuchProcess:
             return None
-        cpu, rss, pids = 0.0, 0, set()
+        rss, pids, live = 0, set(), []
         for p in current:
             proc = self.procs.setdefault(p.pid, p)
             try:
-                with proc.oneshot():
-                    cpu += proc.cpu_percent(None)
-                    rss += proc.memory_info().rss
+                rss += proc.memory_info().rss
                 pids.add(p.pid)
+                live.append(proc)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 self.procs.pop(p.pid, None)
+        now, cpu_s = time.monotonic(), self._cpu_s(live)
+        t0, cpu0 = self._last
+        self._last = (now, cpu_s)
+        # A descendant reaped by a process outside the tree takes its time along: never < 0.
+        cpu = max(0.0, (cpu_s - cpu0) / (now - t0) * 100.0) if now > t0 else 0.0
         return {"cpu_percent": cpu, "rss_bytes": rss, "num_procs": len(pids)}, pids
 
 
@@ -204,20 +227,30 @@ def energy_between(samples, t0, t1):
     return float(trapezoid(np.interp(grid, ts, vs), grid))
 
 
-def summarize(samples, epochs=(), images_measured=None, t_span=None):
-    """Monitor metrics for a cell summary: CPU/RSS always, GPU fields and energy when present."""
+def summarize(samples, epochs=(), images_measured=None, t_span=None, measured=None):
+    """Monitor metrics for a cell summary: CPU/RSS always, GPU fields and energy when present.
+
+    measured: (t0, t1), the wall-clock span of the cell's measured steps/chains. Contention
+    (others_cpu_percent_mean) is judged over the samples inside it: what other processes did
+    while compile and warm-up ran does not touch the medians, so it must not flag them."""
     out = {"monitor_samples": len(samples)}
     if not samples:
         return out
     cpu = np.array([s["cpu_percent"] for s in samples], dtype=float)
     out["cpu_percent_mean"] = float(cpu[1:].mean() if len(cpu) > 1 else cpu.mean())
     out["rss_peak_bytes_monitor"] = int(max(s["rss_bytes"] for s in samples))
-    host = [(s["host_cpu_percent"], s["cpu_percent"]) for s in samples[1:]
+    host = [(s["t_wall"], s["host_cpu_percent"], s["cpu_percent"]) for s in samples[1:]
             if s.get("host_cpu_percent") is not None]
+    scope = "whole cell"
+    if measured is not None:
+        inside = [h for h in host if measured[0] < h[0] <= measured[1]]
+        if inside:
+            host, scope = inside, "measured phase"
     if host:
         # CPU that other processes used while the cell ran (100 = one core): > ~20 means the
         # numbers were taken on a busy machine and are not to be trusted.
-        out["others_cpu_percent_mean"] = float(np.mean([max(0.0, h - c) for h, c in host]))
+        out["others_cpu_percent_mean"] = float(np.mean([max(0.0, h - c) for _, h, c in host]))
+        out["others_cpu_scope"] = scope
     for key, name in (("gpu_util_percent", "gpu_util_percent_mean"),):
         vals = [s[key] for s in samples if s.get(key) is not None]
         if vals:

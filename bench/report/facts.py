@@ -3,7 +3,6 @@ cell, the environment, the cells and their processes, and what failed.
 
 Same conventions as bench/report/tables.py (the timing tables), whose helpers these share.
 """
-import json
 
 import pandas as pd
 
@@ -70,31 +69,32 @@ def memory_table(run: RunData) -> fmt.Table | None:
 
 # ---------------------------------------------------------------- environment, cells, failures
 
-def _flatten(d, prefix="") -> list:
-    out = []
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += _flatten(v, key + ".")
-        elif isinstance(v, (list, tuple)):
-            out.append((key, ", ".join(json.dumps(x) if isinstance(x, (dict, list)) else str(x)
-                                       for x in v)))
-        elif k.endswith("_bytes") and fmt.is_num(v):
-            out.append((key, f"{int(v):,} ({float(v) / 1024 ** 3:.1f} GiB)"))
-        else:
-            out.append((key, fmt.DASH if v is None else str(v)))
-    return out
-
-
-# Top-level manifest keys that are not "environment" facts and get their own blocks.
-_NOT_ENV = {"config", "cells"}
-
-
-def environment_table(run: RunData) -> fmt.Table | None:
-    if not run.manifest:
+def environment_summary(run: RunData) -> fmt.Table | None:
+    """What a reader needs to place the numbers: device, CPU, frameworks, threads, git, time."""
+    m = run.manifest
+    if not m:
         return None
-    pairs = _flatten({k: v for k, v in run.manifest.items() if k not in _NOT_ENV})
-    return fmt.Table(["key", "value"], [list(p) for p in pairs], numeric=False)
+    host, gpu, git = m.get("host") or {}, m.get("gpu") or {}, m.get("git") or {}
+    devices = [d.get("name") for d in gpu.get("devices") or [] if d.get("name")]
+    device = ", ".join(devices) if devices else f"CPU only ({gpu.get('reason') or 'no GPU'})"
+    if devices and gpu.get("driver"):
+        device += f" (driver {gpu['driver']}, CUDA {gpu.get('cuda_driver', '?')})"
+    cpu = f"{host.get('cpu_model') or fmt.DASH}, {host.get('cpu_count_usable', '?')} usable " \
+          f"of {host.get('cpu_count_logical', '?')} CPUs"
+    fws = []
+    for fw, v in (m.get("frameworks") or {}).items():
+        if isinstance(v, dict):
+            ver = ", ".join(f"{k} {x}" for k, x in v.items() if k not in ("framework", "device"))
+            fws.append(f"{fw} on {v.get('device', '?')}: {ver}")
+    sha = git.get("sha")
+    rows = [["device", device], ["CPU", cpu],
+            ["frameworks", "; ".join(fws) or fmt.DASH],
+            ["threads", str(m.get("threads", fmt.DASH))],
+            ["git", (f"{sha[:12]}{' (dirty: uncommitted changes)' if git.get('dirty') else ''}"
+                     if sha else fmt.DASH)],
+            ["started", str(m.get("created_iso") or fmt.DASH)],
+            ["python", f"{host.get('python', fmt.DASH)} ({host.get('platform', fmt.DASH)})"]]
+    return fmt.Table(["", ""], rows, numeric=False)
 
 
 def frameworks_table(run: RunData) -> fmt.Table | None:

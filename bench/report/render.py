@@ -9,6 +9,7 @@ import jinja2
 import yaml
 
 from bench.report import facts, fmt, plots, tables
+from bench.report.headline import headline
 from bench.report.load import ReportInputError, RunData, first_replicate, load_run
 from bench.stats.replicates import MIN_REPLICATES
 
@@ -31,7 +32,8 @@ def _safe(name: str) -> str:
 # ---------------------------------------------------------------- sections
 
 def build_sections(run: RunData, out_dir: Path, baseline: str) -> list:
-    return [overview(run), environment(run), training(run, out_dir, baseline),
+    return [headline(run, baseline), overview(run), environment(run),
+            training(run, out_dir, baseline),
             sampling(run, out_dir, baseline), resources(run, out_dir),
             quality(run, out_dir), failures(run)]
 
@@ -76,9 +78,14 @@ def replication_note(run: RunData) -> str:
 
 def environment(run: RunData) -> fmt.Section:
     s = fmt.Section("Environment", "environment")
-    t = facts.environment_table(run)
+    t = facts.environment_summary(run)
     if t:
         s.blocks.append(t)
+        # config and processes have blocks of their own (the config below, the cells above)
+        full = {k: v for k, v in run.manifest.items() if k not in ("config", "cells")}
+        s.blocks.append(fmt.Code(json.dumps(full, indent=2, default=str),
+                                 summary="Full manifest (manifest.json without config and "
+                                         "processes)"))
     else:
         s.blocks.append(fmt.Note("manifest.json is missing or unreadable: the environment of "
                                  "this run is unknown."))

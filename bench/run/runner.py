@@ -266,13 +266,25 @@ def run_cell(run_dir, cfg, cell, progress):
         samples, _ = res.read_records(os.path.join(d, res.MONITOR))
         epochs = [r for r in events if r.get("type") == "epoch"]
         epochs = [dict(e, t_wall=e["t_start"] + e["time_s"]) for e in epochs]
-        summary["metrics"].update(monitor_summary(samples, epochs))
+        summary["metrics"].update(monitor_summary(samples, epochs,
+                                                  measured=measured_span(events)))
         summary["metrics"].update({"gpu": "absent", "gpu_reason": mon.gpu_status.get("reason")}
                                   if mon.gpu_status["gpu"] == "absent"
                                   else {"gpu": "present", "gpu_name": mon.gpu_status["name"]})
     res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
     progress.cell_end(cell.unit_id, summary["status"], wall_s)
     return summary
+
+
+def measured_span(events):
+    """(t0, t1) wall clock of a cell's measured steps and chains (None if it had none):
+    records carry their end time (t_wall) and duration (wall_s / time_s)."""
+    spans = [(r["t_wall"] - (r.get("wall_s") or r.get("time_s") or 0.0), r["t_wall"])
+             for r in events if r.get("type") in ("step", "sample")
+             and r.get("phase") == "measure" and r.get("t_wall") is not None]
+    if not spans:
+        return None
+    return min(a for a, _ in spans), max(b for _, b in spans)
 
 
 def _failed(cell, status, error, started, stderr_path):

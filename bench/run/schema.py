@@ -169,7 +169,9 @@ SCHEMA = {
                               minimum=1),
     },
     "sample": {
-        "runs": Field("runs", [{"sampler": "ddim", "steps": [10], "eta": 0.0}],
+        # every key of RUN_SCHEMA spelled out: a config without sample.runs gets this whole
+        "runs": Field("runs", [{"sampler": "ddim", "steps": [10], "eta": 0.0,
+                                "skip": "uniform", "variance": None}],
                       "list of sampler settings, each {sampler, steps, eta, skip, variance}"),
         "batch_sizes": Field("list", [8], "batch sizes to time every run at", scalar_ok=True,
                              unique=True,

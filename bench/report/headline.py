@@ -1,0 +1,173 @@
+"""The report's first section: who is faster, by how much, and is it still the same model.
+
+A reader opens a report for that answer; the full tables follow. The numbers here are the
+same as in the tables below (bench/report/tables.py, over processes), picked and phrased.
+"""
+import math
+
+from bench.report import fmt
+from bench.report.load import RunData
+from bench.report.tables import (_key, sampling_metrics, training_metrics, training_ratios,
+                                 has_gpu)
+from bench.stats.replicates import ratio_of_replicates
+
+# (label, metric column of training_metrics, higher is better?)
+TRAINING_KEYS = [("training step time", "wall_s_median", False),
+                 ("training images/s", "images_per_s_median", True)]
+MEMORY_KEYS = [("peak device memory", "device_peak_bytes"),
+               ("peak host RSS", "host_peak_rss_bytes")]
+
+
+def _sampler_label(r) -> str:
+    name = str(r.get("sampler", "?")).upper()
+    steps = _key(r.get("steps"))
+    extra = []
+    if str(r.get("sampler")) == "ddim" and str(r.get("eta", fmt.DASH)) != fmt.DASH:
+        extra.append(f"η={_key(r.get('eta'))}")
+    extra.append(f"batch {_key(r.get('batch_size'))}")
+    return f"sampling time per step, {name}-{steps} ({', '.join(extra)})"
+
+
+def key_ratios(run: RunData, baseline: str) -> list:
+    """[(quantity, framework, Ratio, higher_is_better)] for every non-baseline framework."""
+    out = []
+    metrics = training_metrics(run)
+    if not metrics.empty:
+        ratios = training_ratios(metrics, baseline)
+        gpu = has_gpu(run)
+        for _, row in metrics.iterrows():
+            if row["framework"] == baseline:
+                continue
+            for label, metric, better_high in TRAINING_KEYS:
+                r = ratios.get((row["cell"], metric))
+                if r is not None:
+                    out.append((_with_variant(label, row), row["framework"], r, better_high))
+            for label, metric in MEMORY_KEYS[0 if gpu else 1:]:
+                r = ratios.get((row["cell"], metric))
+                if r is not None and math.isfinite(r.value):
+                    out.append((_with_variant(f"{label} (training)", row), row["framework"], r,
+                                False))
+                    break
+    sm = sampling_metrics(run)
+    if not sm.empty:
+        keys = [k for k in ("sampler", "steps", "eta", "skip", "variance", "batch_size")
+                if k in sm]
+        for _, r in sm.iterrows():
+            if r["framework"] == baseline:
+                continue
+            base = sm[(sm["framework"] == baseline) & (sm[keys] == r[keys]).all(axis=1)]
+            if len(base):
+                ratio = ratio_of_replicates(r["time_groups"], base.iloc[0]["time_groups"])
+                out.append((_sampler_label(r), r["framework"], ratio, False))
+    return out
+
+
+def _with_variant(label, row):
+    v = str(row.get("variant") or "")
+    return f"{label} ({v})" if v and v != "nan" else label
+
+
+def _judged(r, higher_is_better):
+    """'slower' / 'faster' / 'no clear difference' from the interval (or 'unclear' without)."""
+    if not r.has_interval:
+        return "unclear"
+    if r.low <= 1.0 <= r.high:
+        return "no clear difference"
+    more = r.low > 1.0
+    if higher_is_better:
+        return "faster" if more else "slower"
+    return "slower" if more else "faster"
+
+
+def parity_verdict(run: RunData):
+    """(one line, the recorded check or None) for the run's model, diffusion and optimiser."""
+    from bench.run.config import ConfigError, build_specs
+    from models.parity import read_record
+
+    cfg = run.manifest.get("config")
+    if not cfg:
+        return "not checked (the run has no recorded config)", None
+    try:
+        unet, diffusion, optim = build_specs(cfg)
+    except (ConfigError, KeyError, TypeError):
+        return "not checked (the run's config does not describe a model)", None
+    rec = read_record(unet, diffusion, optim)
+    if rec is None:
+        argv = run.manifest.get("command") or []
+        name = next((a for a in argv if str(a).endswith((".yaml", ".yml"))), "CONFIG")
+        return (f"not checked for these settings (run `harness.py parity --config {name}`; "
+                "`make bench` does it first)"), None
+    worst = []
+    for fw, table in rec["errors"].items():
+        for cat in ("forward", "loss", "grad", "params_after_steps"):
+            v = table.get(cat)
+            if v:
+                worst.append(f"{cat} {v['error']:.1e} (≤ {v['tolerance']:g})")
+        verdict = "passed" if rec["passed"] else "FAILED"
+        return (f"{verdict}: {fw} vs {rec['reference']} on the same weights and inputs, "
+                f"relative errors {', '.join(worst)}; checked {rec['checked_at']}"), rec
+    return "not checked", rec
+
+
+def summary(run: RunData, baseline: str, ratios) -> str:
+    """Two or three generated sentences."""
+    if not ratios:
+        return ("Nothing to compare: this run has no second framework measured against "
+                f"{baseline} (or no measured cell).")
+    n = sorted({r.n for _, _, r, _ in ratios} | {r.n_baseline for _, _, r, _ in ratios})
+    device = _device(run)
+    parts = []
+    for fw in dict.fromkeys(f for _, f, _, _ in ratios):
+        mine = [(q, r, hb) for q, f, r, hb in ratios if f == fw]
+        train = [(q, r, hb) for q, r, hb in mine if q.startswith("training step time")]
+        samp = [(q, r, hb) for q, r, hb in mine if q.startswith("sampling")]
+        bits = []
+        for q, r, hb in train[:1]:
+            bits.append(f"its training step takes {r.value:.2f}× {baseline}'s time "
+                        f"({_judged(r, hb)}{_ci(r)})")
+        if samp:
+            vals = [r.value for _, r, _ in samp]
+            verdicts = {_judged(r, hb) for _, r, hb in samp}
+            span = (f"{min(vals):.2f}×" if len(vals) == 1 or max(vals) - min(vals) < 0.005
+                    else f"{min(vals):.2f}-{max(vals):.2f}×")
+            bits.append(f"a sampling step takes {span} {baseline}'s time over {len(samp)} "
+                        f"sampler setting(s) ({' / '.join(sorted(verdicts))})")
+        if bits:
+            parts.append(f"On {device}, {fw}: " + "; ".join(bits) + ".")
+    text = " ".join(parts)
+    text += (f" Intervals are 95% over independent processes ({'/'.join(map(str, n))} per "
+             "side), i.e. what a re-run would give; ratios > 1 mean more time than "
+             f"{baseline}.")
+    return text
+
+
+def _ci(r):
+    return f", 95% CI {r.low:.2f}-{r.high:.2f}" if r.has_interval else f"; {r.reason}"
+
+
+def _device(run: RunData) -> str:
+    host = run.manifest.get("host") or {}
+    gpu = run.manifest.get("gpu") or {}
+    names = [d.get("name") for d in gpu.get("devices") or [] if d.get("name")]
+    if names:
+        return names[0]
+    cpu = host.get("cpu_model") or "this CPU"
+    threads = run.manifest.get("threads")
+    return f"{cpu} ({threads} threads)" if threads else cpu
+
+
+def headline(run: RunData, baseline: str) -> fmt.Section:
+    s = fmt.Section("Headline", "headline")
+    ratios = key_ratios(run, baseline)
+    s.intro = summary(run, baseline, ratios)
+    if ratios:
+        rows = [[q, fw, f"{_judged(r, hb)}", fmt.ratio(r)] for q, fw, r, hb in ratios]
+        s.blocks.append(fmt.Table(["quantity", "framework", "verdict",
+                                   f"÷ {baseline} (95% CI over processes)"], rows,
+                                  caption="The key ratios of the tables below: framework ÷ "
+                                          f"{baseline} of the same quantity (for images/s > 1 "
+                                          "is faster, elsewhere > 1 is slower or larger). "
+                                          "'no clear difference': the interval holds 1."))
+    line, _ = parity_verdict(run)
+    s.blocks.append(fmt.Note(f"Same model? Parity: {line}."))
+    return s
