@@ -11,9 +11,12 @@ from bench.report.tables import (_key, sampling_metrics, training_metrics, train
                                  has_gpu)
 from bench.stats.replicates import ratio_of_replicates
 
-# (label, metric column of training_metrics, higher is better?)
-TRAINING_KEYS = [("training step time", "wall_s_median", False),
-                 ("training images/s", "images_per_s_median", True)]
+# (label, metric column of training_metrics, what a ratio > 1 means)
+TRAINING_KEYS = [("training step time", "wall_s_median", "time"),
+                 ("training images/s", "images_per_s_median", "rate")]
+# the verdict words for a ratio clearly above / below 1, by what the quantity is
+WORDS = {"time": ("slower", "faster"), "rate": ("faster", "slower"),
+         "memory": ("larger", "smaller")}
 MEMORY_KEYS = [("peak device memory", "device_peak_bytes"),
                ("peak host RSS", "host_peak_rss_bytes")]
 
@@ -29,7 +32,8 @@ def _sampler_label(r) -> str:
 
 
 def key_ratios(run: RunData, baseline: str) -> list:
-    """[(quantity, framework, Ratio, higher_is_better)] for every non-baseline framework."""
+    """[(quantity, framework, Ratio, kind)] for every non-baseline framework; kind is a key
+    of WORDS."""
     out = []
     metrics = training_metrics(run)
     if not metrics.empty:
@@ -45,8 +49,8 @@ def key_ratios(run: RunData, baseline: str) -> list:
             for label, metric in MEMORY_KEYS[0 if gpu else 1:]:
                 r = ratios.get((row["cell"], metric))
                 if r is not None and math.isfinite(r.value):
-                    out.append((_with_variant(f"{label} (training)", row), row["framework"], r,
-                                False))
+                    out.append((_with_variant(f"{label}, training", row), row["framework"], r,
+                                "memory"))
                     break
     sm = sampling_metrics(run)
     if not sm.empty:
@@ -58,7 +62,7 @@ def key_ratios(run: RunData, baseline: str) -> list:
             base = sm[(sm["framework"] == baseline) & (sm[keys] == r[keys]).all(axis=1)]
             if len(base):
                 ratio = ratio_of_replicates(r["time_groups"], base.iloc[0]["time_groups"])
-                out.append((_sampler_label(r), r["framework"], ratio, False))
+                out.append((_sampler_label(r), r["framework"], ratio, "time"))
     return out
 
 
@@ -67,16 +71,15 @@ def _with_variant(label, row):
     return f"{label} ({v})" if v and v != "nan" else label
 
 
-def _judged(r, higher_is_better):
-    """'slower' / 'faster' / 'no clear difference' from the interval (or 'unclear' without)."""
+def _judged(r, kind):
+    """'slower' / 'faster' (or 'larger' / 'smaller' for memory) / 'no clear difference' from
+    the interval, 'unclear' without one."""
     if not r.has_interval:
         return "unclear"
     if r.low <= 1.0 <= r.high:
         return "no clear difference"
-    more = r.low > 1.0
-    if higher_is_better:
-        return "faster" if more else "slower"
-    return "slower" if more else "faster"
+    above, below = WORDS[kind]
+    return above if r.low > 1.0 else below
 
 
 def parity_verdict(run: RunData):
@@ -118,16 +121,16 @@ def summary(run: RunData, baseline: str, ratios) -> str:
     device = _device(run)
     parts = []
     for fw in dict.fromkeys(f for _, f, _, _ in ratios):
-        mine = [(q, r, hb) for q, f, r, hb in ratios if f == fw]
-        train = [(q, r, hb) for q, r, hb in mine if q.startswith("training step time")]
-        samp = [(q, r, hb) for q, r, hb in mine if q.startswith("sampling")]
+        mine = [(q, r, kind) for q, f, r, kind in ratios if f == fw]
+        train = [(q, r, kind) for q, r, kind in mine if q.startswith("training step time")]
+        samp = [(q, r, kind) for q, r, kind in mine if q.startswith("sampling")]
         bits = []
-        for q, r, hb in train[:1]:
+        for q, r, kind in train[:1]:
             bits.append(f"its training step takes {r.value:.2f}× {baseline}'s time "
-                        f"({_judged(r, hb)}{_ci(r)})")
+                        f"({_judged(r, kind)}{_ci(r)})")
         if samp:
             vals = [r.value for _, r, _ in samp]
-            verdicts = {_judged(r, hb) for _, r, hb in samp}
+            verdicts = {_judged(r, kind) for _, r, kind in samp}
             span = (f"{min(vals):.2f}×" if len(vals) == 1 or max(vals) - min(vals) < 0.005
                     else f"{min(vals):.2f}-{max(vals):.2f}×")
             bits.append(f"a sampling step takes {span} {baseline}'s time over {len(samp)} "
@@ -161,7 +164,7 @@ def headline(run: RunData, baseline: str) -> fmt.Section:
     ratios = key_ratios(run, baseline)
     s.intro = summary(run, baseline, ratios)
     if ratios:
-        rows = [[q, fw, f"{_judged(r, hb)}", fmt.ratio(r)] for q, fw, r, hb in ratios]
+        rows = [[q, fw, f"{_judged(r, kind)}", fmt.ratio(r)] for q, fw, r, kind in ratios]
         s.blocks.append(fmt.Table(["quantity", "framework", "verdict",
                                    f"÷ {baseline} (95% CI over processes)"], rows,
                                   caption="The key ratios of the tables below: framework ÷ "
