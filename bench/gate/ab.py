@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from bench import REPO_ROOT
+from bench.gate.compare import Verdicts, final_exit_code, parse_threshold, write_markdown
 from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_path,
                                   resolve)
 from bench.gate.sides import BadInput, load_side
@@ -253,7 +254,7 @@ def judge_all(data, failed, threshold, alpha, pairs):
 
 
 @dataclass
-class Result:
+class Result(Verdicts):
     """Everything an A/B run found: written to ab.json, rendered by bench/gate/ab_report.py."""
 
     base: dict
@@ -266,13 +267,6 @@ class Result:
     wall_s: float
     out_dir: str
     interrupted: bool = False
-
-    def count(self, verdict):
-        return sum(1 for r in self.rows if r.verdict == verdict)
-
-    @property
-    def regressions(self):
-        return [r for r in self.rows if r.verdict == REGRESSION]
 
     @property
     def candidate_failures(self):
@@ -335,7 +329,6 @@ def add_arguments(p):
 
 
 def _validate(args, repo):
-    from bench.gate.compare import parse_threshold
     from bench.run.schema import known_frameworks
 
     threshold = parse_threshold(args.threshold)
@@ -443,8 +436,6 @@ def run_cli(args):
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from bench.gate.compare import final_exit_code, write_markdown
-
     paths = ab_report.write_all(result)
     print(paths["text"].read_text(), end="")
     if args.markdown and not write_markdown(paths["markdown"].read_text(), args.markdown):

@@ -68,15 +68,10 @@ class Row:
     detectable: float = None  # smallest change these process counts could detect
 
 
-@dataclass
-class Comparison:
-    baseline: Side
-    candidate: Side
+class Verdicts:
+    """Counting a judged result's rows (shared by compare's Comparison and ab's Result)."""
+
     rows: list
-    warnings: list
-    threshold: float
-    alpha: float
-    normalized: bool
 
     def count(self, verdict):
         return sum(1 for r in self.rows if r.verdict == verdict)
@@ -84,6 +79,17 @@ class Comparison:
     @property
     def regressions(self):
         return [r for r in self.rows if r.verdict == REGRESSION]
+
+
+@dataclass
+class Comparison(Verdicts):
+    baseline: Side
+    candidate: Side
+    rows: list
+    warnings: list
+    threshold: float
+    alpha: float
+    normalized: bool
 
     @property
     def candidate_gaps(self):
