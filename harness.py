@@ -328,7 +328,7 @@ def add_parity(sub):
 
 
 def cmd_parity(args):
-    from models.parity import main as parity_main
+    from models.parity import main as parity_main, specs_dict
 
     argv = ["check", "--seed", str(args.seed)]
     if args.config:
@@ -339,8 +339,7 @@ def cmd_parity(args):
             unet, diffusion, optim = C.build_specs(cfg)
         except C.ConfigError as e:
             raise BadInput(str(e)) from None
-        argv += ["--specs", json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
-                                        "optim": optim.to_dict()})]
+        argv += ["--specs", json.dumps(specs_dict(unet, diffusion, optim))]
     return parity_main(argv)
 
 

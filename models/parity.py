@@ -34,6 +34,12 @@ OPT_STEPS = 3
 SAMPLERS = {"ddim_eta0": ("ddim", 10, 0.0), "ddim_eta1": ("ddim", 10, 1.0), "ddpm": ("ddpm", 20, None)}
 
 
+def specs_dict(unet, diffusion, optim):
+    """The settings a parity case depends on, as plain JSON-able dicts (the case file, the
+    record, its hash and `check --specs` all use this form)."""
+    return {"unet": unet.to_dict(), "diffusion": diffusion.to_dict(), "optim": optim.to_dict()}
+
+
 def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM, batch=4):
     rng = np.random.default_rng(seed)
     shape = (batch, unet.in_channels, unet.image_size, unet.image_size)
@@ -44,8 +50,7 @@ def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM
     case["x_T"] = rng.standard_normal(shape).astype(np.float32)
     for key, (_, steps, _) in SAMPLERS.items():
         case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(np.float32)
-    case["specs"] = np.array(json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
-                                         "optim": optim.to_dict()}))
+    case["specs"] = np.array(json.dumps(specs_dict(unet, diffusion, optim)))
     return case
 
 
@@ -181,8 +186,7 @@ def settings_key(unet, diffusion, optim):
     """A short hash of the settings a parity case depends on."""
     import hashlib
 
-    text = json.dumps({"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
-                       "optim": optim.to_dict()}, sort_keys=True)
+    text = json.dumps(specs_dict(unet, diffusion, optim), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -213,8 +217,7 @@ def write_record(path, specs, seed, errors):
     rec = {"settings_key": settings_key(unet, diffusion, optim), "seed": seed,
            "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "passed": passed, "reference": "torch", "errors": table,
-           "specs": {"unet": unet.to_dict(), "diffusion": diffusion.to_dict(),
-                     "optim": optim.to_dict()}}
+           "specs": specs_dict(unet, diffusion, optim)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "w") as f:

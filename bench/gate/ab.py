@@ -38,6 +38,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+import numpy as np
+
 from bench import REPO_ROOT
 from bench.gate.compare import Verdicts, final_exit_code, parse_threshold, write_markdown
 from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_path,
@@ -45,6 +47,7 @@ from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_pa
 from bench.gate.sides import BadInput, load_side
 from bench.measure.calibrate import ForeignCpu, hardware, machine_id
 from bench.run.matrix import ORDER_SCHEME, balanced_order
+from bench.run.schema import known_frameworks
 from bench.stats.replicates import (IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED,
                                     judge_pairs, pair_ratios)
 
@@ -220,8 +223,6 @@ def collect(processes, ab_dir, pairs):
 
 
 def judge_all(data, failed, threshold, alpha, pairs):
-    import numpy as np
-
     # which revision ran first in each pair: the crossover analysis removes that effect
     candidate_first = [order[0] == "candidate" for order in balanced_order(SIDES, pairs)]
     rows = []
@@ -329,8 +330,6 @@ def add_arguments(p):
 
 
 def _validate(args, repo):
-    from bench.run.schema import known_frameworks
-
     threshold = parse_threshold(args.threshold)
     if not 0 < args.alpha < 1:
         raise BadInput(f"--alpha {args.alpha}: must be in (0, 1), e.g. 0.05")
@@ -429,7 +428,7 @@ def run_ab(args):
 
 
 def run_cli(args):
-    from bench.gate import ab_report
+    from bench.gate import ab_report  # it imports this module: a top-level import would cycle
 
     try:
         result = run_ab(args)

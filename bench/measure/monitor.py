@@ -106,7 +106,6 @@ class ProcessTree:
 
     def __init__(self, pid):
         self.root = psutil.Process(pid)
-        self.procs = {}
         self._last = (time.monotonic(), self._cpu_s([self.root]))
 
     def _cpu_s(self, procs):
@@ -126,13 +125,12 @@ class ProcessTree:
             return None
         rss, pids, live = 0, set(), []
         for p in current:
-            proc = self.procs.setdefault(p.pid, p)
             try:
-                rss += proc.memory_info().rss
+                rss += p.memory_info().rss
                 pids.add(p.pid)
-                live.append(proc)
+                live.append(p)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
-                self.procs.pop(p.pid, None)
+                pass
         now, cpu_s = time.monotonic(), self._cpu_s(live)
         t0, cpu0 = self._last
         self._last = (now, cpu_s)

@@ -3,7 +3,6 @@ cell, the environment, the cells and their processes, and what failed.
 
 Same conventions as bench/report/tables.py (the timing tables), whose helpers these share.
 """
-
 import pandas as pd
 
 from bench.report import fmt

@@ -7,9 +7,11 @@ import math
 
 from bench.report import fmt
 from bench.report.load import RunData
-from bench.report.tables import (_key, sampling_metrics, training_metrics, training_ratios,
-                                 has_gpu)
+from bench.report.tables import (_key, has_gpu, same_settings, sampling_metrics,
+                                 training_metrics, training_ratios)
+from bench.run.config import ConfigError, build_specs
 from bench.stats.replicates import ratio_of_replicates
+from models.parity import read_record
 
 # (label, metric column of training_metrics, what a ratio > 1 means)
 TRAINING_KEYS = [("training step time", "wall_s_median", "time"),
@@ -59,7 +61,7 @@ def key_ratios(run: RunData, baseline: str) -> list:
         for _, r in sm.iterrows():
             if r["framework"] == baseline:
                 continue
-            base = sm[(sm["framework"] == baseline) & (sm[keys] == r[keys]).all(axis=1)]
+            base = same_settings(sm, r, keys, baseline)
             if len(base):
                 ratio = ratio_of_replicates(r["time_groups"], base.iloc[0]["time_groups"])
                 out.append((_sampler_label(r), r["framework"], ratio, "time"))
@@ -84,9 +86,6 @@ def _judged(r, kind):
 
 def parity_verdict(run: RunData):
     """(one line, the recorded check or None) for the run's model, diffusion and optimiser."""
-    from bench.run.config import ConfigError, build_specs
-    from models.parity import read_record
-
     cfg = run.manifest.get("config")
     if not cfg:
         return "not checked (the run has no recorded config)", None

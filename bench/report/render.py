@@ -283,11 +283,11 @@ def write_report(run_dir, out_dir=None, baseline: str | None = None) -> dict:
     context = {"run": run, "baseline": baseline,
                "config_name": run.manifest.get("config_name") or run.manifest.get("config_path"),
                "colors": plots.framework_colors(run.cells["framework"]) if len(run.cells) else {}}
+    title = f"diffbench report: {run.run_id}"
     md_path = out_dir / "report.md"
     md_path.write_text(_env(False).get_template("report.md.j2").render(
-        sections=sections, title=f"diffbench report: {run.run_id}", **context), encoding="utf-8")
-    html_path = write_html(sections, out_dir / "report.html", f"diffbench report: {run.run_id}",
-                           **context)
+        sections=sections, title=title, **context), encoding="utf-8")
+    html_path = write_html(sections, out_dir / "report.html", title, **context)
     figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
     return {"out_dir": out_dir, "markdown": md_path, "html": html_path,
             "images": [out_dir / f.name for f in figures]}

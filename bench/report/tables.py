@@ -369,6 +369,12 @@ def sampling_metrics(run: RunData) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def same_settings(m: pd.DataFrame, row, keys, framework: str) -> pd.DataFrame:
+    """The rows of `framework` in sampling_metrics `m` with `row`'s sampler settings."""
+    mine = m["framework"] == framework
+    return m[mine & (m[keys] == row[keys]).all(axis=1)] if keys else m[mine]
+
+
 def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
     m = sampling_metrics(run)
     if m.empty:
@@ -380,8 +386,7 @@ def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
         "between-process CV", "time per step (s)", "images/s", f"time ÷ {baseline} (95% CI)"]
     rows = []
     for _, r in m.iterrows():
-        base = m[(m["framework"] == baseline) & (m[keys] == r[keys]).all(axis=1)] if keys else \
-            m[m["framework"] == baseline]
+        base = same_settings(m, r, keys, baseline)
         if r["framework"] == baseline:
             rat = "baseline"
         elif len(base):
