@@ -43,7 +43,9 @@ def tiny_config(results_dir, **sections):
         "monitor": {"enabled": True, "interval_s": 0.1},
         # one process per cell: these tests check mechanics, not re-run statistics (the
         # replicate tests set more)
-        "runner": {"timeout_s": 900, "results_dir": str(results_dir), "replicates": 1},
+        "runner": {"timeout_s": 900, "results_dir": str(results_dir), "replicates": 1,
+                   # the measured-peak mechanics, without the 2048^3 default's second a cell
+                   "peak_matmul_n": 256},
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

@@ -6,6 +6,8 @@ the CPU, so its unsynced reading is a small fraction of the real step; eager CPU
 already done the work when the call returns. If the harness forgot to sync, Jittor's
 compute_s would collapse onto its dispatch_s and the first assertion would fail.
 """
+import contextlib
+
 import numpy as np
 
 from bench.records import results as R
@@ -39,6 +41,10 @@ class _CountingBackend:
     def sync(self):
         self.calls.append("sync")
 
+    def region(self, name):
+        self.calls.append(f"region:{name}")
+        return contextlib.nullcontext()
+
     def to_device(self, a):
         self.calls.append("to_device")
         return a
@@ -53,4 +59,5 @@ def test_timer_syncs_around_data_and_compute():
                      np.zeros((2, 1, 4, 4), np.float32))])
     b = _CountingBackend()
     timed_train_step(b, batches)
-    assert b.calls == ["sync", "to_device", "to_device", "sync", "train_step", "sync"]
+    assert b.calls == ["sync", "region:data", "to_device", "to_device", "sync", "train_step",
+                       "sync"]

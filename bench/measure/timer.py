@@ -34,12 +34,13 @@ def timed_train_step(backend, batches, inject_delay_s=0.0, sync=True):
     sync_fn = backend.sync if sync else (lambda: None)
     sync_fn()
     t0 = time.perf_counter()
-    x0, t, noise = next(batches)
-    if isinstance(x0, np.ndarray):  # shared loader: numpy -> device here, inside data-wait
-        x0 = backend.to_device(x0)
-    if noise is not None:
-        noise = backend.to_device(noise)
-    sync_fn()
+    with backend.region("data"):  # a no-op outside profile cells
+        x0, t, noise = next(batches)
+        if isinstance(x0, np.ndarray):  # shared loader: numpy -> device here, inside data-wait
+            x0 = backend.to_device(x0)
+        if noise is not None:
+            noise = backend.to_device(noise)
+        sync_fn()
     t1 = time.perf_counter()
     loss = backend.train_step(x0, t, noise)
     t_dispatch = time.perf_counter()

@@ -23,6 +23,12 @@ RATIO_METHOD = ("Ratio column: the ratio of the geometric means of the per-proce
                 "interval is given.")
 
 
+FLOPS_NOTE = ("GFLOP/s: the analytical FLOPs of the step (models/common/flops.py: "
+              "convolutions, linear layers and attention's matmuls, as torch's FlopCounterMode "
+              "counts them) ÷ the median step time; % of peak: of the n×n float32 matmul each "
+              "cell timed at start in its own framework (runner.peak_matmul_n).")
+
+
 # ---------------------------------------------------------------- helpers
 
 def cells_of(run: RunData, workload: str) -> pd.DataFrame:
@@ -137,6 +143,9 @@ def _unit_training(run: RunData, unit: str) -> dict:
     if not device_mem.notna().any():
         device_mem = col(mon, "gpu_mem_used_bytes")
     rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
+    info, peak = unit_records(run, unit, "train_info"), unit_records(run, unit, "peak")
+    flops = _last(col(info, "flops_per_step"))
+    gflops = flops / float(np.median(wall.dropna())) / 1e9 if wall.notna().any() else np.nan
     final_loss = _last(col(epochs, "mean_loss"))
     if final_loss != final_loss:   # no epoch record: the last step's loss
         final_loss = _last(col(steps, "loss"))
@@ -153,6 +162,7 @@ def _unit_training(run: RunData, unit: str) -> dict:
         "energy_per_image_j": spread(energy_per_image[steady]).median,
         "final_train_loss": final_loss,
         "final_val_loss": _last(col(epochs, "val_loss")),
+        "gflops": gflops, "peak_fraction": gflops / _last(col(peak, "peak_gflops")),
     }
 
 
@@ -165,7 +175,8 @@ _PROCESS_QUANTITIES = {"compile_s": "compile_s", "warmup_s": "warmup_s",
                        "host_peak_rss_bytes": "host_peak_rss_bytes",
                        "energy_per_epoch_j": "energy_per_epoch_median_j",
                        "energy_per_image_j": "energy_per_image_median_j",
-                       "final_train_loss": "final_train_loss", "final_val_loss": "final_val_loss"}
+                       "final_train_loss": "final_train_loss", "final_val_loss": "final_val_loss",
+                       "gflops": "gflops", "peak_fraction": "peak_fraction"}
 _STEP_COLUMNS = {"epoch_time_s": "epoch_time_median_s", "images_per_s": "images_per_s_median"}
 
 
@@ -238,6 +249,8 @@ TRAINING_ROWS = [
     ("data wait, p95 in a process (s)", "data_wait_s_p95", "num", "data_wait_s_p95_groups"),
     ("epoch time, median (s)", "epoch_time_median_s", "num", "epoch_time_s_groups"),
     ("images/s, median", "images_per_s_median", "num", "images_per_s_groups"),
+    ("achieved GFLOP/s (conv, matmul)", "gflops", "num", "gflops_groups"),
+    ("% of measured matmul peak", "peak_fraction", "pct", None),
     ("first iteration / compile (s)", "compile_s", "num", "compile_s_groups"),
     ("warm-up steps, total (s)", "warmup_s", "num", "warmup_s_groups"),
     ("peak allocator memory (MiB)", "allocator_peak_bytes", "mib", "allocator_peak_bytes_groups"),
@@ -320,7 +333,7 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
                f"= compile and warm-up steps are reported apart, never in the medians); epoch "
                f"time and energy: the epochs after the first when there are any. Ratio = "
                f"framework ÷ {baseline}: > 1 means more time/memory/energy than {baseline} "
-               f"(for images/s: faster). {RATIO_METHOD}")
+               f"(for images/s, GFLOP/s: faster). {RATIO_METHOD} {FLOPS_NOTE}")
     if not ratio_cells:
         caption += f" No ratio column: the run has no other framework to compare with {baseline}" \
             if (metrics["framework"] == baseline).any() else \
@@ -365,6 +378,10 @@ def sampling_metrics(run: RunData) -> pd.DataFrame:
                "per_step_median_s": over_processes("per_step_s"),
                "images_per_s_median": over_processes("images_per_s"),
                "time_groups": groups}
+        row["gflops"] = spread(col(g, "flops_per_step")).median / row["per_step_median_s"] / 1e9
+        peaks = [_last(col(unit_records(run, u, "peak"), "peak_gflops"))
+                 for u in g["unit"].unique()] if "unit" in g else []
+        row["peak_fraction"] = row["gflops"] / spread(peaks).median if peaks else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -383,7 +400,8 @@ def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
     m = m.assign(_base=m["framework"] != baseline).sort_values(keys + ["_base", "framework"])
     columns = [{"batch_size": "batch", "eta": "η"}.get(k, k) for k in keys] + [
         "framework", "processes", "chains", "time per batch, median (s)", "IQR in a process (s)",
-        "between-process CV", "time per step (s)", "images/s", f"time ÷ {baseline} (95% CI)"]
+        "between-process CV", "time per step (s)", "images/s", "GFLOP/s", "% of peak",
+        f"time ÷ {baseline} (95% CI)"]
     rows = []
     for _, r in m.iterrows():
         base = same_settings(m, r, keys, baseline)
@@ -397,10 +415,11 @@ def sampling_table(run: RunData, baseline: str) -> fmt.Table | None:
             r["framework"], str(r["replicates"]), str(r["repeats"]),
             fmt.num(r["time_per_batch_median_s"]), fmt.num(r["time_per_batch_iqr_s"]),
             _show(r["time_cv"], "pct", False), fmt.num(r["per_step_median_s"]),
-            fmt.num(r["images_per_s_median"]), rat])
+            fmt.num(r["images_per_s_median"]), fmt.num(r["gflops"]),
+            _show(r["peak_fraction"], "pct", False), rat])
     caption = (f"Measured chains only (warm-up excluded); a number is the median over processes "
                f"of each process's median. Ratio = time per batch ÷ {baseline}'s for the same "
-               f"sampler, steps and batch: > 1 is slower. {RATIO_METHOD}")
+               f"sampler, steps and batch: > 1 is slower. {RATIO_METHOD} {FLOPS_NOTE}")
     return fmt.Table(columns, rows, caption)
 
 

@@ -279,6 +279,14 @@ def validate(cfg, where="config:", check_paths=True):
             _check_steps(f"{where}sample.runs[{i}]", run["steps"] or [], run["sampler"],
                          run["skip"], T)
 
+    if "profile" in cfg["workloads"]:
+        pr = cfg["profile"]
+        _check_steps(f"{where}profile", [pr["sample_steps"]], pr["sampler"], "uniform", T)
+        n_train = _train_count(data)
+        if n_train is not None and n_train < cfg["train"]["batch_size"]:
+            raise ConfigError(f"{where}train.batch_size: {cfg['train']['batch_size']} exceeds "
+                              f"the {n_train} training images the profile cells train on")
+
     if "quality" in cfg["workloads"]:
         validate_quality(cfg, where)
         ckpt = cfg["quality"]["checkpoint"]

@@ -97,6 +97,8 @@ def expected_records(cfg, cell):
         per_epoch = tr["steps_per_epoch"] or (max(1, n_train // tr["batch_size"])
                                               if n_train else None)
         return None if per_epoch is None else tr["epochs"] * per_epoch
+    if cell.workload == "profile":
+        return None  # no step/sample records: a bar without a total
     s = cfg["sample"]
     chains = sum(len(r["steps"] or [None]) for r in s["runs"]) * len(s["batch_sizes"])
     return chains * (s["warmup"] + s["repeats"])

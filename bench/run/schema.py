@@ -12,7 +12,7 @@ from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
 from models.registry import FRAMEWORKS
 
 DEFAULT_FRAMEWORKS = ("torch", "jittor")
-WORKLOADS = ("train", "sample", "quality")
+WORKLOADS = ("train", "sample", "quality", "profile")
 DATA_SOURCES = ("synthetic", "fashion_mnist", "mnist", "cifar10", "folder")
 LOADERS = ("shared", "native")
 SAMPLERS = ("ddpm", "ddim")
@@ -122,7 +122,7 @@ SCHEMA = {
     "frameworks": Field("list", list(DEFAULT_FRAMEWORKS), "frameworks to compare, in order",
                         scalar_ok=True, item=Field("str", None, ""),
                         choices_fn=known_frameworks, unique=True),
-    "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality",
+    "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality | profile",
                        scalar_ok=True, unique=True, item=Field("str", None, "", choices=WORKLOADS)),
     "model": _spec_fields(UNetSpec, _UNET_DOCS),
     "diffusion": _spec_fields(DiffusionSpec, _DIFFUSION_DOCS),
@@ -198,6 +198,22 @@ SCHEMA = {
                             "cells score; null = the canonical initial weights (untrained: "
                             "only useful to test the pipeline)", nullable=True),
     },
+    "profile": {
+        # the profile workload (docs/REPORT.md "Where the time goes"): its own cells, since a
+        # profiler perturbs timing; train and sample cells are never profiled
+        "train_steps": Field("int", 10, "training steps profiled (after iteration 0 and "
+                             "profile.warmup unprofiled steps, and as many timed unprofiled "
+                             "ones for the overhead figure); batches as train.batch_size, "
+                             "shared loader", minimum=1),
+        "warmup": Field("int", 3, "unprofiled steps before the timed ones (and again with the "
+                        "profiler's region marks on: Jittor compiles marked kernels anew)",
+                        minimum=0),
+        "sampler": Field("str", "ddpm", "sampler whose chain is profiled", choices=SAMPLERS),
+        "sample_steps": Field("int", 20, "steps of the profiled sampling chain (respaced "
+                              "from T, uniform spacing)", minimum=1),
+        "eta": Field("float", 0.0, "DDIM eta of the profiled chain (ddim only)", minimum=0.0),
+        "sample_batch_size": Field("int", 8, "batch of the profiled sampling chain", minimum=1),
+    },
     "monitor": {
         "enabled": Field("bool", True, "sample the cell process (psutil, NVML) from the parent"),
         "interval_s": Field("float", 0.5, "sampling interval; >= 0.1 (NVML utilisation is a "
@@ -210,6 +226,9 @@ SCHEMA = {
         "timeout_s": Field("float", 1800.0, "wall-clock limit per cell (per replicate)",
                            above=0.0),
         "results_dir": Field("str", "results", "where run folders are created"),
+        "peak_matmul_n": Field("int", 2048, "train/sample cells time an n x n float32 matmul "
+                               "at start: the measured peak their GFLOP/s is a fraction of "
+                               "(~1 s on 2 cores); 0 = skip (no % of peak)", minimum=0),
     },
     "debug": {
         "inject_delay_s": Field("float", 0.0, "known sleep added inside every train "

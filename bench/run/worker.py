@@ -17,6 +17,7 @@ import sys
 import time
 import traceback
 
+from bench.measure.peak import measure_matmul_peak
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
 from bench.run.checkpoint import read_checkpoint, restore
@@ -63,11 +64,19 @@ def run_cell(cell_dir, spec):
             backend.sync()
             backend.reset_peak_memory()
 
+            peak = None
+            if cell["workload"] in ("train", "sample") and cfg["runner"]["peak_matmul_n"]:
+                # the measured peak GFLOP/s are a fraction of: before the workload, so
+                # the workload's memory peak is its own
+                peak = out.write("peak", **measure_matmul_peak(backend,
+                                                               cfg["runner"]["peak_matmul_n"]))
             if cell["workload"] == "train":
                 metrics = workloads.run_train(backend, cfg, cell["options"].get("loader",
                                                                                 "shared"), out)
             elif cell["workload"] == "sample":
                 metrics = workloads.run_sample(backend, cfg, out)
+            elif cell["workload"] == "profile":
+                metrics = workloads.run_profile(backend, cfg, out, cell_dir)
             elif cell["workload"] == "quality":
                 if cfg["quality"]["checkpoint"]:
                     restore(backend, read_checkpoint(cfg["quality"]["checkpoint"]))
@@ -76,6 +85,8 @@ def run_cell(cell_dir, spec):
             else:
                 raise ValueError(f"unknown workload {cell['workload']!r}")
 
+            if peak is not None:
+                metrics["peak_gflops"] = peak["peak_gflops"]
             mem = dict(backend.memory_stats())
             mem["peak_rss_bytes"] = peak_rss_bytes()
             out.write("memory", **mem)

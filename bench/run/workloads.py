@@ -5,6 +5,11 @@ train   epochs x steps. Iteration 0 is recorded as phase "compile" (first call: 
         "warmup", the rest as "measure"; only "measure" steps enter the statistics.
 sample  for each sampler setting x step count x batch size: sample.warmup unmeasured chains,
         then sample.repeats measured chains.
+profile profile.train_steps training steps and one profile.sample_steps sampling chain
+        under the framework's own op profiler (its own cells: profilers perturb timing), each
+        also timed unprofiled for the overhead figure; one `profile` record per phase with
+        the op table reduced to the shared categories of models/common/opcats.py, and the
+        raw profile kept in the cell folder.
 quality for each step count: quality.num_images samples, saved, scored (FID/KID, IS where
         possible) by bench.quality.fid in a child process (torch-fidelity imports torch, which
         must never share a process with Jittor); one `fid` record each:
@@ -25,6 +30,8 @@ from bench.quality.fid import fid_in_child
 from bench.quality.generate import generate
 from bench.quality.images import save_grid
 from models.common.diffusion import sampler_plan
+from models.common.flops import sample_step_flops, train_step_flops
+from models.common.opcats import CATEGORIES
 
 
 def _stats(values, prefix):
@@ -43,13 +50,10 @@ def phase_of(global_step, warmup_steps):
     return "warmup" if global_step <= warmup_steps else "measure"
 
 
-def run_train(backend, cfg, loader, out):
-    """Benchmark training. Returns summary metrics."""
+def train_batches(backend, cfg, loader):
+    """(batch stream, training images, validation images) of the configured data."""
     unet, T, seed = backend.unet_spec, backend.diffusion_spec.timesteps, cfg["seed"]
-    dcfg, tcfg = cfg["data"], cfg["train"]
-    bs = tcfg["batch_size"]
-    delay_s = cfg["debug"]["inject_delay_s"]
-
+    dcfg, bs = cfg["data"], cfg["train"]["batch_size"]
     images = datamod.load_images(dcfg, unet.image_size, unet.in_channels, seed)
     train_images, val_images = datamod.split(images, dcfg["val_fraction"], seed)
     if loader == "shared":
@@ -58,11 +62,23 @@ def run_train(backend, cfg, loader, out):
         batches = datamod.NativeBatches(
             backend, train_images, bs, T, seed, num_workers=dcfg["num_workers"],
             pin_memory=dcfg["pin_memory"], persistent_workers=dcfg["persistent_workers"])
+    return batches, train_images, val_images
+
+
+def run_train(backend, cfg, loader, out):
+    """Benchmark training. Returns summary metrics."""
+    unet, T, seed = backend.unet_spec, backend.diffusion_spec.timesteps, cfg["seed"]
+    tcfg = cfg["train"]
+    bs = tcfg["batch_size"]
+    delay_s = cfg["debug"]["inject_delay_s"]
+
+    batches, train_images, val_images = train_batches(backend, cfg, loader)
     val = datamod.validation_batches(val_images, bs, tcfg["val_batches"], T, seed)
     steps_per_epoch = tcfg["steps_per_epoch"] or len(train_images) // bs
+    flops = train_step_flops(unet, bs)
     out.write("train_info", loader=loader, train_images=len(train_images),
               val_images=len(val_images), steps_per_epoch=steps_per_epoch,
-              epochs=tcfg["epochs"], batch_size=bs)
+              epochs=tcfg["epochs"], batch_size=bs, flops_per_step=flops)
 
     measured = {"wall": [], "data_wait": [], "compute": [], "dispatch": []}
     compile_s, warmup_wall, epoch_rows = None, [], []
@@ -112,6 +128,8 @@ def run_train(backend, cfg, loader, out):
         metrics.update(_stats(vals, f"{k}_step" if k == "wall" else k))
     if measured["wall"]:
         metrics["images_per_s"] = bs / metrics["wall_step_median_s"]
+        metrics["flops_per_step"] = flops
+        metrics["gflops"] = flops / metrics["wall_step_median_s"] / 1e9
     # Epoch 1 carries compile + warm-up; with more epochs, quote the steady ones.
     steady = epoch_rows[1:] or epoch_rows
     metrics["epoch_time_median_s"] = float(np.median([e["time_s"] for e in steady]))
@@ -136,6 +154,7 @@ def run_sample(backend, cfg, out):
             eta = run["eta"] if run["sampler"] == "ddim" else None
             variance = (run["variance"] or spec.variance) if run["sampler"] == "ddpm" else None
             for bs in scfg["batch_sizes"]:
+                flops = sample_step_flops(unet, bs)
                 times = []
                 for i in range(scfg["warmup"] + scfg["repeats"]):
                     phase = "warmup" if i < scfg["warmup"] else "measure"
@@ -145,7 +164,7 @@ def run_sample(backend, cfg, out):
                     out.write("sample", sampler=run["sampler"], steps=len(plan), eta=eta,
                               skip=run["skip"], variance=variance, batch_size=bs, repeat=i,
                               phase=phase, time_s=secs, per_step_s=secs / len(plan),
-                              images_per_s=bs / secs, finite=finite)
+                              images_per_s=bs / secs, finite=finite, flops_per_step=flops)
                     if not finite:
                         raise FloatingPointError(f"{run['sampler']} {steps} steps produced "
                                                  "non-finite samples")
@@ -157,8 +176,89 @@ def run_sample(backend, cfg, out):
                                 "skip": run["skip"], "variance": variance, "batch_size": bs,
                                 "time_median_s": float(q50), "time_iqr_s": float(q75 - q25),
                                 "per_step_median_s": float(q50 / len(plan)),
-                                "images_per_s": float(bs / q50)})
+                                "images_per_s": float(bs / q50), "flops_per_step": flops,
+                                "gflops": flops * len(plan) / float(q50) / 1e9})
     return {"runs": results, "chains_measured": sum(1 for _ in results) * scfg["repeats"]}
+
+
+def _profiled(backend, run_once, n, warmup, cell_dir, phase):
+    """Time `run_once` (-> seconds it took, synced) n times unprofiled, then n times under
+    the op profiler with the backend's region marks on (after `warmup` marked runs: Jittor
+    compiles marked kernels anew). Returns (unprofiled seconds, profiled seconds, op rows,
+    raw profile file name)."""
+    backend.profiling = False
+    plain = [run_once() for _ in range(n)]
+    backend.profiling = True
+    try:
+        for _ in range(warmup):
+            run_once()
+        with backend.op_profiler() as prof:
+            profiled = [run_once() for _ in range(n)]
+        raw = f"{phase}-{prof.raw_name}"
+        prof.save(os.path.join(cell_dir, raw))
+        return plain, profiled, prof.ops(), raw
+    finally:
+        backend.profiling = False
+
+
+def _profile_record(out, phase, units, plain, profiled, ops, raw, flops, **extra):
+    """One `profile` record: per unit (a training step, a sampling step) the synced time
+    profiled and not, each category's op time, every op (largest first), coverage."""
+    step_s, plain_s = float(np.sum(profiled)) / units, float(np.sum(plain)) / units
+    ops = sorted(({**o, "seconds": o["seconds"] / units, "count": o["count"] / units}
+                  for o in ops), key=lambda o: -o["seconds"])
+    categories = {c: 0.0 for c in CATEGORIES}
+    for o in ops:
+        categories[o["category"]] += o["seconds"]
+    op_total = float(sum(categories.values()))
+    return out.write("profile", phase=phase, units=units, step_s=step_s,
+                     unprofiled_step_s=plain_s, overhead=step_s / plain_s - 1.0,
+                     op_total_s=op_total, coverage=op_total / step_s,
+                     unattributed_s=step_s - op_total, categories=categories, ops=ops,
+                     raw_profile=raw, flops_per_step=flops,
+                     gflops=flops / plain_s / 1e9, **extra)
+
+
+def run_profile(backend, cfg, out, cell_dir):
+    """Profile training steps and one sampling chain (docs/REPORT.md "Where the time goes").
+    Returns summary metrics: per phase the synced step time, coverage and overhead."""
+    pc, unet = cfg["profile"], backend.unet_spec
+    bs, n = cfg["train"]["batch_size"], pc["train_steps"]
+    batches, _, _ = train_batches(backend, cfg, "shared")
+
+    dispatch = []
+
+    def train_once():
+        tm = timed_train_step(backend, batches)[2]
+        dispatch.append(tm.dispatch_s)
+        return tm.wall_s
+
+    for _ in range(1 + pc["warmup"]):  # iteration 0 (compile) and warm-up, unprofiled
+        train_once()
+    plain, prof, ops, raw = _profiled(backend, train_once, n, pc["warmup"], cell_dir, "train")
+    # dispatch: until train_step returned, before the sync. Lazy Jittor only builds its graph
+    # then (Python time no op row holds); eager CPU torch has run its ops by then.
+    train = _profile_record(out, "train", n, plain, prof, ops, raw, train_step_flops(unet, bs),
+                            batch_size=bs, steps=n,
+                            dispatch_s=float(np.median(dispatch[-n:])))
+
+    plan = sampler_plan(backend.diffusion_spec, pc["sampler"], steps=pc["sample_steps"],
+                        eta=pc["eta"])
+    sbs = pc["sample_batch_size"]
+    shape = (sbs, unet.in_channels, unet.image_size, unet.image_size)
+
+    def chain_once():
+        return timed_chain(backend, plan, sbs, shape[1:], ema=cfg["sample"]["ema"])[0]
+
+    chain_once()  # warm-up chain (compile), unprofiled
+    plain, prof, ops, raw = _profiled(backend, chain_once, 1, 1, cell_dir, "sample")
+    sample = _profile_record(out, "sample", len(plan), plain, prof, ops, raw,
+                             sample_step_flops(unet, sbs), batch_size=sbs,
+                             sampler=pc["sampler"], steps=len(plan),
+                             eta=pc["eta"] if pc["sampler"] == "ddim" else None)
+    return {p["phase"]: {k: p[k] for k in ("step_s", "unprofiled_step_s", "overhead",
+                                           "coverage", "op_total_s")}
+            for p in (train, sample)}
 
 
 def default_reference(data_cfg):

@@ -1,6 +1,8 @@
 """What every backend shares, framework-free: specs, the schedule, the step counter, weight
 checks, and the composition of a sampling step. A framework's backend.py adds only tensor ops
 (see docs/ARCHITECTURE.md for the whole interface)."""
+import contextlib
+
 import numpy as np
 
 from .diffusion import Schedule, StepCoefficients, sampler_step
@@ -36,6 +38,27 @@ class BackendBase:
         """A context manager in which the framework records no gradients."""
         raise NotImplementedError
 
+    def _region(self, name):
+        """The framework profiler's named region (record_function / jt.profile_mark)."""
+        raise NotImplementedError
+
+    def op_profiler(self):
+        """A context manager that profiles every op run inside it; afterwards `.ops()` gives
+        [{name, category, seconds, count}] and `.save(dir)` writes the raw profile."""
+        raise NotImplementedError
+
+    def matmul(self, a, b):
+        """a @ b for two 2-D device tensors (the measured peak of bench/measure/peak.py)."""
+        raise NotImplementedError
+
+    # -- profiling ------------------------------------------------------------------------
+    profiling = False  # set by the profile workload only: timed cells run unmarked code
+
+    def region(self, name):
+        """Mark a region (models/common/opcats.py REGIONS) for the op profiler; outside a
+        profile cell it does nothing, so timed cells run exactly the unprofiled code."""
+        return self._region(name) if self.profiling else contextlib.nullcontext()
+
     # -- shared composition ----------------------------------------------------------------
     def load_weights(self, weights, ema=None):
         """Load canonical weights; the EMA copy starts equal to them unless `ema` is given."""
@@ -56,7 +79,9 @@ class BackendBase:
         """The DDPM objective: noise x0 to x_t (Ho et al. eq. 4), predict the noise."""
         a, b = self.schedule.q_sample_coefficients(t)
         x_t = self._vec(a) * x0 + self._vec(b) * noise
-        return self._loss(self.model(x_t, self._t(t)), noise)
+        pred = self.model(x_t, self._t(t))
+        with self.region("loss"):
+            return self._loss(pred, noise)
 
     def loss_value(self, loss):
         """The loss as a float; reading it forces the framework to finish the step."""

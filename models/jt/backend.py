@@ -116,6 +116,17 @@ class JittorBackend(BackendBase):
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
 
+    def _region(self, name):
+        return self.jt.profile_mark(name)
+
+    def op_profiler(self):
+        from models.jt.profiler import JittorOpProfiler
+
+        return JittorOpProfiler(self.jt)
+
+    def matmul(self, a, b):
+        return self.jt.matmul(a, b)
+
     def _t(self, t):
         return self.jt.array(np.asarray(t, dtype=np.int64))
 
@@ -135,14 +146,16 @@ class JittorBackend(BackendBase):
         self.model.train()
         loss = self._training_loss(x0, t, noise)
         self.opt.lr = lr
-        self.opt.backward(loss)
-        if self.optim_spec.grad_clip > 0:
-            self.opt.clip_grad_norm(self.optim_spec.grad_clip, 2)
-        self.opt.step()
-        if self.ema_model is not None:
-            d = self.optim_spec.ema_decay
-            for e, p in zip(self.ema_model.parameters(), self.params):
-                e.update(e * d + p.detach() * (1.0 - d))
+        with self.region("backward"):
+            self.opt.backward(loss)
+        with self.region("optimizer"):
+            if self.optim_spec.grad_clip > 0:
+                self.opt.clip_grad_norm(self.optim_spec.grad_clip, 2)
+            self.opt.step()
+            if self.ema_model is not None:
+                d = self.optim_spec.ema_decay
+                for e, p in zip(self.ema_model.parameters(), self.params):
+                    e.update(e * d + p.detach() * (1.0 - d))
         return loss
 
     def loss_and_grads(self, x0, t, noise):

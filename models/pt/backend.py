@@ -94,6 +94,17 @@ class TorchBackend(BackendBase):
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
 
+    def _region(self, name):
+        return torch.profiler.record_function(f"diffbench:{name}")
+
+    def op_profiler(self):
+        from models.pt.profiler import TorchOpProfiler
+
+        return TorchOpProfiler(self.device)
+
+    def matmul(self, a, b):
+        return torch.mm(a, b)
+
     def _t(self, t):
         return torch.from_numpy(np.asarray(t, dtype=np.int64)).to(self.device)
 
@@ -113,18 +124,20 @@ class TorchBackend(BackendBase):
         self.model.train()
         loss = self._training_loss(x0, t, noise)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.optim_spec.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.optim_spec.grad_clip)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        self.opt.step()
-        if self.ema_model is not None:
-            d = self.optim_spec.ema_decay
-            with torch.no_grad():
-                ema = list(self.ema_model.parameters())
-                torch._foreach_mul_(ema, d)
-                torch._foreach_add_(ema, self.params, alpha=1.0 - d)
+        with self.region("backward"):
+            loss.backward()
+        with self.region("optimizer"):
+            if self.optim_spec.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.optim_spec.grad_clip)
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+            self.opt.step()
+            if self.ema_model is not None:
+                d = self.optim_spec.ema_decay
+                with torch.no_grad():
+                    ema = list(self.ema_model.parameters())
+                    torch._foreach_mul_(ema, d)
+                    torch._foreach_add_(ema, self.params, alpha=1.0 - d)
         return loss.detach()
 
     def loss_and_grads(self, x0, t, noise):

@@ -1,0 +1,215 @@
+"""The report's "Where the time goes" section, from the profile cells' `profile` records
+(bench/run/workloads.py run_profile; categories in models/common/opcats.py).
+
+Per framework and phase (a training step, one sampling step) the numbers are the mean over
+the profile cell's processes of each process's per-step figures; an op's time is its own
+(self) time, so categories add up to the op total, and the synced step time minus that total
+is the framework overhead no op row holds.
+"""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure as MplFigure
+
+from bench.report import fmt
+from bench.report.load import RunData, of_type
+from bench.report.plots import _save, framework_colors, label
+from models.common.opcats import CATEGORIES, OVERHEAD, OVERHEAD_LABEL
+
+PHASES = {"train": "training step", "sample": "sampling step"}
+LABELS = {**CATEGORIES, OVERHEAD: OVERHEAD_LABEL}
+# Neutral colours per category (the frameworks own orange and blue elsewhere).
+CATEGORY_COLORS = {"conv_fwd": "#4a7a4a", "conv_bwd": "#8fbf8f", "matmul": "#9467bd",
+                   "norm": "#d9c27a", "elementwise": "#7fb7d9", "resample": "#17becf",
+                   "loss": "#e377c2", "optimizer": "#8c564b", "data": "#bcbd22",
+                   "other": "#7f7f7f", OVERHEAD: "#d0d0d0"}
+TOP_OPS = 10
+
+
+def profile_summary(run: RunData) -> dict:
+    """{(framework, phase): {step_s, unprofiled_step_s, overhead, coverage, op_total_s,
+    dispatch_s, gflops, processes, categories: {cat: s}, ops: DataFrame, detail}}."""
+    recs = of_type(run.records, "profile")
+    out = {}
+    if recs.empty:
+        return out
+    for (fw, phase), g in recs.groupby(["framework", "phase"], sort=True):
+        cats = {c: float(np.mean([r.get(c, 0.0) for r in g["categories"]])) for c in CATEGORIES}
+        step = float(g["step_s"].mean())
+        cats[OVERHEAD] = max(0.0, step - sum(cats.values()))
+        ops = pd.DataFrame([o for lst in g["ops"] for o in lst])
+        if not ops.empty:
+            ops = (ops.groupby(["name", "category"], as_index=False)[["seconds", "count"]].sum()
+                   .assign(seconds=lambda d: d["seconds"] / len(g),
+                           count=lambda d: d["count"] / len(g))
+                   .sort_values("seconds", ascending=False))
+        first = g.iloc[0]
+        detail = {k: first.get(k) for k in ("sampler", "steps", "batch_size", "eta")
+                  if k in g and pd.notna(first.get(k))}
+        out[(fw, phase)] = {
+            "step_s": step, "unprofiled_step_s": float(g["unprofiled_step_s"].mean()),
+            "overhead": float(g["overhead"].mean()), "coverage": float(g["coverage"].mean()),
+            "op_total_s": float(g["op_total_s"].mean()),
+            "dispatch_s": float(g["dispatch_s"].mean()) if "dispatch_s" in g and
+            g["dispatch_s"].notna().any() else None,
+            "gflops": float(g["gflops"].mean()) if "gflops" in g else None,
+            "processes": len(g), "categories": cats, "ops": ops, "detail": detail}
+    return out
+
+
+def gap_sentence(summary: dict, phase: str, baseline: str) -> str:
+    """One sentence per other framework: how much slower/faster than the baseline a step
+    is, and the categories that account for most of the difference."""
+    base = summary.get((baseline, phase))
+    if base is None:
+        return ""
+    out = []
+    for (fw, ph), s in sorted(summary.items()):
+        if ph != phase or fw == baseline:
+            continue
+        gap = s["step_s"] - base["step_s"]
+        diffs = {c: s["categories"][c] - base["categories"][c] for c in LABELS}
+        # the categories that move the step the way the gap goes, largest first, until
+        # they account for 80% of it
+        same_way = sorted((c for c in diffs if diffs[c] * gap > 0), key=lambda c: -abs(diffs[c]))
+        named, acc = [], 0.0
+        for c in same_way:
+            named.append(c)
+            acc += diffs[c]
+            if abs(acc) >= 0.8 * abs(gap):
+                break
+        word = "slower" if gap > 0 else "faster"
+        parts = ", ".join(f"{LABELS[c]} ({diffs[c] * 1e3:+.2f} ms)" for c in named[:4])
+        offset = [c for c in diffs if diffs[c] * gap < 0 and abs(diffs[c]) > 0.1 * abs(gap)]
+        text = (f"Under the profiler, {fw}'s {PHASES[phase]} is {s['step_s'] * 1e3:.2f} ms, "
+                f"{s['step_s'] / base['step_s']:.2f}× {baseline}'s ({abs(gap) * 1e3:.2f} ms "
+                f"{word}); most of the difference is {parts or 'spread over many categories'}")
+        if offset:
+            text += ("; partly offset by " + ", ".join(
+                f"{LABELS[c]} ({diffs[c] * 1e3:+.2f} ms)" for c in offset))
+        out.append(text + ".")
+    return " ".join(out)
+
+
+def category_table(summary: dict, phase: str, baseline: str) -> fmt.Table | None:
+    fws = sorted({fw for fw, ph in summary if ph == phase}, key=lambda f: (f != baseline, f))
+    if not fws:
+        return None
+    others = [f for f in fws if f != baseline and (baseline, phase) in summary]
+    columns = ["category"] + [h for fw in fws for h in (f"{fw} (ms/step)", f"{fw} share")] + \
+        [f"{fw} ÷ {baseline}" for fw in others]
+    rows = []
+    for c in list(LABELS) + ["__step__"]:
+        line = [LABELS.get(c, "synced step time (profiled)")]
+        vals = {}
+        for fw in fws:
+            s = summary[(fw, phase)]
+            v = s["step_s"] if c == "__step__" else s["categories"][c]
+            vals[fw] = v
+            line += [fmt.num(v * 1e3), f"{v / s['step_s'] * 100:.1f}%"]
+        for fw in others:
+            b = vals[baseline]
+            line.append(f"{vals[fw] / b:.2f}×" if b > 1e-7 else fmt.DASH)
+        rows.append(line)
+    return fmt.Table(columns, rows, caption=(
+        f"Time per {PHASES[phase]} by category (op self time; the categories sum to the op "
+        f"total, and the overhead row is the synced step time no op accounts for). Mean over "
+        f"the profile processes; the profiled step itself, so the rows add up to the last one."))
+
+
+def coverage_table(summary: dict) -> fmt.Table:
+    rows = []
+    for (fw, phase), s in sorted(summary.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        rows.append([fw, PHASES[phase], str(s["processes"]), fmt.num(s["step_s"] * 1e3),
+                     fmt.num(s["unprofiled_step_s"] * 1e3), f"{s['overhead'] * 100:+.0f}%",
+                     fmt.num(s["op_total_s"] * 1e3), f"{s['coverage'] * 100:.0f}%",
+                     fmt.num(s["dispatch_s"] * 1e3) if s["dispatch_s"] is not None else fmt.DASH,
+                     fmt.num(s["gflops"])])
+    return fmt.Table(
+        ["framework", "phase", "processes", "profiled step (ms)", "unprofiled step (ms)",
+         "profiler overhead", "op total (ms)", "coverage", "dispatch (ms)",
+         "GFLOP/s (unprofiled)"], rows,
+        caption=("Coverage = categorised op time ÷ the synced step time under the profiler. "
+                 "Profiler overhead = profiled ÷ unprofiled step time − 1, the same steps of "
+                 "the same process timed both ways. Dispatch = time until the training call "
+                 "returned, before the sync: lazy Jittor builds its graph then (Python time "
+                 "no op row holds), eager CPU torch has already run its ops."))
+
+
+def top_ops_table(summary: dict, fw: str, phase: str) -> fmt.Table | None:
+    s = summary[(fw, phase)]
+    ops = s["ops"]
+    if ops.empty:
+        return None
+    rows = [[str(o["name"]), LABELS.get(o["category"], o["category"]),
+             fmt.num(o["seconds"] * 1e3), fmt.num(o["count"]),
+             f"{o['seconds'] / s['step_s'] * 100:.1f}%"]
+            for _, o in ops.head(TOP_OPS).iterrows()]
+    return fmt.Table(["op", "category", "ms/step", "calls/step", "share of step"], rows,
+                     caption=f"{fw}: the {min(TOP_OPS, len(ops))} largest of {len(ops)} ops "
+                             f"in a {PHASES[phase]} (the cell folder keeps the raw profile).",
+                     numeric=True)
+
+
+def stacked_bars(summary: dict, out_dir: Path, baseline: str) -> fmt.Figure | fmt.Note:
+    phases = [p for p in PHASES if any(ph == p for _, ph in summary)]
+    if not phases:
+        return fmt.Note("No profile to plot.")
+    fig = MplFigure(figsize=(6.0 * len(phases), 3.2), layout="constrained")
+    axes = fig.subplots(1, len(phases), squeeze=False)[0]
+    colors = framework_colors([fw for fw, _ in summary])
+    for ax, phase in zip(axes, phases):
+        fws = sorted({fw for fw, ph in summary if ph == phase}, key=lambda f: (f != baseline, f))
+        y = np.arange(len(fws))
+        left = np.zeros(len(fws))
+        for c in LABELS:
+            v = np.array([summary[(fw, phase)]["categories"][c] * 1e3 for fw in fws])
+            if not v.any():
+                continue
+            ax.barh(y, v, left=left, color=CATEGORY_COLORS[c], label=LABELS[c], height=0.6)
+            left += v
+        ax.set_yticks(y, [label(f) for f in fws])
+        for tick, fw in zip(ax.get_yticklabels(), fws):
+            tick.set_color(colors[fw])
+        ax.invert_yaxis()
+        ax.set_xlabel("ms per step")
+        ax.set_title(f"one {PHASES[phase]} (profiled)")
+        ax.grid(True, axis="x", alpha=0.3)
+    handles, names = [], []
+    for ax in axes:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="outside lower center", ncols=4, fontsize="small")
+    return _save(fig, out_dir, "where_time_goes.png",
+                 "Where a step's time goes, per framework: op self time by category, then the "
+                 "unattributed framework overhead (grey), adding up to the profiled synced step.")
+
+
+def section(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
+    s = fmt.Section("Where the time goes", "profile")
+    summary = profile_summary(run)
+    if not summary:
+        s.blocks.append(fmt.Note(
+            "No profile in this run: add `profile` to `workloads` for per-operator profiles "
+            "of a training step and a sampling step in each framework (their own cells: a "
+            "profiler perturbs timing, so the timed cells stay unprofiled)."))
+        return s
+    sentences = " ".join(t for t in (gap_sentence(summary, p, baseline) for p in PHASES) if t)
+    s.intro = sentences or "Only one framework was profiled: no gap to explain."
+    s.blocks.append(stacked_bars(summary, out_dir, baseline))
+    for phase in PHASES:
+        t = category_table(summary, phase, baseline)
+        if t is not None:
+            detail = next((v["detail"] for (f, p), v in summary.items() if p == phase), {})
+            if detail:
+                t.caption += " Settings: " + ", ".join(f"{k} {v}" for k, v in detail.items()) + "."
+            s.blocks.append(t)
+    s.blocks.append(coverage_table(summary))
+    for (fw, phase) in sorted(summary, key=lambda k: (k[1], k[0] != baseline, k[0])):
+        t = top_ops_table(summary, fw, phase)
+        if t is not None:
+            s.blocks.append(t)
+    return s

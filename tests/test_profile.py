@@ -1,0 +1,204 @@
+"""Where the time goes: FLOP counts, the op-category table, and the profile workload run for
+real in both frameworks (tiny model), down to the report section."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_MODEL, harness, run_dirs, tiny_config, write_config
+from bench.records.results import RecordWriter, read_records
+from bench.report import profile as report_profile
+from bench.report.load import load_run
+from bench.run.workloads import _profile_record
+from models.common.flops import forward_flops, train_step_flops
+from models.common.opcats import CATEGORIES, jittor_category, jittor_short_name, torch_category
+from models.common.specs import UNetSpec
+
+SPECS = [
+    UNetSpec(image_size=16, in_channels=3, base_channels=32, ch_mult=(1, 2, 2),
+             num_res_blocks=1, attn_resolutions=(8,), norm_groups=8),
+    UNetSpec(image_size=8, in_channels=1, base_channels=16, ch_mult=(1, 2), num_res_blocks=2,
+             attn_resolutions=(4, 8), norm_groups=4),
+    UNetSpec(image_size=28, in_channels=1, base_channels=32, ch_mult=(1, 2, 2),
+             num_res_blocks=1, attn_resolutions=(7,), norm_groups=8),
+    UNetSpec(image_size=16, in_channels=3, base_channels=16, ch_mult=(1, 1, 2, 2),
+             num_res_blocks=2, attn_resolutions=(), norm_groups=8),
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.image_size}px-{s.ch_mult}")
+def test_flops_match_torch_flop_counter(spec):
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    from models.pt.unet import UNet
+
+    torch.manual_seed(0)
+    model, batch = UNet(spec), 3
+    x = torch.randn(batch, spec.in_channels, spec.image_size, spec.image_size)
+    t = torch.randint(0, 1000, (batch,))
+    with FlopCounterMode(display=False) as fwd:
+        with torch.no_grad():
+            model(x, t)
+    with FlopCounterMode(display=False) as step:
+        model(x, t).pow(2).mean().backward()
+    assert forward_flops(spec, batch)["total"] == pytest.approx(fwd.get_total_flops(), rel=0.02)
+    assert train_step_flops(spec, batch) == pytest.approx(step.get_total_flops(), rel=0.02)
+
+
+def test_flops_scale_with_batch_and_split_by_kind():
+    f1, f4 = forward_flops(SPECS[0], 1), forward_flops(SPECS[0], 4)
+    assert f4["total"] == 4 * f1["total"]
+    assert f1["total"] == f1["conv"] + f1["linear"] + f1["attention"]
+    # no attention resolutions: only the middle block's attention, at 2x2 with 32 channels
+    assert forward_flops(SPECS[3], 1)["attention"] == 2 * (2 * 1 * 4 * 4 * 32)
+
+
+# ------------------------------------------------------------------ the category table
+
+WINDOW_CONV = ("«opkey0:reindex«Tx:float32«XDIM=4«YDIM=7«INDEX2:i3*1-1+i5*1«INDEX3:i4*1-1+i6*1"
+               "«opkey1:broadcast_to«Tx:float32«opkey2:binary«OP:multiply«opkey3:reduce«OP:add")
+
+
+@pytest.mark.parametrize("key, category", [
+    ("mkl_conv«Txd:float32«XFORMAT:abcd", "conv_fwd"),
+    ("mkl_conv_backward_w«Txd:float32", "conv_bwd"),
+    ("cudnn_conv_backward_x«Tx:float32", "conv_bwd"),
+    ("mkl_matmul«T:float32«Trans_a:N", "matmul"),
+    (WINDOW_CONV, "conv_fwd"),
+    ("[marks:backward,]" + WINDOW_CONV, "conv_bwd"),
+    ("«opkey0:reindex«Tx:float32«INDEX0:@e0(i0,i1,i2,i3)«opkey1:unary«OP:floor_int", "resample"),
+    ("«opkey0:array«opkey1:broadcast_to«opkey2:binary«OP:subtract«opkey3:unary«OP:exp"
+     "«opkey4:reduce«OP:add", "matmul"),
+    ("«opkey0:broadcast_to«opkey1:broadcast_to«opkey2:binary«OP:multiply«opkey3:reduce"
+     "«OP:add", "matmul"),
+    ("«opkey0:reduce«OP:mean«opkey1:binary«OP:multiply«opkey2:reduce«OP:mean", "norm"),
+    ("[marks:loss,]«opkey0:binary«OP:subtract«opkey1:reduce«OP:mean", "loss"),
+    ("[marks:optimizer,]«opkey0:array«opkey1:binary«OP:multiply«opkey2:unary«OP:sqrt",
+     "optimizer"),
+    ("«opkey0:array«opkey1:binary«OP:multiply«opkey2:unary«OP:sqrt", "elementwise"),
+    ("array«T:float32", "data"),
+    ("«opkey0:unary«OP:sigmoid«opkey1:binary«OP:multiply", "elementwise"),
+    ("some_new_kernel«T:float32", "other"),
+])
+def test_jittor_rules(key, category):
+    assert jittor_category(key) == category
+
+
+def test_jittor_short_names_keep_region_and_members():
+    assert jittor_short_name("mkl_conv«Txd:float32") == "mkl_conv"
+    name = jittor_short_name("[marks:backward,]" + WINDOW_CONV)
+    assert name.startswith("[backward] fused(reindex") and "binary.multiply" in name
+
+
+@pytest.mark.parametrize("chain, category", [
+    (["aten::conv2d", "aten::convolution", "aten::mkldnn_convolution"], "conv_fwd"),
+    (["diffbench:backward", "autograd::engine::evaluate_function: ConvolutionBackward0",
+      "aten::convolution_backward"], "conv_bwd"),
+    (["diffbench:backward", "autograd::engine::evaluate_function: SiluBackward0",
+      "aten::silu_backward"], "elementwise"),
+    (["diffbench:optimizer", "Optimizer.step#Adam.step", "aten::add_"], "optimizer"),
+    (["diffbench:data", "aten::to", "aten::copy_"], "data"),
+    (["aten::group_norm", "aten::native_group_norm"], "norm"),
+    (["aten::linear", "aten::addmm"], "matmul"),
+    (["diffbench:loss", "aten::mse_loss"], "loss"),
+    (["aten::upsample_nearest2d"], "resample"),
+    (["aten::add"], "elementwise"),
+    (["cudaLaunchKernel"], "other"),
+    (["diffbench:backward"], None),  # the engine between ops: unattributed, not an op
+])
+def test_torch_rules(chain, category):
+    assert torch_category(chain) == category
+
+
+def test_profile_record_keeps_unknown_ops_and_adds_up(tmp_path):
+    ops = [{"name": "mkl_conv", "category": "conv_fwd", "seconds": 0.6, "count": 20},
+           {"name": "mystery_op", "category": "other", "seconds": 0.2, "count": 2}]
+    with RecordWriter(str(tmp_path / "events.jsonl")) as out:
+        rec = _profile_record(out, "train", 2, plain=[0.4, 0.5], profiled=[0.5, 0.5], ops=ops,
+                              raw="raw.json", flops=1e9)
+    assert rec["step_s"] == pytest.approx(0.5) and rec["unprofiled_step_s"] == pytest.approx(0.45)
+    assert rec["categories"]["other"] == pytest.approx(0.1)
+    assert rec["op_total_s"] == pytest.approx(0.4) and rec["coverage"] == pytest.approx(0.8)
+    assert [o["name"] for o in rec["ops"]] == ["mkl_conv", "mystery_op"]
+    assert set(rec["categories"]) == set(CATEGORIES)
+
+
+# ------------------------------------------------------------------ real profiles
+
+@pytest.fixture(scope="module")
+def profiled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("profile")
+    cfg = tiny_config(root / "results", name="profile", frameworks=["torch", "jittor"],
+                      workloads=["profile"],
+                      profile={"train_steps": 3, "warmup": 1, "sampler": "ddpm",
+                               "sample_steps": 3, "sample_batch_size": 2})
+    cfg["train"]["batch_size"] = 4
+    proc = harness("bench", write_config(root / "profile.yaml", cfg))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = run_dirs(root / "results")
+    return run_dir
+
+
+def _profiles(run_dir, framework):
+    (unit,) = [d for d in os.listdir(os.path.join(run_dir, "cells")) if d.startswith(framework)]
+    cdir = os.path.join(run_dir, "cells", unit)
+    records, _ = read_records(os.path.join(cdir, "events.jsonl"))
+    return cdir, {r["phase"]: r for r in records if r["type"] == "profile"}
+
+
+@pytest.mark.parametrize("framework", ["torch", "jittor"])
+def test_real_profiles_fill_the_categories(profiled_run, framework):
+    cdir, prof = _profiles(profiled_run, framework)
+    train, sample = prof["train"], prof["sample"]
+    cats = train["categories"]
+    for c in ("conv_fwd", "conv_bwd", "matmul", "norm", "elementwise", "optimizer"):
+        assert cats[c] > 0, (framework, c, cats)
+    assert sample["categories"]["conv_fwd"] > 0
+    assert sample["categories"]["optimizer"] == 0 and sample["categories"]["conv_bwd"] == 0
+    for p in (train, sample):
+        assert p["op_total_s"] == pytest.approx(sum(p["categories"].values()))
+        assert 0 < p["coverage"] <= 1.05
+        assert p["gflops"] > 0 and p["unprofiled_step_s"] > 0
+        assert os.path.getsize(os.path.join(cdir, p["raw_profile"])) > 0
+    assert train["steps"] == 3 and sample["steps"] == 3 and sample["sampler"] == "ddpm"
+
+
+def test_timed_cells_carry_no_region_marks(profiled_run):
+    """Regions are entered only inside the profiled phase: the backend leaves profiling off."""
+    from models.pt.backend import TorchBackend
+    from models.common.specs import DiffusionSpec
+    b = TorchBackend(UNetSpec(**TINY_MODEL), DiffusionSpec(timesteps=10), device="cpu")
+    assert b.profiling is False
+    assert type(b.region("optimizer")).__name__ == "nullcontext"
+
+
+def test_report_section_with_and_without_profiles(profiled_run, tmp_path):
+    run = load_run(profiled_run)
+    s = report_profile.section(run, tmp_path, "torch")
+    tables = [b for b in s.blocks if b.kind == "table"]
+    # two category tables (train, sample), coverage, top ops per framework and phase
+    assert len(tables) == 2 + 1 + 4
+    assert "jittor's training step" in s.intro and "× torch's" in s.intro
+    assert (tmp_path / "where_time_goes.png").stat().st_size > 0
+    first = tables[0]
+    assert [r[0] for r in first.rows][-2:] == ["framework overhead (unattributed)",
+                                               "synced step time (profiled)"]
+    run.records = run.records[run.records["type"] != "profile"]
+    empty = report_profile.section(run, tmp_path, "torch")
+    assert [b.kind for b in empty.blocks] == ["note"] and "profile" in empty.blocks[0].text
+    proc = harness("report", profiled_run, "--out", tmp_path / "report")
+    assert proc.returncode == 0, proc.stderr
+    assert "## Where the time goes" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_train_and_sample_cells_report_gflops(both_frameworks_run):
+    from bench.report import tables
+    run = load_run(both_frameworks_run["run_dir"])
+    m = tables.training_metrics(run)
+    assert (m["gflops"] > 0).all() and (m["peak_fraction"] > 0).all()
+    s = tables.sampling_metrics(run)
+    assert (s["gflops"] > 0).all() and (s["peak_fraction"] > 0).all()
+    labels = [r[0] for r in tables.training_table(run, "torch").rows]
+    assert "achieved GFLOP/s (conv, matmul)" in labels
