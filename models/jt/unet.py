@@ -58,9 +58,19 @@ class AttnBlock(nn.Module):
         q = self.q(h).reshape(b, c, hh * ww).permute(0, 2, 1)  # b, hw, c
         k = self.k(h).reshape(b, c, hh * ww)  # b, c, hw
         v = self.v(h).reshape(b, c, hh * ww)
-        w = nn.softmax(nn.bmm(q, k) * (1.0 / math.sqrt(c)), dim=2)  # b, hw(q), hw(k)
-        h = nn.bmm(v, w.permute(0, 2, 1)).reshape(b, c, hh, ww)
+        w = nn.softmax(_bmm(q, k) * (1.0 / math.sqrt(c)), dim=2)  # b, hw(q), hw(k)
+        h = _bmm(v, w.permute(0, 2, 1)).reshape(b, c, hh, ww)
         return x + self.proj_out(h)
+
+
+def _bmm(a, b):
+    """Batched a @ b. On CUDA nn.bmm is cuBLAS's batched kernel. On the CPU it is a
+    broadcast-multiply-reduce whose backward materialises every product (b x n x m x k):
+    one oneDNN 2-D matmul per image is the faster Jittor form there (the profile showed
+    this op as the largest part of Jittor's training gap; docs/REPORT.md)."""
+    if jt.flags.use_cuda:
+        return nn.bmm(a, b)
+    return jt.stack([jt.matmul(a[i], b[i]) for i in range(a.shape[0])])
 
 
 class Downsample(nn.Module):
