@@ -18,7 +18,7 @@ MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.
 REGRESS_ARGS ?= --threshold 25%
 
-.PHONY: setup bench test parity report regress regress-stored regress-baseline clean
+.PHONY: setup bench test parity report regress regress-stored regress-baseline gpu-check clean
 
 setup:
 	@VENV=$(VENV) bash tools/setup.sh
@@ -58,6 +58,12 @@ regress-stored: setup
 regress-baseline: setup
 	@mkdir -p baselines
 	$(PY) benchmarks/run_micro.py --out $(BASELINE)
+
+# On a GPU machine: NVML, torch and Jittor on CUDA, parity on CUDA, configs/quick-gpu.yaml;
+# a PASS/FAIL checklist in results/gpu-check.md, exit 1 if a line failed (docs/GPU.md).
+# Without a GPU it says so in one line and exits 0.
+gpu-check: setup
+	$(PY) harness.py gpu-check $(ARGS)
 
 # Generated output only: reports/reference/ holds committed reference reports and stays.
 clean:

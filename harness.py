@@ -4,6 +4,7 @@
     harness.py bench CONFIG [--set key.sub=value ...] [--only GLOB ...] [--results-dir DIR]
     harness.py bench --resume RUN_DIR [--only GLOB ...]
     harness.py env [--no-frameworks] [--json]
+    harness.py gpu-check [--out FILE]                 # on a GPU machine; docs/GPU.md
 
 Exit codes: 0 success; 1 a cell failed (or, for other commands, a failed/regressed result);
 2 bad input (one line on stderr naming file:key and what is valid; nothing is written).
@@ -343,10 +344,40 @@ def cmd_parity(args):
     return parity_main(argv)
 
 
+# ------------------------------------------------------------------------------- gpu-check
+
+def add_gpu_check(sub):
+    p = sub.add_parser("gpu-check", help="on a GPU machine: NVML, both frameworks on CUDA, "
+                       "parity on CUDA, configs/quick-gpu.yaml; a PASS/FAIL checklist "
+                       "(docs/GPU.md). Without a GPU: one line, exit 0")
+    p.add_argument("--out", metavar="FILE", help="the checklist as markdown (default "
+                   "results/gpu-check.md)")
+    p.add_argument("--skip-bench", action="store_true",
+                   help="only NVML, the frameworks and parity (no quick-gpu run)")
+    p.set_defaults(func=cmd_gpu_check)
+
+
+def cmd_gpu_check(args):
+    import subprocess
+
+    from bench.measure import env
+
+    ok, why = env.cuda_device_present()
+    if not ok:
+        print(f"gpu-check: no GPU on this machine ({why}); nothing to check")
+        return EXIT_OK
+    # Its own process: it starts framework children and never imports one here.
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools",
+                                        "gpu_check.py")]
+    cmd += (["--out", args.out] if args.out else []) + (["--skip-bench"] if args.skip_bench
+                                                        else [])
+    return subprocess.call(cmd, cwd=os.path.dirname(os.path.abspath(__file__)))
+
+
 # -------------------------------------------------------------------------------------- main
 
 SUBCOMMANDS = [add_bench, add_env, add_report, add_compare, add_ab, add_train, add_fid,
-               add_sample, add_parity]
+               add_sample, add_parity, add_gpu_check]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -61,7 +61,9 @@ def run_case(framework, case):
     specs = json.loads(str(case["specs"]))
     unet, diffusion = UNetSpec(**specs["unet"]), DiffusionSpec(**specs["diffusion"])
     optim = OptimSpec(**specs["optim"])
-    be = load_backend(framework)(unet, diffusion, optim, device="cpu", seed=0)
+    # DIFFBENCH_PARITY_DEVICE=cuda: the same check on the GPU (harness.py gpu-check).
+    be = load_backend(framework)(unet, diffusion, optim, seed=0,
+                                 device=os.environ.get("DIFFBENCH_PARITY_DEVICE", "cpu"))
     weights = {k[2:]: v for k, v in case.items() if k.startswith("w.")}
     be.load_weights(weights)
     # Loading then exporting must give back the canonical weights bit for bit.

@@ -7,6 +7,9 @@ BACKENDS = {
     "jittor": "models.jt.backend",
 }
 FRAMEWORKS = tuple(BACKENDS)
+# CUDA float32 math every backend pins at construction (docs/GPU.md): fp32 = no TF32 anywhere
+# (the matched comparison), tf32 = TF32 tensor cores for matmuls and convolutions.
+MATH_MODES = ("fp32", "tf32")
 
 
 def load_backend(name):

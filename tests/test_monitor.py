@@ -75,8 +75,14 @@ def test_summarize_energy_per_epoch_and_image():
               {"t_wall": 20.0, "time_s": 10.0, "images": 80}]
     out = M.summarize(samples, epochs)
     assert out["energy_j_per_epoch"] == pytest.approx([2000.0, 2000.0])
-    assert out["energy_j_per_image"] == pytest.approx(25.0)
+    assert "energy_j_per_image" not in out  # only over measured steps, and none were given
     assert out["rss_peak_bytes_monitor"] == 30 and out["power_w_peak"] == 200.0
+    # 4 measured steps of 0.5 s with 8 images each: 200 W * 2 s / 32 images
+    windows = [(12.0, 12.5), (12.5, 13.0), (15.0, 15.5), (15.5, 16.0)]
+    out = M.summarize(samples, epochs, images_measured=32, measured_windows=windows)
+    assert out["energy_j_measured"] == pytest.approx(400.0)
+    assert out["energy_j_per_image"] == pytest.approx(12.5)
+    assert out["energy_j_per_step"] == pytest.approx(100.0)
 
 
 # A "worker" that, like Jittor compiling its kernels, keeps starting short-lived busy

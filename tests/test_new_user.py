@@ -69,7 +69,7 @@ def test_a_minimal_config_per_workload_runs(tmp_path, workload):
 def _subcommands():
     import harness as H
 
-    return [add.__name__[len("add_"):] for add in H.SUBCOMMANDS]
+    return [add.__name__[len("add_"):].replace("_", "-") for add in H.SUBCOMMANDS]
 
 
 @pytest.mark.parametrize("command", _subcommands())

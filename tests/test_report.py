@@ -281,8 +281,8 @@ def test_training_table_matches_records(tmp_path):
     assert "no interval: 1 vs 1 processes" in cell
     assert "Independent processes per cell: 1" in md and "says nothing about the next run" in md
     # CPU-only run: GPU-only quantities say so instead of showing numbers.
-    assert by_metric["energy per epoch, median (J)"][1:] == ["no GPU"] * 3
-    assert by_metric["peak device memory (MiB)"][1] == "no GPU"
+    assert by_metric["energy per epoch, median (J)"][1:] == ["not measured (no GPU)"] * 3
+    assert by_metric["peak device memory (MiB)"][1] == "not measured (no GPU)"
     assert by_metric["peak host RSS (MiB)"][1] == "800.0"
 
 
@@ -321,7 +321,7 @@ def test_energy_on_gpu_run(tmp_path):
     assert 250 * epoch_s < m.loc["torch", "energy_per_epoch_median_j"] < 350 * epoch_s
     assert m.loc["torch", "device_peak_bytes"] == 2500 * MIB
     md = write_report(run.run_dir, tmp_path / "r")["markdown"].read_text()
-    assert "no GPU" not in md.split("## Training")[1].split("## Sampling")[0]
+    assert "not measured" not in md.split("## Training")[1].split("## Sampling")[0]
 
 
 def test_sampling_table_rows(tmp_path):

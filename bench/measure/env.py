@@ -4,6 +4,7 @@ Framework versions come from `Backend.versions()` run in a tiny subprocess per f
 (never import two frameworks into one process), or, during a benchmark, from each cell's
 `start` record, which costs nothing extra.
 """
+import glob
 import json
 import os
 import platform
@@ -111,16 +112,55 @@ def framework_versions(name, timeout_s=300):
     return {"framework": name, "error": f"exit {out.returncode}: " + " | ".join(tail)}
 
 
-def child_env(threads):
-    """Environment for a framework child process: same thread count for every framework."""
+def child_env(threads, cfg=None):
+    """Environment for a framework child process: same thread count for every framework.
+
+    On CUDA, the same device numbering as NVML (CUDA_DEVICE_ORDER=PCI_BUS_ID, so the
+    monitor watches the GPU the worker uses; a user's own setting wins) and, for
+    `math_mode: fp32`, NVIDIA_TF32_OVERRIDE=0: cuBLAS and cuDNN then use no TF32 in this
+    process whatever a framework asks for (Jittor's cuDNN convolutions run in cuDNN's
+    default math, which permits TF32 on Ampere and later). `math_mode: tf32` removes the
+    override, which would otherwise silently turn the variant back into fp32."""
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"]
                                      if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     if threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(threads)
+    mode = (cfg or {}).get("math_mode", "fp32")
+    if mode == "fp32":
+        env["NVIDIA_TF32_OVERRIDE"] = "0"
+    else:
+        env.pop("NVIDIA_TF32_OVERRIDE", None)
     return env
+
+
+def cuda_device_present():
+    """(True, None) or (False, why): is there a GPU a CUDA framework could use? Cheap and
+    framework-free (config validation runs it before any cell): NVML's device count, else
+    the /dev/nvidia<N> device nodes."""
+    try:
+        import pynvml  # optional (nvidia-ml-py)
+    except ImportError:
+        pynvml = None
+    if pynvml is not None:
+        try:
+            pynvml.nvmlInit()
+        except Exception as e:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            reason = f"NVML unavailable ({e})"
+        else:
+            try:
+                n = pynvml.nvmlDeviceGetCount()
+            finally:
+                pynvml.nvmlShutdown()
+            return (True, None) if n else (False, "NVML sees no GPU")
+    else:
+        reason = "nvidia-ml-py not installed"
+    if glob.glob("/dev/nvidia[0-9]*"):
+        return True, None
+    return False, f"{reason} and no /dev/nvidia<N> device"
 
 
 def environment(frameworks=None):

@@ -16,32 +16,99 @@ import time
 
 import numpy as np
 import psutil
-from scipy.integrate import trapezoid
+from scipy.integrate import cumulative_trapezoid
 
 from bench.records.results import RecordWriter
 
 MIN_INTERVAL_S = 0.1
 
 
-def _nvml_device_index():
-    """The first visible GPU, as the worker's framework will use it."""
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip()
-    return int(first) if first.isdigit() else 0
+def visible_device(env=None):
+    """The device a worker's framework calls cuda:0: the first CUDA_VISIBLE_DEVICES entry.
+
+    Returns (kind, value): ("index", n) for an integer, ("uuid", "GPU-...") for a GPU UUID
+    (CUDA also accepts a unique prefix of one), ("mig", "MIG-...") for a MIG instance.
+    Unset means ("index", 0); an empty or "-1"-like value hides every GPU: (None, None)."""
+    env = os.environ if env is None else env
+    raw = env.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return "index", 0
+    first = raw.split(",")[0].strip()
+    if first.isdigit():
+        return "index", int(first)
+    if first.startswith("MIG-"):
+        return "mig", first
+    if first.startswith("GPU-"):
+        return "uuid", first
+    return None, None  # "", "-1", "none", "NoDevFiles": no GPU visible to the worker
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def resolve_device(nv, env=None, uuid=None, pci_bus_id=None):
+    """(handle, how) of the GPU the worker uses, NVML-side.
+
+    NVML enumerates by PCI bus order; CUDA, unless CUDA_DEVICE_ORDER=PCI_BUS_ID, by
+    "fastest first", so an integer index means the same GPU in both only under PCI_BUS_ID
+    order (bench.measure.env.child_env sets it for every worker) or on a one-GPU machine.
+    A known identity (the worker's UUID or PCI bus id, as torch reports them) wins over the
+    environment; UUIDs and MIG ids are looked up as such, never read as index 0."""
+    if uuid:
+        return nv.nvmlDeviceGetHandleByUUID(uuid), "uuid"
+    if pci_bus_id:
+        return nv.nvmlDeviceGetHandleByPciBusId(pci_bus_id), "pci_bus_id"
+    env = os.environ if env is None else env
+    kind, value = visible_device(env)
+    if kind is None:
+        raise RuntimeError(f"CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')!r} "
+                           "hides every GPU")
+    if kind in ("uuid", "mig"):
+        try:
+            return nv.nvmlDeviceGetHandleByUUID(value), kind
+        except nv.NVMLError:
+            if kind == "mig":
+                raise
+        # CUDA accepts a unique prefix of a GPU UUID; NVML wants the whole one.
+        matches = []
+        for i in range(nv.nvmlDeviceGetCount()):
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            if _text(nv.nvmlDeviceGetUUID(h)).startswith(value):
+                matches.append(h)
+        if len(matches) != 1:
+            raise RuntimeError(f"CUDA_VISIBLE_DEVICES entry {value!r} matches "
+                               f"{len(matches)} GPUs")
+        return matches[0], "uuid prefix"
+    order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    handle = nv.nvmlDeviceGetHandleByIndex(value)
+    if order == "PCI_BUS_ID" or nv.nvmlDeviceGetCount() == 1:
+        return handle, "index"
+    # FASTEST_FIRST on a machine with several GPUs: CUDA's n may be another NVML index.
+    return handle, "index (CUDA_DEVICE_ORDER=FASTEST_FIRST: may differ from NVML's order)"
 
 
 class Nvml:
-    """The NVML calls the monitor needs; each query returns None where unsupported."""
+    """The NVML calls the monitor needs; each query returns None where unsupported.
 
-    def __init__(self, index=None):
+    env: the worker's environment (its CUDA_VISIBLE_DEVICES / CUDA_DEVICE_ORDER); uuid /
+    pci_bus_id: the worker's device identity where known. `device` says which GPU is
+    watched (index, uuid, name, pci_bus_id, resolved_by)."""
+
+    def __init__(self, env=None, uuid=None, pci_bus_id=None):
         import pynvml  # from nvidia-ml-py; raises ImportError when absent
 
         self.nv = pynvml
         pynvml.nvmlInit()
         try:
-            self.index = _nvml_device_index() if index is None else index
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
-            name = pynvml.nvmlDeviceGetName(self.handle)
-            self.name = name.decode() if isinstance(name, bytes) else name
+            self.handle, how = resolve_device(pynvml, env, uuid, pci_bus_id)
+            self.name = _text(pynvml.nvmlDeviceGetName(self.handle))
+            self.index = self._try(pynvml.nvmlDeviceGetIndex)
+            self.uuid = self._try(pynvml.nvmlDeviceGetUUID)
+            pci = self._try(pynvml.nvmlDeviceGetPciInfo)
+            bus = None if pci is None else getattr(pci, "busId", None)
+            self.device = {"index": self.index, "uuid": _text(self.uuid), "name": self.name,
+                           "pci_bus_id": _text(bus), "resolved_by": how}
         except Exception:
             pynvml.nvmlShutdown()
             raise
@@ -50,6 +117,8 @@ class Nvml:
         try:
             return fn(self.handle, *args)
         except self.nv.NVMLError:
+            return None
+        except AttributeError:  # an older nvidia-ml-py without this call
             return None
 
     def sample(self, pids):
@@ -62,9 +131,13 @@ class Nvml:
         if procs is None:
             out["proc_gpu_mem_bytes"] = None
         else:
+            # Only the worker tree's own entries: other processes on the same GPU are in
+            # gpu_mem_used_bytes (the device total), never in this figure.
             used = [p.usedGpuMemory for p in procs if p.pid in pids]
-            # usedGpuMemory is None where the driver hides it (some containers).
-            out["proc_gpu_mem_bytes"] = sum(u for u in used if u is not None) if used else 0
+            known = [u for u in used if u is not None]
+            # usedGpuMemory is None where the driver hides it (some containers): unknown,
+            # not 0. No entry of ours: the worker holds no GPU memory (yet).
+            out["proc_gpu_mem_bytes"] = sum(known) if known else (None if used else 0)
         power_mw = self._try(nv.nvmlDeviceGetPowerUsage)
         out["power_w"] = None if power_mw is None else power_mw / 1000.0
         energy_mj = self._try(nv.nvmlDeviceGetTotalEnergyConsumption)
@@ -80,17 +153,17 @@ class Nvml:
             pass
 
 
-def open_nvml(use_gpu=True):
+def open_nvml(use_gpu=True, env=None, uuid=None, pci_bus_id=None):
     """(Nvml or None, status dict) — status is what the manifest/summary records."""
     if not use_gpu:
         return None, {"gpu": "absent", "reason": "device=cpu"}
     try:
-        nvml = Nvml()
+        nvml = Nvml(env, uuid, pci_bus_id)
     except ImportError:
         return None, {"gpu": "absent", "reason": "nvidia-ml-py not installed"}
     except Exception as e:  # NVMLError_LibraryNotFound / DriverNotLoaded / no device
         return None, {"gpu": "absent", "reason": f"NVML unavailable: {e}"}
-    return nvml, {"gpu": "present", "index": nvml.index, "name": nvml.name}
+    return nvml, {"gpu": "present", **nvml.device}
 
 
 class ProcessTree:
@@ -145,12 +218,13 @@ class Monitor:
         with Monitor(proc.pid, path, interval_s=0.5, use_gpu=True) as mon: proc.wait()
     """
 
-    def __init__(self, pid, path, interval_s=0.5, use_gpu=True):
+    def __init__(self, pid, path, interval_s=0.5, use_gpu=True, env=None):
         if interval_s < MIN_INTERVAL_S:
             raise ValueError(f"monitor interval_s={interval_s} is invalid: >= {MIN_INTERVAL_S} "
                              "(NVML utilisation is a 1/6-1 s duty cycle)")
         self.pid, self.path, self.interval_s = pid, path, interval_s
         self.use_gpu = use_gpu
+        self.env = env  # the worker's environment: which GPU it sees
         self.gpu_status = {"gpu": "absent", "reason": "monitor not started"}
         self.samples = 0
         self._stop = threading.Event()
@@ -173,7 +247,7 @@ class Monitor:
             self._thread.join(timeout=10)
 
     def _run(self):
-        nvml, self.gpu_status = open_nvml(self.use_gpu)
+        nvml, self.gpu_status = open_nvml(self.use_gpu, self.env)
         try:
             tree = ProcessTree(self.pid)
         except psutil.NoSuchProcess:
@@ -200,37 +274,86 @@ class Monitor:
 
 # ------------------------------------------------------------------------------------ energy
 
-def energy_between(samples, t0, t1):
-    """Joules the GPU used between two time.time() stamps, from monitor records.
+# NVML's utilisation is a duty cycle over the driver's window (1/6-1 s): a mean over a phase
+# shorter than this, or over fewer samples, says more about where the windows fell than about
+# the work. Such a phase gets no number: gpu_util_note says why.
+MIN_UTIL_PHASE_S = 2.0
+MIN_UTIL_SAMPLES = 4
 
-    Uses NVML's cumulative energy counter when it is there (exact), else integrates power_w
-    with the trapezoid rule (resolution = the sampling interval). None without power data.
-    """
-    def interp(key):
-        pts = [(s["t_wall"], s[key]) for s in samples if s.get(key) is not None]
-        if len(pts) < 2 or t1 <= t0 or pts[0][0] > t1 or pts[-1][0] < t0:
-            return None
-        ts, vs = np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)
+
+def cumulative_energy(samples):
+    """(times, joules so far) from monitor records, or None without two usable points.
+
+    NVML's counter (millijoules since the driver loaded, recorded as energy_j_counter) when
+    every point has it; else power_w integrated with the trapezoid rule (its resolution is
+    the sampling interval). Only differences of the result mean anything."""
+    pts = [(s["t_wall"], s["energy_j_counter"]) for s in samples
+           if s.get("energy_j_counter") is not None]
+    if len(pts) >= 2:
+        ts, vs = np.array(pts, dtype=float).T
         return ts, vs
-
-    got = interp("energy_j_counter")
-    if got is not None:
-        ts, vs = got
-        return float(np.interp(t1, ts, vs) - np.interp(t0, ts, vs))
-    got = interp("power_w")
-    if got is None:
+    pts = [(s["t_wall"], s["power_w"]) for s in samples if s.get("power_w") is not None]
+    if len(pts) < 2:
         return None
-    ts, vs = got
-    grid = np.concatenate([[t0], ts[(ts > t0) & (ts < t1)], [t1]])
-    return float(trapezoid(np.interp(grid, ts, vs), grid))
+    ts, ps = np.array(pts, dtype=float).T
+    return ts, np.concatenate([[0.0], cumulative_trapezoid(ps, ts)])
 
 
-def summarize(samples, epochs=(), images_measured=None, t_span=None, measured=None):
+def energy_over(samples, windows):
+    """Joules the GPU used inside the (t0, t1) time.time() windows, summed: the cumulative
+    energy (counter, else integrated power) differenced at each window's edges, interpolated
+    between samples. None without energy data or when a window lies outside the samples."""
+    curve = cumulative_energy(samples)
+    windows = [(a, b) for a, b in windows if b > a]
+    if curve is None or not windows:
+        return None
+    ts, es = curve
+    starts, ends = np.array(windows, dtype=float).T
+    if ends.max() <= ts[0] or starts.min() >= ts[-1]:
+        return None  # no overlap with the sampled time at all
+
+    def at(t):
+        # Linear inside the samples; beyond the first/last one (a phase ending less than an
+        # interval before the worker exits) continued at the nearest segment's rate.
+        v = np.interp(t, ts, es)
+        lo, hi = t < ts[0], t > ts[-1]
+        v[lo] = es[0] - (ts[0] - t[lo]) * (es[1] - es[0]) / (ts[1] - ts[0])
+        v[hi] = es[-1] + (t[hi] - ts[-1]) * (es[-1] - es[-2]) / (ts[-1] - ts[-2])
+        return v
+
+    return float(np.sum(at(ends) - at(starts)))
+
+
+def energy_between(samples, t0, t1):
+    """Joules the GPU used between two time.time() stamps (see energy_over)."""
+    return energy_over(samples, [(t0, t1)])
+
+
+def utilisation(samples, measured=None):
+    """(mean GPU utilisation % over the measured phase, None) or (None, why not)."""
+    if measured is None:
+        return None, "no measured phase"
+    t0, t1 = measured
+    vals = [s["gpu_util_percent"] for s in samples if s.get("gpu_util_percent") is not None
+            and t0 <= s["t_wall"] <= t1]
+    if t1 - t0 < MIN_UTIL_PHASE_S or len(vals) < MIN_UTIL_SAMPLES:
+        return None, (f"not meaningful: measured phase {t1 - t0:.2f} s with {len(vals)} "
+                      f"sample(s); needs >= {MIN_UTIL_PHASE_S:g} s and >= {MIN_UTIL_SAMPLES} "
+                      "samples (NVML utilisation is a duty cycle over up to 1 s)")
+    return float(np.mean(vals)), None
+
+
+def summarize(samples, epochs=(), images_measured=None, t_span=None, measured=None,
+              measured_windows=None):
     """Monitor metrics for a cell summary: CPU/RSS always, GPU fields and energy when present.
 
     measured: (t0, t1), the wall-clock span of the cell's measured steps/chains. Contention
-    (others_cpu_percent_mean) is judged over the samples inside it: what other processes did
-    while compile and warm-up ran does not touch the medians, so it must not flag them."""
+    (others_cpu_percent_mean) and GPU utilisation are judged over the samples inside it: what
+    happened while compile and warm-up ran does not touch the medians, so it must not flag
+    them. measured_windows: the (t0, t1) of every measured step or chain (gaps such as
+    validation left out) and images_measured the images they processed: energy per image is
+    the energy inside those windows over those images, never since the driver loaded nor
+    over compile and warm-up."""
     out = {"monitor_samples": len(samples)}
     if not samples:
         return out
@@ -249,10 +372,10 @@ def summarize(samples, epochs=(), images_measured=None, t_span=None, measured=No
         # numbers were taken on a busy machine and are not to be trusted.
         out["others_cpu_percent_mean"] = float(np.mean([max(0.0, h - c) for _, h, c in host]))
         out["others_cpu_scope"] = scope
-    for key, name in (("gpu_util_percent", "gpu_util_percent_mean"),):
-        vals = [s[key] for s in samples if s.get(key) is not None]
-        if vals:
-            out[name] = float(np.mean(vals))
+    if any(s.get("gpu_util_percent") is not None for s in samples):
+        out["gpu_util_percent_mean"], note = utilisation(samples, measured)
+        if note:
+            out["gpu_util_note"] = note
     for key, name in (("gpu_mem_used_bytes", "gpu_mem_used_peak_bytes"),
                       ("proc_gpu_mem_bytes", "proc_gpu_mem_peak_bytes"),
                       ("power_w", "power_w_peak")):
@@ -262,9 +385,15 @@ def summarize(samples, epochs=(), images_measured=None, t_span=None, measured=No
     per_epoch = [energy_between(samples, e["t_wall"] - e["time_s"], e["t_wall"]) for e in epochs]
     if per_epoch and all(v is not None for v in per_epoch):
         out["energy_j_per_epoch"] = per_epoch
-        images = sum(e.get("images", 0) for e in epochs)
-        if images:
-            out["energy_j_per_image"] = float(sum(per_epoch) / images)
+    if measured_windows:
+        energy = energy_over(samples, measured_windows)
+        if energy is not None:
+            out["energy_j_measured"] = energy
+            out["energy_source"] = ("nvml energy counter" if any(
+                s.get("energy_j_counter") is not None for s in samples) else "power_w integral")
+            if images_measured:
+                out["energy_j_per_image"] = float(energy / images_measured)
+            out["energy_j_per_step"] = float(energy / len(measured_windows))
     if t_span is not None:
         total = energy_between(samples, *t_span)
         if total is not None:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from bench.report import fmt
 from bench.report.load import RunData, of_type
-from bench.report.tables import NO_GPU, _key, cell_records, col, has_gpu
+from bench.report.tables import NO_GPU, NOT_MEASURED, _key, cell_records, col, has_gpu
 
 
 # ---------------------------------------------------------------- quality (FID)
@@ -57,7 +57,8 @@ def memory_table(run: RunData) -> fmt.Table | None:
         rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
         rows.append([c["cell"], c["framework"], c["workload"],
                      fmt.mib(col(mem, "allocator_peak_bytes").max()),
-                     fmt.mib(dev.max()) if gpu else NO_GPU, fmt.mib(rss.max())])
+                     (fmt.mib(dev.max()) if dev.notna().any() else NOT_MEASURED) if gpu
+                     else NO_GPU, fmt.mib(rss.max())])
     if not rows:
         return None
     return fmt.Table(["cell", "framework", "workload", "peak allocator (MiB)",
@@ -88,12 +89,31 @@ def environment_summary(run: RunData) -> fmt.Table | None:
     sha = git.get("sha")
     rows = [["device", device], ["CPU", cpu],
             ["frameworks", "; ".join(fws) or fmt.DASH],
+            ["math mode", math_mode_line(m)],
             ["threads", str(m.get("threads", fmt.DASH))],
             ["git", (f"{sha[:12]}{' (dirty: uncommitted changes)' if git.get('dirty') else ''}"
                      if sha else fmt.DASH)],
             ["started", str(m.get("created_iso") or fmt.DASH)],
             ["python", f"{host.get('python', fmt.DASH)} ({host.get('platform', fmt.DASH)})"]]
     return fmt.Table(["", ""], rows, numeric=False)
+
+
+def math_mode_line(m) -> str:
+    """'fp32 (no TF32; torch: ..., jittor: ...)', or the mode marked CUDA only on a CPU run."""
+    mode = m.get("math_mode") or (m.get("config") or {}).get("math_mode")
+    if not mode:
+        return fmt.DASH
+    fws = {fw: v for fw, v in (m.get("frameworks") or {}).items() if isinstance(v, dict)}
+    if not any(v.get("device") == "cuda" for v in fws.values()):
+        return f"{mode} (CUDA only; not applicable: no framework ran on CUDA)"
+    bits = []
+    for fw, v in fws.items():
+        keys = [k for k in ("allow_tf32_matmul", "allow_tf32_cudnn", "float32_matmul_precision",
+                            "cudnn_benchmark", "use_tensorcore", "cudnn") if k in v]
+        bits.append(f"{fw}: " + ", ".join(f"{k} {v[k]}" for k in keys))
+    override = next((v.get("nvidia_tf32_override") for v in fws.values()), None)
+    what = "no TF32" if mode == "fp32" else "TF32 tensor cores allowed"
+    return (f"{mode} ({what}; NVIDIA_TF32_OVERRIDE={override}; " + "; ".join(bits) + ")")
 
 
 def frameworks_table(run: RunData) -> fmt.Table | None:

@@ -52,7 +52,7 @@ def ratio(r) -> str:
     return s
 
 
-_NUMERIC_CELL = re.compile(r"[\d\s.,×\[\]\-+e%]*(n=\d+/\d+, CV [\d?%/]+)?|—|no GPU|baseline|")
+_NUMERIC_CELL = re.compile(r"[\d\s.,×\[\]\-+e%]*(n=\d+/\d+, CV [\d?%/]+)?|—|not measured( \(no GPU\))?|baseline|")
 
 
 @dataclass

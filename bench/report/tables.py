@@ -9,13 +9,16 @@ baseline and, for images/s, faster than it.
 
 import numpy as np
 import pandas as pd
-from scipy.integrate import trapezoid
 
+from bench.measure.monitor import energy_over
 from bench.stats.replicates import between_cv, ratio_of_replicates, replicate_medians, spread
 from bench.report import fmt
 from bench.report.load import RunData, of_type
 
-NO_GPU = "no GPU"
+# Every GPU figure reads as measured (a number), NO_GPU (the run had no GPU) or NOT_MEASURED
+# (a GPU was there but NVML gave no such value, or the phase was too short to mean anything).
+NO_GPU = "not measured (no GPU)"
+NOT_MEASURED = "not measured"
 RATIO_METHOD = ("Ratio column: the ratio of the geometric means of the per-process medians, "
                 "[95% CI] from a t-test on their logs (the process is the unit: the interval "
                 "is about re-running the benchmark); n = processes of each side, CV = "
@@ -87,24 +90,36 @@ def cell_labels(cells: pd.DataFrame) -> dict:
 
 
 def energy_per_window_j(monitor: pd.DataFrame, windows) -> list:
-    """Trapezoid integral of power_w over each (start, end) t_wall window, interpolating the
-    sampled power at the window edges. NaN when fewer than 2 power samples exist."""
-    t, p = col(monitor, "t_wall"), col(monitor, "power_w")
-    ok = t.notna() & p.notna()
-    t, p = t[ok].to_numpy(), p[ok].to_numpy()
-    if t.size < 2:
-        return [float("nan")] * len(windows)
-    order = np.argsort(t)
-    t, p = t[order], p[order]
+    """GPU joules inside each (start, end) t_wall window: NVML's energy counter differenced at
+    the window's edges, else integrated power (bench.measure.monitor.energy_over). NaN where
+    the monitor has neither."""
+    samples = _energy_samples(monitor)
     out = []
     for start, end in windows:
-        if not (np.isfinite(start) and np.isfinite(end)) or end <= start:
-            out.append(float("nan"))
-            continue
-        inside = t[(t > start) & (t < end)]
-        grid = np.concatenate([[start], inside, [end]])
-        out.append(float(trapezoid(np.interp(grid, t, p), grid)))
+        ok = np.isfinite(start) and np.isfinite(end) and end > start
+        e = energy_over(samples, [(start, end)]) if ok else None
+        out.append(float("nan") if e is None else e)
     return out
+
+
+def _energy_samples(monitor: pd.DataFrame) -> list:
+    keys = [k for k in ("t_wall", "energy_j_counter", "power_w") if k in monitor]
+    if "t_wall" not in keys:
+        return []
+    frame = monitor[keys].apply(pd.to_numeric, errors="coerce").sort_values("t_wall")
+    return [{k: (None if v != v else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]
+
+
+def measured_energy_per_image_j(monitor: pd.DataFrame, measured: pd.DataFrame) -> float:
+    """GPU joules per image over the measured steps only (each step's [t_wall - wall_s,
+    t_wall]; compile, warm-up and validation left out), NaN without energy data."""
+    t1, wall, images = col(measured, "t_wall"), col(measured, "wall_s"), col(measured, "images")
+    ok = t1.notna() & wall.notna() & images.notna()
+    if not ok.any() or images[ok].sum() <= 0:
+        return float("nan")
+    e = energy_over(_energy_samples(monitor), list(zip((t1 - wall)[ok], t1[ok])))
+    return float("nan") if e is None else float(e / images[ok].sum())
 
 
 # ---------------------------------------------------------------- training
@@ -135,9 +150,6 @@ def _unit_training(run: RunData, unit: str) -> dict:
         starts = col(epochs, "t_wall") - epoch_time
     windows = list(zip(starts.to_numpy(), (starts + epoch_time).to_numpy()))
     energy = np.array(energy_per_window_j(mon, windows)) if len(windows) else np.array([])
-    epoch_images = _images_per_epoch(steps, epochs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        energy_per_image = energy / epoch_images if energy.size else energy
 
     device_mem = col(mon, "proc_gpu_mem_bytes")
     if not device_mem.notna().any():
@@ -159,7 +171,7 @@ def _unit_training(run: RunData, unit: str) -> dict:
         "allocator_peak_bytes": col(mem, "allocator_peak_bytes").max(),
         "device_peak_bytes": device_mem.max(), "host_peak_rss_bytes": rss.max(),
         "energy_per_epoch_j": spread(energy[steady]).median,
-        "energy_per_image_j": spread(energy_per_image[steady]).median,
+        "energy_per_image_j": measured_energy_per_image_j(mon, meas),
         "final_train_loss": final_loss,
         "final_val_loss": _last(col(epochs, "val_loss")),
         "gflops": gflops, "peak_fraction": gflops / _last(col(peak, "peak_gflops")),
@@ -220,18 +232,6 @@ def _last(series: pd.Series) -> float:
     return float(s.iloc[-1]) if len(s) else float("nan")
 
 
-def _images_per_epoch(steps: pd.DataFrame, epochs: pd.DataFrame) -> np.ndarray:
-    """Images seen in each epoch (all phases: energy covers the whole epoch)."""
-    if epochs.empty:
-        return np.array([])
-    if col(epochs, "images").notna().all():
-        return col(epochs, "images").to_numpy(dtype=float)
-    if "epoch" in steps and "images" in steps:
-        per = pd.to_numeric(steps["images"], errors="coerce").groupby(steps["epoch"]).sum()
-        return np.array([per.get(e, np.nan) for e in epochs["epoch"]], dtype=float)
-    return np.full(len(epochs), np.nan)
-
-
 # (row label, metric column, how to show it, per-process groups column for the ratio or None
 #  when a ratio means nothing)
 TRAINING_ROWS = [
@@ -258,7 +258,7 @@ TRAINING_ROWS = [
     ("peak host RSS (MiB)", "host_peak_rss_bytes", "mib", "host_peak_rss_bytes_groups"),
     ("energy per epoch, median (J)", "energy_per_epoch_median_j", "gpu_num",
      "energy_per_epoch_median_j_groups"),
-    ("energy per image, median (mJ)", "energy_per_image_median_j", "gpu_mj",
+    ("energy per image, measured steps (mJ)", "energy_per_image_median_j", "gpu_mj",
      "energy_per_image_median_j_groups"),
     ("final train loss", "final_train_loss", "num", None),
     ("final validation loss", "final_val_loss", "num", None),
@@ -268,6 +268,8 @@ TRAINING_ROWS = [
 def _show(value, how: str, gpu: bool) -> str:
     if how.startswith("gpu_") and not gpu:
         return NO_GPU
+    if how.startswith("gpu_") and not fmt.is_num(value):
+        return NOT_MEASURED
     if how == "int":
         return str(int(value)) if fmt.is_num(value) else fmt.DASH
     if how in ("mib", "gpu_mib"):
@@ -331,7 +333,9 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
     caption = (f"Each cell ran as independent processes (replicates); a number is the median "
                f"over processes of each process's median over its measured steps (iteration 0 "
                f"= compile and warm-up steps are reported apart, never in the medians); epoch "
-               f"time and energy: the epochs after the first when there are any. Ratio = "
+               f"time and energy per epoch: the epochs after the first when there are any; energy per "
+               f"image: the measured steps only (NVML's energy counter differenced over each "
+               f"step, else integrated power). Ratio = "
                f"framework ÷ {baseline}: > 1 means more time/memory/energy than {baseline} "
                f"(for images/s, GFLOP/s: faster). {RATIO_METHOD} {FLOPS_NOTE}")
     if not ratio_cells:

@@ -21,6 +21,7 @@ from dataclasses import fields
 import yaml
 
 from bench.data.datasets import dataset_info, search_dirs
+from bench.measure.env import cuda_device_present
 from bench.run.schema import (DATASET_SHAPES, LOADERS, RUN_SCHEMA, SCHEMA, WORKLOADS,
                               _type_name, defaults, known_frameworks)
 from models.common.diffusion import select_timesteps
@@ -296,6 +297,11 @@ def validate(cfg, where="config:", check_paths=True):
 
     if check_paths:
         check_results_dir(cfg["runner"]["results_dir"], where)
+        if cfg["device"] == "cuda":
+            ok, why = cuda_device_present()
+            if not ok:
+                raise ConfigError(f"{where}device: 'cuda' but this machine has no usable GPU "
+                                  f"({why}); use auto (CUDA when present) or cpu")
 
 
 def _check_steps(key, steps, sampler, skip, T):

@@ -66,6 +66,7 @@ def write_manifest(run_dir, cfg, cells, argv=None):
         "config_hash": config_hash(cfg),
         "seed": cfg["seed"],
         "threads": resolved_threads(cfg),
+        "math_mode": cfg.get("math_mode", "fp32"),
         "config": cfg,
         # one entry per process, in the order they run (the replicate design)
         "cells": [c if isinstance(c, dict) else c.to_dict() for c in cells],
@@ -89,7 +90,8 @@ def _record_versions(run_dir, manifest, cell):
     for rec in events:
         if rec.get("type") == "start" and rec.get("versions"):
             fw = rec["framework"]
-            manifest["frameworks"][fw] = dict(rec["versions"], device=rec.get("device"))
+            manifest["frameworks"][fw] = dict(rec["versions"], device=rec.get("device"),
+                                              math_mode_applied=rec.get("math_mode"))
             res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
             return
 
@@ -202,6 +204,7 @@ def run_cell(run_dir, cfg, cell, progress):
         shutil.rmtree(d)
     os.makedirs(d)
     threads = resolved_threads(cfg)
+    env = child_env(threads, cfg)
     spec_path = os.path.join(d, res.SPEC)
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
     stderr_path = os.path.join(d, res.STDERR)
@@ -217,11 +220,11 @@ def run_cell(run_dir, cfg, cell, progress):
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench.run.worker", "--cell-dir", d, "--spec-json", spec_path],
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-            env=child_env(threads))
+            env=env)
     mon = None
     if cfg["monitor"]["enabled"]:
         mon = Monitor(proc.pid, os.path.join(d, res.MONITOR), cfg["monitor"]["interval_s"],
-                      use_gpu=cfg["device"] != "cpu")
+                      use_gpu=cfg["device"] != "cpu", env=env)
         mon.start()
     timed_out = False
     try:
@@ -266,11 +269,15 @@ def run_cell(run_dir, cfg, cell, progress):
         samples, _ = res.read_records(os.path.join(d, res.MONITOR))
         epochs = [r for r in events if r.get("type") == "epoch"]
         epochs = [dict(e, t_wall=e["t_start"] + e["time_s"]) for e in epochs]
-        summary["metrics"].update(monitor_summary(samples, epochs,
-                                                  measured=measured_span(events)))
-        summary["metrics"].update({"gpu": "absent", "gpu_reason": mon.gpu_status.get("reason")}
-                                  if mon.gpu_status["gpu"] == "absent"
-                                  else {"gpu": "present", "gpu_name": mon.gpu_status["name"]})
+        windows, images = measured_windows(events)
+        summary["metrics"].update(monitor_summary(samples, epochs, images_measured=images,
+                                                  measured=measured_span(events),
+                                                  measured_windows=windows))
+        status = mon.gpu_status
+        summary["metrics"].update(
+            {"gpu": "absent", "gpu_reason": status.get("reason")} if status["gpu"] == "absent"
+            else {"gpu": "present", "gpu_name": status["name"],
+                  "gpu_watched": {k: v for k, v in status.items() if k != "gpu"}})
     res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
     progress.cell_end(cell.unit_id, summary["status"], wall_s)
     return summary
@@ -279,12 +286,23 @@ def run_cell(run_dir, cfg, cell, progress):
 def measured_span(events):
     """(t0, t1) wall clock of a cell's measured steps and chains (None if it had none):
     records carry their end time (t_wall) and duration (wall_s / time_s)."""
-    spans = [(r["t_wall"] - (r.get("wall_s") or r.get("time_s") or 0.0), r["t_wall"])
-             for r in events if r.get("type") in ("step", "sample")
-             and r.get("phase") == "measure" and r.get("t_wall") is not None]
+    spans, _ = measured_windows(events)
     if not spans:
         return None
     return min(a for a, _ in spans), max(b for _, b in spans)
+
+
+def measured_windows(events):
+    """([(t0, t1)] of every measured step and chain, images they processed): the phase that
+    energy per image is taken over (validation and compile gaps left out)."""
+    windows, images = [], 0
+    for r in events:
+        if r.get("type") in ("step", "sample") and r.get("phase") == "measure" \
+                and r.get("t_wall") is not None:
+            windows.append((r["t_wall"] - (r.get("wall_s") or r.get("time_s") or 0.0),
+                            r["t_wall"]))
+            images += int(r.get("images") or r.get("batch_size") or 0)
+    return windows, images
 
 
 def _failed(cell, status, error, started, stderr_path):

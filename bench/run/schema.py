@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, fields
 
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
-from models.registry import FRAMEWORKS
+from models.registry import FRAMEWORKS, MATH_MODES
 
 DEFAULT_FRAMEWORKS = ("torch", "jittor")
 WORKLOADS = ("train", "sample", "quality", "profile")
@@ -116,6 +116,10 @@ SCHEMA = {
     "seed": Field("int", 0, "seed for weights, data, timesteps and noise", minimum=0),
     "device": Field("str", "auto", "auto (CUDA when present) | cpu | cuda",
                     choices=("auto", "cpu", "cuda")),
+    "math_mode": Field("str", "fp32", "CUDA float32 math, pinned in every framework: fp32 "
+                       "(no TF32: the matched comparison) | tf32 (TF32 tensor cores: a variant, "
+                       "run it as its own run); recorded in the manifest; no effect on CPU "
+                       "(docs/GPU.md)", choices=MATH_MODES),
     "threads": Field("int", None, "CPU threads for every framework (OMP_NUM_THREADS and the "
                      "framework's own setting); null = the CPUs this process may use",
                      nullable=True, minimum=1),

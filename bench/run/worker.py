@@ -53,11 +53,14 @@ def run_cell(cell_dir, spec):
                                        f"{pattern!r} (deliberate failure)")
             unet, diffusion, optim = build_specs(cfg)
             Backend = load_backend(cell["framework"])  # the one framework this process imports
+            math_mode = cfg.get("math_mode", "fp32")
             backend = Backend(unet, diffusion, optim, device=cfg["device"],
-                              threads=spec["threads"], seed=cfg["seed"])
+                              threads=spec["threads"], seed=cfg["seed"], math_mode=math_mode)
             out.write("start", framework=cell["framework"], workload=cell["workload"],
                       variant=cell["variant"], replicate=cell.get("replicate", 1),
                       options=cell["options"], device=backend.device,
+                      math_mode=math_mode if backend.device == "cuda"
+                      else f"{math_mode} (CUDA only; not applicable on {backend.device})",
                       pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
                       params=count_params(unet))
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))

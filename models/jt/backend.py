@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy as np
 
 from models.common.backend_base import BackendBase
-from models.jt.runtime import import_jittor, onednn_enabled
+from models.jt.runtime import import_jittor, math_settings, onednn_enabled, pin_math_mode
 
 
 def _jittor(threads, device):
@@ -22,9 +22,11 @@ def _jittor(threads, device):
 class JittorBackend(BackendBase):
     name = "jittor"
 
-    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0):
+    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0,
+                 math_mode="fp32"):
         super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
         jt = self.jt = _jittor(threads, device)
+        pin_math_mode(jt, math_mode)
         if device == "cuda" and not jt.has_cuda:
             raise RuntimeError("device=cuda requested but jittor has no CUDA")
         jt.flags.use_cuda = 1 if device in ("auto", "cuda") and jt.has_cuda else 0
@@ -52,7 +54,8 @@ class JittorBackend(BackendBase):
         jt = import_jittor()
         return {"framework": "jittor", "version": jt.__version__,
                 "has_cuda": bool(jt.has_cuda), "use_cuda": bool(jt.flags.use_cuda),
-                "onednn": onednn_enabled(), "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+                "onednn": onednn_enabled(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+                **math_settings(jt)}
 
     # -- weights ---------------------------------------------------------------------------
     def _copy_to_ema(self, ema_weights=None):

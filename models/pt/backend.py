@@ -1,5 +1,6 @@
 """PyTorch backend: the only module that runs the torch model for the harness."""
 import copy
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -8,13 +9,40 @@ import torch.nn.functional as F
 
 from models.common.backend_base import BackendBase
 from models.pt.unet import UNet
+from models.registry import MATH_MODES
+
+
+def pin_math_mode(mode):
+    """CUDA float32 math (docs/GPU.md): fp32 = no TF32 in matmuls or cuDNN convolutions
+    (torch's default lets cuDNN use TF32 on Ampere and later), tf32 = TF32 in both.
+    cudnn.benchmark on: Jittor always times its cuDNN algorithms (cudnnFind*), so both pick
+    the fastest algorithm per shape. Process-global settings; readable on CPU builds too."""
+    if mode not in MATH_MODES:
+        raise ValueError(f"math_mode={mode!r} is invalid: one of {list(MATH_MODES)}")
+    tf32 = mode == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    torch.backends.cudnn.benchmark = True
+
+
+def math_settings():
+    """What the math-mode flags are now, for versions() (the start record, the manifest)."""
+    matmul, conv = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    return {"math_mode": "tf32" if matmul and conv else "mixed" if matmul or conv else "fp32",
+            "allow_tf32_matmul": matmul, "allow_tf32_cudnn": conv,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "nvidia_tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE")}
 
 
 class TorchBackend(BackendBase):
     name = "torch"
 
-    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0):
+    def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0,
+                 math_mode="fp32"):
         super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
+        pin_math_mode(math_mode)
         if threads:
             torch.set_num_threads(int(threads))
         if device == "cuda" and not torch.cuda.is_available():
@@ -36,7 +64,7 @@ class TorchBackend(BackendBase):
                 "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                 "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                 "mkldnn": torch.backends.mkldnn.is_available(),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), **math_settings()}
 
     # -- weights ---------------------------------------------------------------------------
     def _load_weights(self, weights, ema=None):
