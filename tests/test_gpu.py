@@ -272,7 +272,10 @@ def test_jittor_cuda_home_is_assembled_from_toolkit_and_wheels(tmp_path, monkeyp
                                     cache=str(tmp_path / "cache")) == nvcc  # built once
 
     for k in list(runtime.CUDA_OFFLINE_DEFAULTS) + ["nvcc_path"]:
-        monkeypatch.delenv(k, raising=False)
+        # setenv first records the original state, so teardown also removes what
+        # prepare_environment sets below (a leaked nvcc_path breaks every later Jittor process)
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     monkeypatch.setenv("use_cutlass", "1")  # a user's setting wins
     monkeypatch.setattr(runtime, "jittor_cuda_home", lambda: nvcc)
     runtime.prepare_environment(use_cuda=True)
