@@ -67,6 +67,17 @@ def test_resume_continues_identically(cfg, tmp_path, framework):
     grid = os.path.join(cell_dir(split, framework), "samples", "step-00000004.png")
     assert os.path.getsize(grid) > 0
 
+    # like a benchmark cell: the process monitor's samples, a memory record per training
+    # process, and epoch records with their start time (the report's memory, utilisation
+    # and energy windows)
+    recs, _ = read_records(os.path.join(cell_dir(split, framework), "events.jsonl"))
+    memory = [r for r in recs if r["type"] == "memory"]
+    assert len(memory) == 2 and all(r["peak_rss_bytes"] > 0 for r in memory)
+    epochs = [r for r in recs if r["type"] == "epoch"]
+    assert len(epochs) == 2 and all(e["t_start"] <= e["t_wall"] for e in epochs)
+    monitor, _ = read_records(os.path.join(cell_dir(split, framework), "monitor.jsonl"))
+    assert monitor and all(m["rss_bytes"] > 0 for m in monitor if m["type"] == "monitor")
+
 
 def test_checkpoint_without_state_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint here"):

@@ -30,14 +30,17 @@ from tqdm import tqdm
 from bench.data import loaders as datamod
 from bench import REPO_ROOT
 from bench.measure.env import child_env
+from bench.measure.monitor import Monitor
 from bench.measure.timer import timed_train_step
 from bench.quality.generate import generate
 from bench.quality.images import save_grid
-from bench.records.results import EVENTS, SUMMARY, RecordWriter, read_records, write_json_atomic
+from bench.records.results import (EVENTS, MONITOR, SUMMARY, RecordWriter, read_records,
+                                   write_json_atomic)
 from bench.run.checkpoint import read_checkpoint, restore, save_checkpoint
 from bench.run.config import build_specs
 from bench.run.matrix import Cell
 from bench.run.runner import resolved_threads, write_manifest
+from bench.run.worker import peak_rss_bytes
 from models.common.diffusion import sampler_plan
 from models.common.weights import init_weights
 from models.registry import load_backend
@@ -89,7 +92,8 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
     os.makedirs(ckpt_root, exist_ok=True)
 
     backend = load_backend(framework)(unet, diffusion, optim, device=cfg["device"],
-                                      threads=threads, seed=seed)
+                                      threads=threads, seed=seed,
+                                      math_mode=cfg.get("math_mode", "fp32"))
     images = datamod.load_images(dc, unet.image_size, unet.in_channels, seed)
     train_images, val_images = datamod.split(images, dc["val_fraction"], seed)
     batches = datamod.SharedBatches(train_images, bs, T, seed, hflip=dc["hflip"])
@@ -117,7 +121,7 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                   resumed_from=resumed_from,
                   step=backend.step, train_images=len(train_images), batch_size=bs)
         started = time.time()
-        losses, period_s = [], 0.0
+        losses, period_s, period_start = [], 0.0, time.time()
         bar = _progress(framework, backend.step, total_steps, progress)
         while backend.step < total_steps:
             backend.reseed(step_seed(seed, backend.step))
@@ -139,7 +143,8 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                 # time_s: the period's training steps (validation, checkpoints, grids apart)
                 out.write("epoch", epoch=epoch, step=step, mean_loss=float(np.mean(losses)),
                           val_loss=val_loss, steps=len(losses), time_s=period_s,
-                          images=len(losses) * bs, images_per_s=len(losses) * bs / period_s)
+                          t_start=period_start, images=len(losses) * bs,
+                          images_per_s=len(losses) * bs / period_s)
                 losses, period_s = [], 0.0
             if step % every == 0 or step == total_steps:
                 path = save_checkpoint(ckpt_root, backend, {"stream": batches.state(),
@@ -147,7 +152,10 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                 out.write("checkpoint", step=step, path=os.path.relpath(path, cdir))
             if tc["sample_every"] and (step % tc["sample_every"] == 0 or step == total_steps):
                 save_sample_grid(backend, cdir, cfg, out)
+            if step % steps_per_epoch == 0:
+                period_start = time.time()  # the next period's training starts now
         bar.close()
+        out.write("memory", **backend.memory_stats(), peak_rss_bytes=peak_rss_bytes())
     summary = {"cell": f"{framework}-train", "framework": framework, "workload": "train",
                "variant": "", "status": "ok", "error": None, "started": started,
                "finished": time.time(),
@@ -175,7 +183,24 @@ def run_training(cfg, run_dir, frameworks, total_steps, resume=False, argv=None)
             cmd.append("--resume")
         print(f"[train] {fw}: to step {total_steps}" + (" (resuming)" if resume else ""),
               flush=True)
-        codes[fw] = subprocess.call(cmd, cwd=REPO_ROOT, env=child_env(threads))
+        env = child_env(threads, cfg)
+        os.makedirs(cell_dir(run_dir, fw), exist_ok=True)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env)
+        # the same process monitor as a benchmark cell (CPU, RSS, NVML), appended on resume
+        mon = Monitor(proc.pid, os.path.join(cell_dir(run_dir, fw), MONITOR),
+                      cfg["monitor"]["interval_s"], use_gpu=cfg["device"] != "cpu", env=env) \
+            if cfg["monitor"]["enabled"] else None
+        if mon:
+            mon.start()
+        try:
+            codes[fw] = proc.wait()
+        except BaseException:  # Ctrl-C: no training left running behind the user's back
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if mon:
+                mon.stop()
         if codes[fw] != 0:
             print(f"[train] {fw}: FAILED (exit {codes[fw]}); see the error above", flush=True)
     return codes
