@@ -32,7 +32,8 @@ def test_monitor_records_cpu_and_rss_of_the_child_tree(tmp_path):
     assert skipped == 0 and mon.samples == len(recs) >= 5
     assert all(r["type"] == "monitor" for r in recs)
     assert [r["t_wall"] for r in recs] == sorted(r["t_wall"] for r in recs)
-    assert max(r["cpu_percent"] for r in recs) > 50  # the busy loop
+    # the busy loop (a loaded machine may give it far less than a core: no tighter bound)
+    assert max(r["cpu_percent"] for r in recs) > 10
     assert max(r["rss_bytes"] for r in recs) > 80 * 1024 * 1024
     assert max(r["num_procs"] for r in recs) >= 2  # the grandchild was seen
     # the whole machine was at least as busy as the child (same unit: 100 = one core)
@@ -89,20 +90,26 @@ def test_summarize_energy_per_epoch_and_image():
 # children (~0.15 s of CPU each, most of them born and reaped between two samples) and
 # waits for each; it burns no CPU itself.
 COMPILER_LIKE = textwrap.dedent("""
-    import subprocess, sys, time
+    import resource, subprocess, sys, time
     burn = "import time\\nt0 = time.process_time()\\nwhile time.process_time() - t0 < 0.15: pass"
     t0 = time.time()
     while time.time() - t0 < 2.5:
         subprocess.run([sys.executable, "-c", burn])
+    if len(sys.argv) > 1:  # the CPU its children really used, for the test to compare
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        open(sys.argv[1], "w").write(str(r.ru_utime + r.ru_stime))
 """)
+# A cell that does nothing for as long (the baseline of what else the machine runs).
+IDLE = "import time\ntime.sleep(2.5)"
 # Someone else's job: a busy loop outside the monitored tree.
 COMPETITOR = "import time\nt0 = time.time()\nwhile time.time() - t0 < 4: pass"
 
 
-def _monitored(tmp_path, code, competitor=False):
+def _monitored(tmp_path, code, competitor=False, args=()):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "monitor.jsonl"
     other = subprocess.Popen([sys.executable, "-c", COMPETITOR]) if competitor else None
-    proc = subprocess.Popen([sys.executable, "-c", code])
+    proc = subprocess.Popen([sys.executable, "-c", code, *args])
     try:
         with M.Monitor(proc.pid, str(path), interval_s=0.25, use_gpu=False):
             proc.wait(timeout=60)
@@ -115,12 +122,25 @@ def _monitored(tmp_path, code, competitor=False):
 
 
 def test_short_lived_children_count_as_the_cell_not_as_other_processes(tmp_path):
-    """Their CPU is the cell's (reaped children's times), so the machine is not 'busy'."""
-    recs = _monitored(tmp_path, COMPILER_LIKE)
+    """Their CPU is the cell's (reaped children's times), so the machine is not 'busy'.
+
+    Both checks hold whatever else the machine runs: the cell's CPU is compared with what
+    its children really used (which a loaded machine lowers on both sides), and the
+    'other processes' figure with that of an idle cell monitored just before (another job's
+    load appears in both and cancels; the children counted as other processes would add
+    their ~one core)."""
+    idle = M.summarize(_monitored(tmp_path / "idle", IDLE))
+    used = tmp_path / "children_cpu_s"
+    recs = _monitored(tmp_path, COMPILER_LIKE, args=[str(used)])
     out = M.summarize(recs)
-    # the children kept about one core busy, and that is attributed to the cell
-    assert out["cpu_percent_mean"] > 60, recs
-    assert out["others_cpu_percent_mean"] < 20, recs  # runner flags > 20 as busy
+    samples = [r for r in recs if r.get("type", "monitor") == "monitor"]
+    span = samples[-1]["t_wall"] - samples[0]["t_wall"]
+    cell_cpu_s = out["cpu_percent_mean"] / 100 * span
+    children_cpu_s = float(used.read_text())
+    assert children_cpu_s > 0.3  # the children did burn CPU
+    assert cell_cpu_s > 0.5 * children_cpu_s, (cell_cpu_s, children_cpu_s, recs)
+    excess = out["others_cpu_percent_mean"] - idle["others_cpu_percent_mean"]
+    assert excess < 100 * 0.5 * children_cpu_s / span, (excess, idle, recs)
 
 
 def test_a_real_competing_process_is_counted_as_other_processes(tmp_path):

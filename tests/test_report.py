@@ -156,7 +156,8 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
             for n in (10, 50, 250):
                 ev.append({"type": "fid", "t_wall": t + n, "framework": fw, "sampler": "ddim",
                            "steps": n, "eta": 0.0, "fid": 300.0 / np.sqrt(n) + fi, "kid": 0.01,
-                           "is": None, "num_images": 500})
+                           "is": None, "num_images": 500, "sample_time_s": 0.1 * n * (1 + fi),
+                           "images_per_s": 500 / (0.1 * n * (1 + fi))})
             d = _cell(run_dir, f"{fw}-quality", fw, "quality", ev, [])
             if grids:
                 (d / "samples").mkdir()
@@ -560,3 +561,17 @@ def test_headline_shows_the_recorded_parity_check_for_these_settings(tmp_path, m
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     md = write_report(run_dir, tmp_path / "r2")["markdown"].read_text()
     assert "Parity: not checked for these settings" in md and "tiny.yaml" not in md
+
+
+def test_training_run_without_sample_cells_shows_the_quality_cells_generation_speed(tmp_path):
+    """A `harness.py train` + `fid` run has no sampling benchmark: the Sampling section shows
+    how fast the quality cells generated, with plain ratios (one process each)."""
+    from bench.report.render import sampling
+
+    run = load_run(make_run(tmp_path, sample=False, fid=True))
+    sec = sampling(run, tmp_path, "torch")
+    (table,) = [b for b in sec.blocks if b.kind == "table"]
+    jittor_50 = next(r for r in table.rows if r[0] == "jittor" and r[2] == "50")
+    assert jittor_50[-1] == "2.00×" and jittor_50[4] == "10"
+    plain = sampling(load_run(make_run(tmp_path / "b", sample=False)), tmp_path, "torch")
+    assert [b.kind for b in plain.blocks] == ["note"]

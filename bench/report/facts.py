@@ -39,6 +39,30 @@ def fid_table(run: RunData) -> fmt.Table | None:
                      "FID/KID against the reference set (lower is better); IS higher is better.")
 
 
+def generation_speed_table(run: RunData, baseline: str) -> fmt.Table | None:
+    """How fast the quality cells generated their samples (a training run scored by
+    `harness.py fid` has no sampling benchmark, but it timed this): one process per
+    framework, so plain ratios without an interval."""
+    recs = of_type(run.records, "fid")
+    if recs.empty or "sample_time_s" not in recs:
+        return None
+    rows = []
+    for _, r in recs.sort_values(["sampler", "steps", "framework"]).iterrows():
+        base = recs[(recs["framework"] == baseline) & (recs["sampler"] == r["sampler"])
+                    & (recs["steps"] == r["steps"])]
+        ratio = "baseline" if r["framework"] == baseline else (
+            f"{r['sample_time_s'] / base.iloc[0]['sample_time_s']:.2f}×" if len(base)
+            else fmt.DASH)
+        rows.append([r["framework"], r["sampler"], _key(r["steps"]), _key(r["num_images"]),
+                     fmt.num(r["sample_time_s"]), fmt.num(r["images_per_s"]),
+                     fmt.num(r["sample_time_s"] / r["steps"]), ratio])
+    return fmt.Table(["framework", "sampler", "steps", "images", "time (s)", "images/s",
+                      "time per step, all images (s)", f"time ÷ {baseline}"], rows,
+                     caption="Generation of the quality cells' samples (quality.batch_size per "
+                             "batch), timed in one process per framework: no interval, and "
+                             "not a replicated benchmark (add the sample workload for that).")
+
+
 # ---------------------------------------------------------------- memory (every cell)
 
 def memory_table(run: RunData) -> fmt.Table | None:

@@ -5,7 +5,7 @@ same as in the tables below (bench/report/tables.py, over processes), picked and
 """
 import math
 
-from bench.report import fmt
+from bench.report import fmt, profile
 from bench.report.load import RunData
 from bench.report.tables import (_key, has_gpu, same_settings, sampling_metrics,
                                  training_metrics, training_ratios)
@@ -172,4 +172,14 @@ def headline(run: RunData, baseline: str) -> fmt.Section:
                                           "'no clear difference': the interval holds 1."))
     line, _ = parity_verdict(run)
     s.blocks.append(fmt.Note(f"Same model? Parity: {line}."))
+    why = where_the_time_goes(run, baseline)
+    if why:
+        s.blocks.append(fmt.Note(f"Why? {why} (section Where the time goes)"))
     return s
+
+
+def where_the_time_goes(run: RunData, baseline: str) -> str:
+    """The profile section's gap sentences, when the run has profile cells."""
+    summary = profile.profile_summary(run)
+    return " ".join(t for t in (profile.gap_sentence(summary, p, baseline)
+                                for p in profile.PHASES) if t)

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure as MplFigure
 from bench.report import fmt
 from bench.report.load import RunData, of_type
 from bench.report.plots import _save, framework_colors, label
+from bench.report.tables import _key
 from models.common.opcats import CATEGORIES, OVERHEAD, OVERHEAD_LABEL
 
 PHASES = {"train": "training step", "sample": "sampling step"}
@@ -84,7 +85,10 @@ def gap_sentence(summary: dict, phase: str, baseline: str) -> str:
         offset = [c for c in diffs if diffs[c] * gap < 0 and abs(diffs[c]) > 0.1 * abs(gap)]
         text = (f"Under the profiler, {fw}'s {PHASES[phase]} is {s['step_s'] * 1e3:.2f} ms, "
                 f"{s['step_s'] / base['step_s']:.2f}× {baseline}'s ({abs(gap) * 1e3:.2f} ms "
-                f"{word}); most of the difference is {parts or 'spread over many categories'}")
+                f"{word}; unprofiled, in the same processes: "
+                f"{s['unprofiled_step_s'] / base['unprofiled_step_s']:.2f}×, the profilers' "
+                f"overheads differ); most of the difference is "
+                f"{parts or 'spread over many categories'}")
         if offset:
             text += ("; partly offset by " + ", ".join(
                 f"{LABELS[c]} ({diffs[c] * 1e3:+.2f} ms)" for c in offset))
@@ -205,7 +209,8 @@ def section(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
         if t is not None:
             detail = next((v["detail"] for (f, p), v in summary.items() if p == phase), {})
             if detail:
-                t.caption += " Settings: " + ", ".join(f"{k} {v}" for k, v in detail.items()) + "."
+                t.caption += " Settings: " + ", ".join(f"{k} {_key(v)}"
+                                                        for k, v in detail.items()) + "."
             s.blocks.append(t)
     s.blocks.append(coverage_table(summary))
     for (fw, phase) in sorted(summary, key=lambda k: (k[1], k[0] != baseline, k[0])):

@@ -129,7 +129,12 @@ def training(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
 def sampling(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
     s = fmt.Section("Sampling", "sampling")
     if tables.cells_of(run, "sample").empty and tables.of_type(run.records, "sample").empty:
-        s.blocks.append(fmt.Note("The sampling workload was not run in this run."))
+        speed = facts.generation_speed_table(run, baseline)
+        if speed is None:
+            s.blocks.append(fmt.Note("The sampling workload was not run in this run."))
+        else:
+            s.blocks += [fmt.Note("The sampling workload was not run in this run; the "
+                                  "quality cells timed their sample generation:"), speed]
         return s
     t = tables.sampling_table(run, baseline)
     if t is None:
