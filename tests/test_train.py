@@ -28,6 +28,7 @@ TINY = {
     "data": {"source": "synthetic", "num_samples": 40, "val_fraction": 0.2},
     "train": {"batch_size": 4, "steps_per_epoch": 2, "val_batches": 1, "checkpoint_every": 2,
               "total_steps": 4, "sample_every": 4, "sample_steps": 5},
+    "runner": {"peak_matmul_n": 128},
 }
 
 
@@ -71,6 +72,8 @@ def test_resume_continues_identically(cfg, tmp_path, framework):
     # process, and epoch records with their start time (the report's memory, utilisation
     # and energy windows)
     recs, _ = read_records(os.path.join(cell_dir(split, framework), "events.jsonl"))
+    assert [r["flops_per_step"] > 0 for r in recs if r["type"] == "train_info"] == [True] * 2
+    assert [r["peak_gflops"] > 0 for r in recs if r["type"] == "peak"] == [True] * 2
     memory = [r for r in recs if r["type"] == "memory"]
     assert len(memory) == 2 and all(r["peak_rss_bytes"] > 0 for r in memory)
     epochs = [r for r in recs if r["type"] == "epoch"]

@@ -47,7 +47,7 @@ def label(text) -> str:
     return " " + s if s.startswith("_") else s
 
 
-def _save(fig: MplFigure, out_dir: Path, name: str, caption: str) -> fmt.Figure:
+def save_figure(fig: MplFigure, out_dir: Path, name: str, caption: str) -> fmt.Figure:
     fig.savefig(out_dir / name, dpi=DPI, bbox_inches="tight")
     return fmt.Figure(name, caption)
 
@@ -136,7 +136,7 @@ def _first_last_epoch_plot(run, out_dir, name, column, ylabel, caption, drop_com
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.legend(fontsize="small")
-    return _save(fig, out_dir, name, caption)
+    return save_figure(fig, out_dir, name, caption)
 
 
 def loss_per_step(run, out_dir):
@@ -175,7 +175,7 @@ def loss_per_epoch(run, out_dir):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss")
     ax.legend(fontsize="small")
-    return _save(fig, out_dir, "loss_per_epoch.png", "Mean training loss (solid) and validation "
+    return save_figure(fig, out_dir, "loss_per_epoch.png", "Mean training loss (solid) and validation "
                  "loss (dashed) per epoch.")
 
 
@@ -204,7 +204,7 @@ def time_per_epoch(run, out_dir):
     else:
         ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
-    return _save(fig, out_dir, "time_per_epoch.png", "Wall time per epoch (the first epoch "
+    return save_figure(fig, out_dir, "time_per_epoch.png", "Wall time per epoch (the first epoch "
                  "includes the compile iteration and warm-up steps)"
                  + ("; log scale, as the first epoch is far longer." if log else "."))
 
@@ -262,7 +262,7 @@ def _monitor_panels(run, out_dir, name, rows, caption):
                 ax.set_yticks([])
                 ax.text(0.5, 0.5, f"no {ylabel.split(' (')[0]} samples\nfor the {workload} cells",
                         ha="center", va="center", transform=ax.transAxes, color="#666")
-    return _save(fig, out_dir, name, caption)
+    return save_figure(fig, out_dir, name, caption)
 
 
 def utilisation(run, out_dir):
@@ -315,7 +315,7 @@ def sampling_vs_steps(run, out_dir):
         ax.set_xlabel("sampling steps")
         ax.set_ylabel("time per batch (s)")
         ax.legend(fontsize="small")
-    return _save(fig, out_dir, "sampling_vs_steps.png",
+    return save_figure(fig, out_dir, "sampling_vs_steps.png",
                  "Median time per batch vs number of sampling steps; colour = framework, "
                  "line style = sampler.")
 
@@ -362,7 +362,7 @@ def step_breakdown(run, out_dir):
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize="small")
-    return _save(fig, out_dir, "step_breakdown.png",
+    return save_figure(fig, out_dir, "step_breakdown.png",
                  "Step time split into data wait and compute (left: medians of measured steps; "
                  "right: totals including the compile iteration and warm-up).")
 
@@ -388,7 +388,7 @@ def fid_vs_steps(run, out_dir):
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("FID (lower is better)")
     ax.legend(fontsize="small")
-    return _save(fig, out_dir, "fid_vs_steps.png", "FID vs number of sampling steps.")
+    return save_figure(fig, out_dir, "fid_vs_steps.png", "FID vs number of sampling steps.")
 
 
 ALL_PLOTS = {
@@ -433,7 +433,7 @@ def replicate_medians(run, out_dir, workload):
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="small")
-    return _save(fig, out_dir, f"replicates_{workload}.png",
+    return save_figure(fig, out_dir, f"replicates_{workload}.png",
                  f"Per-process median {what}, one point per process in the order the rounds "
                  f"ran. The spread of these points (not of the steps inside one process) is "
                  f"what the ratio intervals are built from; a trend across rounds is drift of "

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from bench.report import fmt
 from bench.report.load import RunData, of_type
-from bench.report.plots import _save, framework_colors, label
+from bench.report.plots import framework_colors, label, save_figure
 from bench.report.tables import _key
 from models.common.opcats import CATEGORIES, OVERHEAD, OVERHEAD_LABEL
 
@@ -187,7 +187,7 @@ def stacked_bars(summary: dict, out_dir: Path, baseline: str) -> fmt.Figure | fm
                 handles.append(h)
                 names.append(n)
     fig.legend(handles, names, loc="outside lower center", ncols=4, fontsize="small")
-    return _save(fig, out_dir, "where_time_goes.png",
+    return save_figure(fig, out_dir, "where_time_goes.png",
                  "Where a step's time goes, per framework: op self time by category, then the "
                  "unattributed framework overhead (grey), adding up to the profiled synced step.")
 

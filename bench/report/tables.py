@@ -14,6 +14,8 @@ from bench.measure.monitor import energy_over
 from bench.stats.replicates import between_cv, ratio_of_replicates, replicate_medians, spread
 from bench.report import fmt
 from bench.report.load import RunData, of_type
+from bench.run.config import build_specs
+from models.common.flops import train_step_flops
 
 # Every GPU figure reads as measured (a number), NO_GPU (the run had no GPU) or NOT_MEASURED
 # (a GPU was there but NVML gave no such value, or the phase was too short to mean anything).
@@ -157,6 +159,8 @@ def _unit_training(run: RunData, unit: str) -> dict:
     rss = pd.concat([col(mem, "peak_rss_bytes"), col(mon, "rss_bytes")])
     info, peak = unit_records(run, unit, "train_info"), unit_records(run, unit, "peak")
     flops = _last(col(info, "flops_per_step"))
+    if flops != flops:  # a run without train_info (older `harness.py train`): from its config
+        flops = _config_train_flops(run)
     gflops = flops / float(np.median(wall.dropna())) / 1e9 if wall.notna().any() else np.nan
     final_loss = _last(col(epochs, "mean_loss"))
     if final_loss != final_loss:   # no epoch record: the last step's loss
@@ -225,6 +229,15 @@ def training_metrics(run: RunData) -> pd.DataFrame:
             row[column] = spread(values).median
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _config_train_flops(run: RunData) -> float:
+    """FLOPs of a training step of the run's configured model and batch, or NaN."""
+    try:
+        cfg = run.manifest["config"]
+        return float(train_step_flops(build_specs(cfg)[0], cfg["train"]["batch_size"]))
+    except (KeyError, TypeError, ValueError):
+        return float("nan")
 
 
 def _last(series: pd.Series) -> float:

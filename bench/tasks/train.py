@@ -31,6 +31,7 @@ from bench.data import loaders as datamod
 from bench import REPO_ROOT
 from bench.measure.env import child_env
 from bench.measure.monitor import Monitor
+from bench.measure.peak import measure_matmul_peak
 from bench.measure.timer import timed_train_step
 from bench.quality.generate import generate
 from bench.quality.images import save_grid
@@ -42,6 +43,7 @@ from bench.run.matrix import Cell
 from bench.run.runner import resolved_threads, write_manifest
 from bench.run.worker import peak_rss_bytes
 from models.common.diffusion import sampler_plan
+from models.common.flops import train_step_flops
 from models.common.weights import init_weights
 from models.registry import load_backend
 
@@ -120,6 +122,12 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
                   pid=os.getpid(), versions=backend.versions(), threads=threads,
                   resumed_from=resumed_from,
                   step=backend.step, train_images=len(train_images), batch_size=bs)
+        # as a benchmark cell: the FLOPs of a step and the measured peak they are a share of
+        out.write("train_info", loader="shared", train_images=len(train_images),
+                  val_images=len(val_images), steps_per_epoch=steps_per_epoch,
+                  batch_size=bs, flops_per_step=train_step_flops(unet, bs))
+        if cfg["runner"]["peak_matmul_n"]:
+            out.write("peak", **measure_matmul_peak(backend, cfg["runner"]["peak_matmul_n"]))
         started = time.time()
         losses, period_s, period_start = [], 0.0, time.time()
         bar = _progress(framework, backend.step, total_steps, progress)
