@@ -34,9 +34,9 @@ def measure_matmul_peak(backend, n=PEAK_N, min_time_s=PEAK_MIN_TIME_S):
             "device": backend.device, "repeats": len(times), "median_s": med}
 
 
-def achieved(flops, seconds, peak_gflops):
-    """(GFLOP/s, fraction of peak) of `flops` done in `seconds`; None where unknown."""
-    if not flops or not seconds or seconds <= 0:
-        return None, None
-    gflops = flops / seconds / 1e9
-    return gflops, (gflops / peak_gflops if peak_gflops else None)
+def record_peak(backend, cfg, out):
+    """Measure the peak when runner.peak_matmul_n asks for it and write it as a `peak`
+    record (train and sample cells, and `harness.py train`). Returns the record or None."""
+    n = cfg["runner"]["peak_matmul_n"]
+    return out.write("peak", **measure_matmul_peak(backend, n)) if n else None
+

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 
-from bench.measure.peak import measure_matmul_peak
+from bench.measure.peak import record_peak
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
 from bench.run.checkpoint import read_checkpoint, restore
@@ -67,12 +67,10 @@ def run_cell(cell_dir, spec):
             backend.sync()
             backend.reset_peak_memory()
 
-            peak = None
-            if cell["workload"] in ("train", "sample") and cfg["runner"]["peak_matmul_n"]:
-                # the measured peak GFLOP/s are a fraction of: before the workload, so
-                # the workload's memory peak is its own
-                peak = out.write("peak", **measure_matmul_peak(backend,
-                                                               cfg["runner"]["peak_matmul_n"]))
+            # the measured peak GFLOP/s are a fraction of: before the workload, so the
+            # workload's memory peak is its own
+            peak = record_peak(backend, cfg, out) if cell["workload"] in ("train", "sample") \
+                else None
             if cell["workload"] == "train":
                 metrics = workloads.run_train(backend, cfg, cell["options"].get("loader",
                                                                                 "shared"), out)

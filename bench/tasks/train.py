@@ -31,7 +31,7 @@ from bench.data import loaders as datamod
 from bench import REPO_ROOT
 from bench.measure.env import child_env
 from bench.measure.monitor import Monitor
-from bench.measure.peak import measure_matmul_peak
+from bench.measure.peak import record_peak
 from bench.measure.timer import timed_train_step
 from bench.quality.generate import generate
 from bench.quality.images import save_grid
@@ -126,8 +126,7 @@ def train(run_dir, framework, cfg, total_steps, resume=False, threads=None, prog
         out.write("train_info", loader="shared", train_images=len(train_images),
                   val_images=len(val_images), steps_per_epoch=steps_per_epoch,
                   batch_size=bs, flops_per_step=train_step_flops(unet, bs))
-        if cfg["runner"]["peak_matmul_n"]:
-            out.write("peak", **measure_matmul_peak(backend, cfg["runner"]["peak_matmul_n"]))
+        record_peak(backend, cfg, out)
         started = time.time()
         losses, period_s, period_start = [], 0.0, time.time()
         bar = _progress(framework, backend.step, total_steps, progress)
