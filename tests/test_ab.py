@@ -268,7 +268,9 @@ def test_interrupt_removes_worktrees_and_stops_the_benchmark(repo, tmp_path, sig
     while time.time() < deadline and worktree is None and p.poll() is None:
         new = temp_checkouts() - before
         for d in new:
-            if _benchmark_processes(d):
+            # a benchmark process, not a `git worktree add/remove` of that folder (its
+            # command line names the folder too; a signal then would miss the run)
+            if any("run_micro.py" in cmd for _, cmd in _benchmark_processes(d)):
                 worktree = d
         time.sleep(0.2)
     assert worktree, "no benchmark process started in a worktree"

@@ -396,6 +396,9 @@ def run_ab(args):
     created = not os.path.exists(out_dir)
     os.makedirs(os.path.join(out_dir, "raw"), exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    # Ctrl-C raises KeyboardInterrupt even where SIGINT came in ignored (a job started with
+    # `&` from a script inherits SIG_IGN, and Python then installs no handler of its own)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupted = False
     try:
         with Checkouts(repo) as co:
@@ -420,6 +423,7 @@ def run_ab(args):
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     data, failed = collect(processes, out_dir, args.pairs)
     rows = judge_all(data, failed, threshold, args.alpha, args.pairs)
     result = Result(base.to_dict(), cand.to_dict(), settings, machine, processes, rows,
