@@ -31,11 +31,12 @@ class RunData:
 
 
 # A unit is one process: replicate k of a cell, in the folder cells/<unit>.
-UNIT_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant", "status",
-                "error", "dir", "t_start"]
+# setting: the `variants` entry a cell runs (docs/VARIANTS.md); None for the matched cells
+UNIT_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant", "setting",
+                "status", "error", "dir", "t_start"]
 # A cell's status is "ok" when every replicate is; otherwise the first other status.
-CELL_COLUMNS = ["cell", "framework", "workload", "variant", "status", "error", "dir",
-                "replicates", "replicates_ok"]
+CELL_COLUMNS = ["cell", "framework", "workload", "variant", "setting", "status", "error",
+                "dir", "replicates", "replicates_ok"]
 
 
 def read_jsonl(path: Path, problems: list) -> list:
@@ -63,6 +64,11 @@ def _split_cell_id(cell_id: str):
     return (parts + [None, None])[:3]
 
 
+def spec_cell_options(spec: dict) -> dict:
+    cell = spec.get("cell") if isinstance(spec.get("cell"), dict) else {}
+    return cell.get("options") if isinstance(cell.get("options"), dict) else {}
+
+
 def _unit_identity(cdir: Path, summary: dict, spec: dict, start: dict):
     """(cell id, replicate) of a process folder: from its summary, else the spec the runner
     wrote before starting it, else its start record, else the folder name (<cell>.r<k>)."""
@@ -84,7 +90,7 @@ def _cells_of_units(units: pd.DataFrame) -> pd.DataFrame:
         first = (bad if len(bad) else g).iloc[0]
         rows.append({"cell": cell, "framework": first["framework"],
                      "workload": first["workload"], "variant": first["variant"],
-                     "status": first["status"], "error": first["error"],
+                     "setting": first["setting"], "status": first["status"], "error": first["error"],
                      "dir": g.iloc[0]["dir"], "replicates": len(g),
                      "replicates_ok": int((g["status"] == "ok").sum())})
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
@@ -122,6 +128,8 @@ def load_run(run_dir) -> RunData:
         framework = summary.get("framework") or start.get("framework") or fw
         workload = summary.get("workload") or start.get("workload") or wl
         variant = summary.get("variant", var)
+        setting = summary.get("setting") or start.get("setting") or \
+            (spec_cell_options(spec).get("setting"))
         if summary:
             status, error = summary.get("status", "unknown"), summary.get("error")
         else:
@@ -133,7 +141,8 @@ def load_run(run_dir) -> RunData:
         t_start = summary.get("started") or (events[0].get("t_wall") if events else None)
         cell_rows.append({"cell": cell_id, "replicate": replicate, "unit": cdir.name,
                           "framework": str(framework), "workload": str(workload),
-                          "variant": variant, "status": str(status), "error": error,
+                          "variant": variant, "setting": setting or None,
+                          "status": str(status), "error": error,
                           "dir": str(cdir), "t_start": t_start})
         recs = [dict(r, source="events") for r in events] + \
                [dict(r, source="monitor", type=r.get("type", "monitor")) for r in monitor]

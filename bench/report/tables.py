@@ -37,7 +37,21 @@ FLOPS_NOTE = ("GFLOP/s: the analytical FLOPs of the step (models/common/flops.py
 # ---------------------------------------------------------------- helpers
 
 def cells_of(run: RunData, workload: str) -> pd.DataFrame:
-    return run.cells[run.cells["workload"] == workload]
+    """The matched cells of a workload: the comparison every table and plot is about. The
+    variants' cells (docs/VARIANTS.md) have their own section: variant_cells()."""
+    c = run.cells
+    return c[(c["workload"] == workload) & ~_is_variant(c)]
+
+
+def variant_cells(run: RunData, workload: str) -> pd.DataFrame:
+    c = run.cells
+    return c[(c["workload"] == workload) & _is_variant(c)]
+
+
+def _is_variant(cells: pd.DataFrame) -> pd.Series:
+    if "setting" not in cells:
+        return pd.Series(False, index=cells.index)
+    return cells["setting"].map(lambda s: isinstance(s, str) and s != "")
 
 
 def cell_records(run: RunData, cell: str, record_type: str) -> pd.DataFrame:
@@ -196,7 +210,7 @@ _PROCESS_QUANTITIES = {"compile_s": "compile_s", "warmup_s": "warmup_s",
 _STEP_COLUMNS = {"epoch_time_s": "epoch_time_median_s", "images_per_s": "images_per_s_median"}
 
 
-def training_metrics(run: RunData) -> pd.DataFrame:
+def training_metrics(run: RunData, cells: pd.DataFrame = None) -> pd.DataFrame:
     """One row per train cell with every number of the training table (numeric), plus, per
     quantity, the per-process values the replicate statistics need (object columns
     `<quantity>_groups`: one array per process) and the pooled steps (`<quantity>_samples`).
@@ -205,7 +219,7 @@ def training_metrics(run: RunData) -> pd.DataFrame:
     quantities) or value (compile, memory, energy, losses); IQR and p95 are those of the
     steps within a process, again the median over processes."""
     rows = []
-    for _, cell in cells_of(run, "train").iterrows():
+    for _, cell in (cells_of(run, "train") if cells is None else cells).iterrows():
         units = [_unit_training(run, u) for u in units_of(run, cell["cell"])]
         row = {"cell": cell["cell"], "framework": cell["framework"], "variant": cell["variant"],
                "status": cell["status"], "replicates": len(units),
@@ -363,11 +377,17 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
 SAMPLE_KEYS = ["sampler", "steps", "eta", "skip", "variance", "batch_size"]
 
 
-def sampling_metrics(run: RunData) -> pd.DataFrame:
+def sampling_metrics(run: RunData, cells: pd.DataFrame = None) -> pd.DataFrame:
     """One row per (cell, sampler config): the median over processes of each process's median
     time per batch, within-process IQR, images/s, chains and processes, and the per-process
-    chain times (`time_groups`) the replicate statistics need."""
+    chain times (`time_groups`) the replicate statistics need. Default cells: the matched
+    sample cells (and any cell with sample records but no row in run.cells)."""
     recs = of_type(run.records, "sample")
+    if recs.empty:
+        return pd.DataFrame()
+    skip = variant_cells(run, "sample")["cell"] if cells is None else \
+        run.cells[~run.cells["cell"].isin(cells["cell"])]["cell"]
+    recs = recs[~recs["cell"].isin(set(skip))]
     if recs.empty:
         return pd.DataFrame()
     if "phase" in recs:

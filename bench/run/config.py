@@ -58,6 +58,13 @@ def _check_value(value, f, key):
             raise ConfigError(f"{key}: expected a non-empty list of mappings like "
                               "{sampler: ddim, steps: [10], eta: 0.0}")
         return [_check_run(r, f"{key}[{i}]") for i, r in enumerate(value)]
+    if f.kind == "variants":
+        from bench.run.variants import check_variant  # it builds on this module
+
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of mappings like "
+                              "[{name: bf16, precision: bf16}]")
+        return [check_variant(v, f"{key}[{i}]") for i, v in enumerate(value)]
     if f.kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -86,17 +93,23 @@ def _unknown_key(key, valid, where):
     raise ConfigError(f"{where}{key}: unknown key; {hint}valid keys: {sorted(valid)}")
 
 
-def _check_run(run, key):
-    if not isinstance(run, dict):
-        raise ConfigError(f"{key}: expected a mapping like {{sampler: ddim, steps: [10], "
-                          f"eta: 0.0}}, got {run!r}")
+def check_mapping(entry, schema, key, example, check=None):
+    """One entry of a list of mappings (sample.runs, variants): known keys only, each value
+    checked (by `check(value, field, key)` where given, else by type), defaults filled in."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{key}: expected a mapping like {example}, got {entry!r}")
     out = {}
-    for k, v in run.items():
-        if k not in RUN_SCHEMA:
-            _unknown_key(k, RUN_SCHEMA, f"{key}.")
-        out[k] = _check_value(v, RUN_SCHEMA[k], f"{key}.{k}")
-    for k, f in RUN_SCHEMA.items():
+    for k, v in entry.items():
+        if k not in schema:
+            _unknown_key(str(k), schema, f"{key}.")
+        out[k] = (check or _check_value)(v, schema[k], f"{key}.{k}")
+    for k, f in schema.items():
         out.setdefault(k, copy.deepcopy(f.default))
+    return out
+
+
+def _check_run(run, key):
+    out = check_mapping(run, RUN_SCHEMA, key, "{sampler: ddim, steps: [10], eta: 0.0}")
     if out["sampler"] == "ddim" and out["eta"] is None:
         raise ConfigError(f"{key}.eta: required for ddim (0 = deterministic DDIM, 1 = "
                           "DDPM-like); there is no hidden default")
@@ -294,6 +307,14 @@ def validate(cfg, where="config:", check_paths=True):
         if check_paths and ckpt is not None and not os.path.exists(ckpt):
             raise ConfigError(f"{where}quality.checkpoint: {ckpt} does not exist; give a "
                               "checkpoint dir made by `harness.py train` or null")
+
+    if cfg["variants"]:
+        from bench.run.variants import resolve_variants
+
+        device = cfg["device"]
+        if device == "auto":
+            device = "cuda" if cuda_device_present()[0] else "cpu"
+        resolve_variants(cfg, device, where)
 
     if check_paths:
         check_results_dir(cfg["runner"]["results_dir"], where)

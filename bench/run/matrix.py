@@ -21,7 +21,8 @@ class Cell:
     framework: str
     workload: str
     variant: str = ""
-    options: dict = field(default_factory=dict)  # what the variant changes (e.g. loader)
+    options: dict = field(default_factory=dict)  # what the variant changes: loader, setting
+    # (options["setting"]: the name of a `variants` entry; absent for the matched cells)
     replicate: int = 1
 
     @property
@@ -53,7 +54,8 @@ def balanced_order(items, rounds):
 
 
 ORDER_SCHEME = ("rounds; in each round every workload's frameworks run back to back, in the "
-                "given order or reversed by the Thue-Morse sequence (AB BA BA AB ...)")
+                "given order or reversed by the Thue-Morse sequence (AB BA BA AB ...); a "
+                "workload's loaders and variants take turns the same way")
 
 
 def expand_cells(cfg):
@@ -65,11 +67,26 @@ def expand_cells(cfg):
         if wl == "train":
             loaders = cfg["data"]["loader"]
             variants = [(ld if len(loaders) > 1 else "", {"loader": ld}) for ld in loaders]
-        groups += [(wl, variant, options) for variant, options in variants]
+        groups += [(wl, variant, options, cfg["frameworks"]) for variant, options in variants]
+        if wl in ("train", "sample"):
+            # the variants axis (docs/VARIANTS.md): each on the frameworks it resolved to;
+            # train variants on the shared loader (the quality guard compares them with it)
+            for v in cfg.get("variants", []):
+                options = {"loader": "shared"} if wl == "train" else {}
+                groups.append((wl, v["name"], dict(options, setting=v["name"]),
+                               [fw for fw in cfg["frameworks"] if fw in v["frameworks"]]))
     rounds = cfg["runner"]["replicates"]
     orders = balanced_order(cfg["frameworks"], rounds)
+    # the groups of a workload (loaders, variants) take turns the same way, so a variant and
+    # its matched cell are not always measured in the same minute of a round either
+    by_workload = {}
+    for g in groups:
+        by_workload.setdefault(g[0], []).append(g)
+    group_orders = {wl: balanced_order(gs, rounds) for wl, gs in by_workload.items()}
     return [Cell(fw, wl, variant, dict(options), replicate=k + 1)
-            for k in range(rounds) for wl, variant, options in groups for fw in orders[k]]
+            for k in range(rounds) for wl in by_workload
+            for _, variant, options, fws in group_orders[wl][k]
+            for fw in orders[k] if fw in fws]
 
 
 def select_cells(cells, patterns, where="--only"):

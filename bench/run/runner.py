@@ -308,8 +308,8 @@ def measured_windows(events):
 def _failed(cell, status, error, started, stderr_path):
     return {"cell": cell.cell_id, "replicate": cell.replicate, "unit": cell.unit_id,
             "framework": cell.framework, "workload": cell.workload,
-            "variant": cell.variant, "status": status, "error": error,
-            "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
+            "variant": cell.variant, "setting": cell.options.get("setting"), "status": status,
+            "error": error, "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
             "metrics": {}}
 
 

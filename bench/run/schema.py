@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, fields
 
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
+from models.common.variants import ATTENTION, COMPILE_MODES, PRECISIONS
 from models.registry import FRAMEWORKS, MATH_MODES
 
 DEFAULT_FRAMEWORKS = ("torch", "jittor")
@@ -33,7 +34,7 @@ def known_frameworks():
 class Field:
     """One config leaf: its kind, default, constraints and the line docs/CONFIG.md shows."""
 
-    kind: str  # int | float | bool | str | list | runs
+    kind: str  # int | float | bool | str | list | runs | variants | flags
     default: object
     doc: str
     choices: tuple = None
@@ -109,6 +110,31 @@ RUN_SCHEMA = {
     "variance": Field("str", None, "ddpm variance: fixed_large | fixed_small; null = "
                       "diffusion.variance", nullable=True,
                       choices=("fixed_large", "fixed_small")),
+}
+
+# One entry of `variants` (docs/VARIANTS.md): a name and what it changes; every other setting
+# stays the matched comparison's. Which framework offers which key: models/common/variants.py.
+VARIANT_SCHEMA = {
+    "name": Field("str", None, "the variant's name, in its cell ids (<framework>-<workload>-"
+                  "<name>): letters, digits, _ and -"),
+    "frameworks": Field("list", None, "frameworks to run it on; null = every framework of the "
+                        "run that offers all its settings", nullable=True, scalar_ok=True,
+                        unique=True, item=Field("str", None, ""), choices_fn=known_frameworks),
+    "precision": Field("str", "fp32", "fp32 | bf16 | fp16: torch autocast (+ GradScaler for "
+                       "fp16); Jittor's mixed precision (low-precision parameters, AMP level 4)",
+                       choices=PRECISIONS),
+    "compile": Field("str", None, "torch.compile mode: default | reduce-overhead | "
+                     "max-autotune; null = eager (torch only)", nullable=True,
+                     choices=COMPILE_MODES),
+    "channels_last": Field("bool", False, "NHWC memory format for weights and inputs (torch "
+                           "only)"),
+    "attention": Field("str", "bmm", "bmm (bmm + softmax, matched) | sdpa "
+                       "(scaled_dot_product_attention; torch only)", choices=ATTENTION),
+    "jittor_flags": Field("flags", {}, "Jittor flags to set, {flag: int}; only flags that "
+                          "change no math (models/common/variants.py JITTOR_FLAGS; Jittor only)"),
+    "debug_output_scale": Field("float", 1.0, "multiply the noise prediction by this: a "
+                                "deliberately broken variant, for testing the quality guard",
+                                above=0.0),
 }
 
 SCHEMA = {
@@ -218,6 +244,25 @@ SCHEMA = {
         "eta": Field("float", 0.0, "DDIM eta of the profiled chain (ddim only)", minimum=0.0),
         "sample_batch_size": Field("int", 8, "batch of the profiled sampling chain", minimum=1),
     },
+    "variants": Field("variants", [], "named settings per framework (precision, compilation, "
+                      "...), each run as its own train/sample cells beside the matched ones; "
+                      "entries {name, frameworks, precision, compile, channels_last, attention, "
+                      "jittor_flags, debug_output_scale} (docs/VARIANTS.md)"),
+    "variant_guard": {
+        # the quality guard of the variants (docs/VARIANTS.md): runs only when variants are
+        # configured, after each train (else sample) cell's workload
+        "train_steps": Field("int", 10, "training steps from seeded random weights whose "
+                             "losses are compared with the matched cell's", minimum=1),
+        "loss_rtol": Field("float", 0.02, "a variant passes when every one of those losses "
+                           "is within this relative tolerance of the matched cell's",
+                           above=0.0),
+        "sample_steps": Field("int", 10, "steps of the guard's deterministic DDIM chain "
+                              "(eta 0) from a seeded x_T", minimum=1),
+        "sample_batch_size": Field("int", 8, "images in that chain", minimum=1),
+        "sample_atol": Field("float", 0.02, "a variant passes when the chain's output "
+                             "mean and std are each within this of the matched cell's",
+                             above=0.0),
+    },
     "monitor": {
         "enabled": Field("bool", True, "sample the cell process (psutil, NVML) from the parent"),
         "interval_s": Field("float", 0.5, "sampling interval; >= 0.1 (NVML utilisation is a "
@@ -262,12 +307,15 @@ def schema_keys(schema=SCHEMA, prefix=""):
             out.append((prefix + k, v))
             if v.kind == "runs":
                 out += [(f"{prefix}{k}[].{rk}", rv) for rk, rv in RUN_SCHEMA.items()]
+            if v.kind == "variants":
+                out += [(f"{prefix}{k}[].{rk}", rv) for rk, rv in VARIANT_SCHEMA.items()]
     return out
 
 
 def _type_name(f):
     names = {"int": "an integer", "float": "a number", "bool": "true or false",
-             "str": "a string", "runs": "a list of mappings"}
+             "str": "a string", "runs": "a list of mappings",
+             "variants": "a list of mappings", "flags": "a mapping"}
     if f.kind == "list":
         plural = {"int": "integers", "float": "numbers", "str": "strings"}[f.item.kind]
         return f"a list of {plural}" + (" (or one value)" if f.scalar_ok else "")
@@ -284,7 +332,8 @@ def markdown_table():
         kind = _type_name(f) + (" or null" if f.nullable else "")
         if f.choices:
             kind = " \\| ".join(map(str, f.choices)) + (" or null" if f.nullable else "")
-        default = "(see below)" if f.kind == "runs" else f"`{show(f.default)}`"
+        default = "(see below)" if f.kind == "runs" else \
+            "required" if key.endswith("[].name") else f"`{show(f.default)}`"
         lines.append(f"| `{key}` | {kind} | {default} | {f.doc.replace('|', '/')} |")
     return "\n".join(lines)
 

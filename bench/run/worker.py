@@ -22,6 +22,7 @@ from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atom
 from bench.run import workloads
 from bench.run.checkpoint import read_checkpoint, restore
 from bench.run.config import build_specs
+from models.common.variants import VariantSpec
 from models.common.weights import count_params, init_weights
 from models.registry import load_backend
 
@@ -42,6 +43,14 @@ def peak_rss_bytes():
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def _runs_guard(cfg, cell):
+    """The variant quality guard runs (once per framework and variant, matched included) in
+    the train cells when there are any, else in the sample cells; only with variants."""
+    if not cfg.get("variants"):
+        return False
+    return cell["workload"] == ("train" if "train" in cfg["workloads"] else "sample")
+
+
 def run_cell(cell_dir, spec):
     cfg, cell = spec["config"], spec["cell"]
     started = time.time()
@@ -54,10 +63,15 @@ def run_cell(cell_dir, spec):
             unet, diffusion, optim = build_specs(cfg)
             Backend = load_backend(cell["framework"])  # the one framework this process imports
             math_mode = cfg.get("math_mode", "fp32")
+            setting = cell["options"].get("setting")
+            variant = VariantSpec.from_dict(next(v for v in cfg["variants"]
+                                                 if v["name"] == setting)) if setting else None
             backend = Backend(unet, diffusion, optim, device=cfg["device"],
-                              threads=spec["threads"], seed=cfg["seed"], math_mode=math_mode)
+                              threads=spec["threads"], seed=cfg["seed"], math_mode=math_mode,
+                              variant=variant)
             out.write("start", framework=cell["framework"], workload=cell["workload"],
                       variant=cell["variant"], replicate=cell.get("replicate", 1),
+                      setting=setting, settings=variant.changed() if variant else {},
                       options=cell["options"], device=backend.device,
                       math_mode=math_mode if backend.device == "cuda"
                       else f"{math_mode} (CUDA only; not applicable on {backend.device})",
@@ -93,6 +107,8 @@ def run_cell(cell_dir, spec):
             out.write("memory", **mem)
             metrics.update(mem)
             metrics["device"] = backend.device
+            if _runs_guard(cfg, cell):  # after the memory record: the peak is the workload's
+                metrics["guard"] = workloads.run_guard(backend, cfg, out)
         except BaseException as e:  # noqa: BLE001 - record everything, incl. SystemExit
             if isinstance(e, SystemExit):
                 # Jittor's "please rerun your command" is sys.exit(0) from inside its import.
@@ -104,7 +120,8 @@ def run_cell(cell_dir, spec):
             return 1
     summary = {"cell": cell["cell"], "replicate": cell.get("replicate", 1),
                "unit": cell.get("unit", cell["cell"]), "framework": cell["framework"],
-               "workload": cell["workload"], "variant": cell["variant"], "status": "ok",
+               "workload": cell["workload"], "variant": cell["variant"],
+               "setting": cell["options"].get("setting"), "status": "ok",
                "error": None, "started": started, "finished": time.time(), "metrics": metrics}
     write_json_atomic(os.path.join(cell_dir, SUMMARY), summary)
     return 0

@@ -10,6 +10,12 @@ profile profile.train_steps training steps and one profile.sample_steps sampling
         also timed unprofiled for the overhead figure; one `profile` record per phase with
         the op table reduced to the shared categories of models/common/opcats.py, and the
         raw profile kept in the cell folder.
+guard   (configs with variants; after the workload and its memory record) the variant
+        quality guard's raw material: from seeded random weights (no near-zero layer that
+        would hide a difference) and a fresh optimizer, variant_guard.train_steps steps on
+        the shared batches, then one deterministic DDIM chain from a seeded x_T; one `guard`
+        record {losses, sample_mean, sample_std}. The report compares each variant's with
+        its framework's matched cell (bench/report/variants.py).
 quality for each step count: quality.num_images samples, saved, scored (FID/KID, IS where
         possible) by bench.quality.fid in a child process (torch-fidelity imports torch, which
         must never share a process with Jittor); one `fid` record each:
@@ -32,6 +38,7 @@ from bench.quality.images import save_grid
 from models.common.diffusion import sampler_plan
 from models.common.flops import sample_step_flops, train_step_flops
 from models.common.opcats import CATEGORIES
+from models.common.weights import init_weights
 
 
 def _stats(values, prefix):
@@ -260,6 +267,31 @@ def run_profile(backend, cfg, out, cell_dir):
     return {p["phase"]: {k: p[k] for k in ("step_s", "unprofiled_step_s", "overhead",
                                            "coverage", "op_total_s")}
             for p in (train, sample)}
+
+
+def run_guard(backend, cfg, out):
+    """The variant quality guard's measurements (see the module docstring)."""
+    g, unet, seed = cfg["variant_guard"], backend.unet_spec, cfg["seed"]
+    backend.load_weights(init_weights(unet, seed=seed, scheme="random"))
+    backend.reset_optimizer()
+    batches, _, _ = train_batches(backend, cfg, "shared")
+    losses = []
+    for _ in range(g["train_steps"]):
+        x0, t, noise = next(batches)
+        losses.append(backend.loss_value(backend.train_step(
+            backend.to_device(x0), t, backend.to_device(noise))))
+    plan = sampler_plan(backend.diffusion_spec, "ddim", steps=g["sample_steps"], eta=0.0)
+    shape = (g["sample_batch_size"], unet.in_channels, unet.image_size, unet.image_size)
+    x_t = np.random.default_rng(seed + GUARD_SEED_OFFSET).standard_normal(shape)
+    x = backend.to_numpy(backend.sample(backend.to_device(x_t.astype(np.float32)), plan,
+                                        ema=False)).astype(np.float64)
+    return out.write("guard", variant=backend.variant.name, losses=losses,
+                     train_steps=len(losses), sample_steps=len(plan),
+                     sample_mean=float(x.mean()), sample_std=float(x.std()),
+                     finite=bool(np.isfinite(x).all() and np.isfinite(losses).all()))
+
+
+GUARD_SEED_OFFSET = 7919  # the guard's x_T: its own stream, never the timed chains'
 
 
 def default_reference(data_cfg):

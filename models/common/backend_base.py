@@ -7,6 +7,7 @@ import numpy as np
 
 from .diffusion import Schedule, StepCoefficients, sampler_step
 from .specs import DiffusionSpec, OptimSpec, UNetSpec
+from .variants import MATCHED, VariantSpec
 from .weights import check_weights
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -16,9 +17,10 @@ class BackendBase:
     name = "base"
 
     def __init__(self, unet: UNetSpec, diffusion: DiffusionSpec, optim: OptimSpec = None, *,
-                 device="auto", threads=None, seed=0):
+                 device="auto", threads=None, seed=0, variant: VariantSpec = None):
         if device not in DEVICES:
             raise ValueError(f"device={device!r} is invalid: one of {list(DEVICES)}")
+        self.variant = variant or MATCHED  # models/common/variants.py; default: matched
         self.unet_spec = unet
         self.diffusion_spec = diffusion
         self.optim_spec = optim or OptimSpec()
@@ -51,6 +53,11 @@ class BackendBase:
         """a @ b for two 2-D device tensors (the measured peak of bench/measure/peak.py)."""
         raise NotImplementedError
 
+    def _net(self, model, x, t):
+        """The network's noise prediction, float32. A backend's variant (precision, compiled
+        module, memory format) applies here; the matched comparison calls the model as is."""
+        return model(x, t)
+
     # -- profiling ------------------------------------------------------------------------
     profiling = False  # set by the profile workload only: timed cells run unmarked code
 
@@ -79,7 +86,7 @@ class BackendBase:
         """The DDPM objective: noise x0 to x_t (Ho et al. eq. 4), predict the noise."""
         a, b = self.schedule.q_sample_coefficients(t)
         x_t = self._vec(a) * x0 + self._vec(b) * noise
-        pred = self.model(x_t, self._t(t))
+        pred = self._net(self.model, x_t, self._t(t))
         with self.region("loss"):
             return self._loss(pred, noise)
 
@@ -100,7 +107,7 @@ class BackendBase:
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
         model.eval()
         with self._no_grad():
-            return model(x, self._t(t))
+            return self._net(model, x, self._t(t))
 
     def sample_step(self, x, coeffs: StepCoefficients, noise=None, ema=True):
         """One reverse step (DDPM or DDIM, by the coefficients). Returns (x_prev, x0_pred)."""

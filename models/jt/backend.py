@@ -23,10 +23,20 @@ class JittorBackend(BackendBase):
     name = "jittor"
 
     def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0,
-                 math_mode="fp32"):
-        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
+                 math_mode="fp32", variant=None):
+        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed,
+                         variant=variant)
         jt = self.jt = _jittor(threads, device)
         pin_math_mode(jt, math_mode)
+        for flag, value in self.variant.jittor_flags.items():  # process-global, as documented
+            setattr(jt.flags, flag, int(value))
+        # Jittor's mixed precision: the model's parameters in the low dtype and AMP level 4
+        # ("prefer 16-bit, but sum/exp and friends in float32"); no float32 master weights,
+        # no loss scaling: that is what Jittor offers (docs/VARIANTS.md)
+        self.low_dtype = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[
+            self.variant.precision]
+        if self.low_dtype:
+            jt.flags.auto_mixed_precision_level = 4
         if device == "cuda" and not jt.has_cuda:
             raise RuntimeError("device=cuda requested but jittor has no CUDA")
         jt.flags.use_cuda = 1 if device in ("auto", "cuda") and jt.has_cuda else 0
@@ -44,10 +54,15 @@ class JittorBackend(BackendBase):
             for p in self.ema_model.parameters():
                 p.stop_grad()
         self._copy_to_ema()
-        o = self.optim_spec
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params = [p for _, p in self.model.named_parameters()]
-        self.opt = _torch_adam_class(jt)(self.params, lr=o.lr, betas=o.betas, eps=o.eps)
+        self.reset_optimizer()
+
+    def reset_optimizer(self):
+        """A fresh Adam at step 0 (the variant quality guard)."""
+        o = self.optim_spec
+        self.opt = _torch_adam_class(self.jt)(self.params, lr=o.lr, betas=o.betas, eps=o.eps)
+        self.step = 0
 
     @staticmethod
     def versions():
@@ -71,6 +86,10 @@ class JittorBackend(BackendBase):
         for name, p in self.model.named_parameters():
             p.assign(jt.array(np.asarray(weights[name], dtype=np.float32)))
         self._copy_to_ema(ema)
+        if self.low_dtype:
+            for m in (self.model, self.ema_model):
+                if m is not None:
+                    getattr(m, self.low_dtype)()  # Module.float16() / .bfloat16(), in place
         jt.sync_all(True)
 
     def reseed(self, seed):
@@ -79,7 +98,8 @@ class JittorBackend(BackendBase):
 
     def export_weights(self, ema=False):
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
-        return OrderedDict((n, p.numpy().copy()) for n, p in model.named_parameters())
+        return OrderedDict((n, (p.float32() if self.low_dtype else p).numpy().copy())
+                           for n, p in model.named_parameters())
 
     def optimizer_state(self):
         state = {"step": np.array(self.step, dtype=np.int64)}
@@ -118,6 +138,13 @@ class JittorBackend(BackendBase):
 
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
+
+    def _net(self, model, x, t):
+        v = self.variant
+        if not (self.low_dtype or v.debug_output_scale != 1.0):
+            return model(x, t)  # the matched comparison: the model, called as is
+        out = model(x.cast(self.low_dtype) if self.low_dtype else x, t).float32()
+        return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
 
     def _region(self, name):
         return self.jt.profile_mark(name)

@@ -1,4 +1,5 @@
 """PyTorch backend: the only module that runs the torch model for the harness."""
+import contextlib
 import copy
 import os
 from collections import OrderedDict
@@ -36,12 +37,23 @@ def math_settings():
             "nvidia_tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE")}
 
 
+def _cpu_has(*flags):
+    """Any of these CPU flags in /proc/cpuinfo (Linux; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        return False
+    return any(flag in words for flag in flags)
+
+
 class TorchBackend(BackendBase):
     name = "torch"
 
     def __init__(self, unet, diffusion, optim=None, *, device="auto", threads=None, seed=0,
-                 math_mode="fp32"):
-        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed)
+                 math_mode="fp32", variant=None):
+        super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed,
+                         variant=variant)
         pin_math_mode(math_mode)
         if threads:
             torch.set_num_threads(int(threads))
@@ -50,17 +62,38 @@ class TorchBackend(BackendBase):
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.model = UNet(unet).to(self.device)
+        v = self.variant
+        self.model = UNet(unet, attention=v.attention).to(self.device)
+        self.memory_format = torch.channels_last if v.channels_last else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
         self.ema_model = None
         if self.ema_enabled():
             self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
-        o = self.optim_spec
         self.params = list(self.model.parameters())
+        self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[v.precision]
+        self.reset_optimizer()
+        # the compiled module per model (the EMA copy samples): first calls compile, which
+        # the workloads record as iteration 0 / the warm-up chain, never in the medians
+        self.compiled = {}
+        if v.compile:
+            for m in (self.model, self.ema_model):
+                if m is not None:
+                    self.compiled[id(m)] = torch.compile(m, mode=v.compile)
+
+    def reset_optimizer(self):
+        """A fresh Adam (and loss scaler) at step 0 (the variant quality guard)."""
+        o = self.optim_spec
         self.opt = torch.optim.Adam(self.params, lr=o.lr, betas=o.betas, eps=o.eps)
+        # fp16 has too little range for small gradients: scale the loss (bf16 needs none)
+        self.scaler = torch.amp.GradScaler(self.device) if self.amp_dtype == torch.float16 \
+            else None
+        self.step = 0
 
     @staticmethod
     def versions():
         return {"framework": "torch", "version": torch.__version__,
+                "bf16_cpu_native": torch.backends.mkldnn.is_available() and
+                _cpu_has("avx512_bf16", "amx_bf16"),
                 "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                 "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                 "mkldnn": torch.backends.mkldnn.is_available(),
@@ -122,6 +155,20 @@ class TorchBackend(BackendBase):
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
 
+    def _net(self, model, x, t):
+        v = self.variant
+        if not (self.compiled or v.channels_last or self.amp_dtype or v.debug_output_scale != 1.0):
+            return model(x, t)  # the matched comparison: the model, called as is
+        fn = self.compiled.get(id(model), model)
+        if v.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = (torch.autocast(self.device, dtype=self.amp_dtype) if self.amp_dtype
+               else contextlib.nullcontext())
+        with amp:
+            out = fn(x, t)
+        out = out.float().contiguous()
+        return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
+
     def _region(self, name):
         return torch.profiler.record_function(f"diffbench:{name}")
 
@@ -153,13 +200,19 @@ class TorchBackend(BackendBase):
         loss = self._training_loss(x0, t, noise)
         self.opt.zero_grad(set_to_none=True)
         with self.region("backward"):
-            loss.backward()
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
         with self.region("optimizer"):
+            if self.scaler:
+                self.scaler.unscale_(self.opt)  # clip the true gradients
             if self.optim_spec.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.params, self.optim_spec.grad_clip)
             for group in self.opt.param_groups:
                 group["lr"] = lr
-            self.opt.step()
+            if self.scaler:
+                self.scaler.step(self.opt)  # skips the step on inf/nan gradients
+                self.scaler.update()
+            else:
+                self.opt.step()
             if self.ema_model is not None:
                 d = self.optim_spec.ema_decay
                 with torch.no_grad():

@@ -42,8 +42,9 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    def __init__(self, spec, c):
+    def __init__(self, spec, c, attention="bmm"):
         super().__init__()
+        self.attention = attention  # bmm + softmax (matched) | sdpa (a variant)
         self.norm = _norm(spec, c)
         self.q = nn.Conv2d(c, c, 1)
         self.k = nn.Conv2d(c, c, 1)
@@ -56,6 +57,11 @@ class AttnBlock(nn.Module):
         q = self.q(h).reshape(b, c, hh * ww).permute(0, 2, 1)  # b, hw, c
         k = self.k(h).reshape(b, c, hh * ww)  # b, c, hw
         v = self.v(h).reshape(b, c, hh * ww)
+        if self.attention == "sdpa":  # one head; the same 1/sqrt(c) scale
+            h = F.scaled_dot_product_attention(q[:, None], k.permute(0, 2, 1)[:, None],
+                                               v.permute(0, 2, 1)[:, None])
+            h = h[:, 0].permute(0, 2, 1).reshape(b, c, hh, ww)
+            return x + self.proj_out(h)
         w = torch.softmax(torch.bmm(q, k) * (1.0 / math.sqrt(c)), dim=2)  # b, hw(q), hw(k)
         h = torch.bmm(v, w.permute(0, 2, 1)).reshape(b, c, hh, ww)
         return x + self.proj_out(h)
@@ -95,7 +101,7 @@ class _Temb(nn.Module):
 
 
 class UNet(nn.Module):
-    def __init__(self, spec: UNetSpec):
+    def __init__(self, spec: UNetSpec, attention="bmm"):
         super().__init__()
         self.spec = spec
         self.register_buffer("freqs", torch.from_numpy(time_embedding_frequencies(spec.base_channels)),
@@ -113,13 +119,14 @@ class UNet(nn.Module):
             elif kind == "norm":
                 setattr(self, name, _norm(spec, args[0]))
             elif parts[0] == "mid":
-                setattr(self.mid, parts[1], ResnetBlock(spec, *args) if kind == "res" else AttnBlock(spec, *args))
+                setattr(self.mid, parts[1], ResnetBlock(spec, *args) if kind == "res"
+                        else AttnBlock(spec, *args, attention=attention))
             else:
                 level = getattr(self, parts[0])[int(parts[1])]
                 if kind == "res":
                     level.block.append(ResnetBlock(spec, *args))
                 elif kind == "attn":
-                    level.attn[parts[3]] = AttnBlock(spec, *args)
+                    level.attn[parts[3]] = AttnBlock(spec, *args, attention=attention)
                 elif kind == "down":
                     level.downsample = Downsample(*args)
                 elif kind == "up":
