@@ -42,12 +42,15 @@ if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
   cp -L --remove-destination "$venv/lib/libdnnl.so.2" "$dnnl/lib/libmkldnn.so"
 fi
 
-# Real data and a browser for report screenshots come from Debian packages. Optional: without
-# them the benchmark still runs on synthetic data and the screenshot test skips.
+# Real data, a browser for report screenshots and Open MPI (Jittor's data parallelism,
+# docs/DISTRIBUTED.md) come from Debian packages. Optional: without them the benchmark still
+# runs on synthetic data, the screenshot test skips, and Jittor's multi-rank cells are
+# refused with a line naming the packages.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   [ -d /usr/share/datasets/fashion-mnist ] || missing="$missing dataset-fashion-mnist"
   command -v chromium >/dev/null || missing="$missing chromium"
+  { command -v mpirun && command -v mpicc; } >/dev/null || missing="$missing openmpi-bin libopenmpi-dev"
   if [ -n "$missing" ]; then
     echo "[setup] apt-get install$missing"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \

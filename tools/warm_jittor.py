@@ -6,6 +6,7 @@ successful while doing nothing, so each warm-up runs in a child process that mus
 sentinel; a missing sentinel is retried once (the rerun Jittor asks for) and then fails loudly.
 """
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,9 +27,22 @@ print("%s")
 """ % SENTINEL
 
 
-def run_once():
+# With Open MPI installed, Jittor compiles its MPI ops the first time a rank imports it
+# (use_mpi=1, docs/DISTRIBUTED.md): do it here, once, instead of inside a timed cell.
+MPI_CHILD = r"""
+import os, sys
+sys.path.insert(0, os.getcwd())
+os.environ["use_mpi"] = "1"
+from models.jt import runtime
+jt = runtime.import_jittor()
+print("mpi:", jt.compile_extern.mpi is not None)
+print("%s")
+""" % SENTINEL
+
+
+def run_once(child=CHILD):
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     return proc.returncode, out, time.time() - t0
 
@@ -43,12 +57,28 @@ def main():
                 print("[setup] ERROR: jittor's oneDNN (mkl) ops did not load; CPU conv would be "
                       "25-100x slower. See docs/SETUP.md.", file=sys.stderr)
                 return 1
-            return 0
+            return warm_mpi()
         print(f"[setup] jittor warm-up attempt {attempt} printed no result (rc={rc}):\n"
               + out[-3000:], file=sys.stderr)
     print("[setup] ERROR: jittor never completed a warm-up run. If it said 'please rerun', its "
           "cache at ~/.cache/jittor is stale: remove it and run setup again.", file=sys.stderr)
     return 1
+
+
+def warm_mpi():
+    if not (shutil.which("mpicc") and shutil.which("mpirun")):
+        print("[setup] no Open MPI: Jittor's data-parallel cells need openmpi-bin "
+              "libopenmpi-dev (skipped)")
+        return 0
+    for attempt in (1, 2):
+        rc, out, secs = run_once(MPI_CHILD)
+        if rc == 0 and SENTINEL in out:
+            print(f"[setup] jittor MPI ops warm ({secs:.0f} s); "
+                  + next((l for l in out.splitlines() if l.startswith("mpi:")), ""))
+            return 0
+    print("[setup] WARNING: Jittor's MPI ops did not build; its data-parallel cells will fail:\n"
+          + out[-2000:], file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -146,3 +146,20 @@ def validation_batches(val_images, batch_size, n_batches, timesteps, seed=0):
         noise = rng.standard_normal(x0.shape, dtype=np.float32)
         out.append((x0, t, noise))
     return out
+
+
+class RankSlice:
+    """A rank's share of a stream of global (x0, t, noise) numpy batches: rows
+    [rank * B/N, (rank + 1) * B/N) of each (data-parallel cells, docs/DISTRIBUTED.md)."""
+
+    def __init__(self, batches, rank, world_size):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        x0, t, noise = next(self.batches)
+        n = len(t) // self.world_size
+        part = slice(self.rank * n, (self.rank + 1) * n)
+        return x0[part], t[part], None if noise is None else noise[part]

@@ -32,11 +32,12 @@ class RunData:
 
 # A unit is one process: replicate k of a cell, in the folder cells/<unit>.
 # setting: the `variants` entry a cell runs (docs/VARIANTS.md); None for the matched cells
+# world_size: ranks of a data-parallel train cell (docs/DISTRIBUTED.md); 1 otherwise
 UNIT_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant", "setting",
-                "status", "error", "dir", "t_start"]
+                "world_size", "status", "error", "dir", "t_start"]
 # A cell's status is "ok" when every replicate is; otherwise the first other status.
-CELL_COLUMNS = ["cell", "framework", "workload", "variant", "setting", "status", "error",
-                "dir", "replicates", "replicates_ok"]
+CELL_COLUMNS = ["cell", "framework", "workload", "variant", "setting", "world_size", "status",
+                "error", "dir", "replicates", "replicates_ok"]
 
 
 def read_jsonl(path: Path, problems: list) -> list:
@@ -90,7 +91,8 @@ def _cells_of_units(units: pd.DataFrame) -> pd.DataFrame:
         first = (bad if len(bad) else g).iloc[0]
         rows.append({"cell": cell, "framework": first["framework"],
                      "workload": first["workload"], "variant": first["variant"],
-                     "setting": first["setting"], "status": first["status"], "error": first["error"],
+                     "setting": first["setting"], "world_size": first["world_size"],
+                     "status": first["status"], "error": first["error"],
                      "dir": g.iloc[0]["dir"], "replicates": len(g),
                      "replicates_ok": int((g["status"] == "ok").sum())})
     return pd.DataFrame(rows, columns=CELL_COLUMNS)
@@ -130,6 +132,8 @@ def load_run(run_dir) -> RunData:
         variant = summary.get("variant", var)
         setting = summary.get("setting") or start.get("setting") or \
             (spec_cell_options(spec).get("setting"))
+        world = summary.get("world_size") or start.get("world_size") or \
+            spec_cell_options(spec).get("world_size") or 1
         if summary:
             status, error = summary.get("status", "unknown"), summary.get("error")
         else:
@@ -142,6 +146,7 @@ def load_run(run_dir) -> RunData:
         cell_rows.append({"cell": cell_id, "replicate": replicate, "unit": cdir.name,
                           "framework": str(framework), "workload": str(workload),
                           "variant": variant, "setting": setting or None,
+                          "world_size": int(world),
                           "status": str(status), "error": error,
                           "dir": str(cdir), "t_start": t_start})
         recs = [dict(r, source="events") for r in events] + \

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from bench.report import facts, fmt, plots, profile, tables, variants
+from bench.report import distributed, facts, fmt, plots, profile, tables, variants
 from bench.report.headline import headline
 from bench.report.load import ReportInputError, RunData, first_replicate, load_run
 from bench.stats.replicates import MIN_REPLICATES
@@ -35,6 +35,7 @@ def build_sections(run: RunData, out_dir: Path, baseline: str) -> list:
     return [headline(run, baseline), overview(run), environment(run),
             training(run, out_dir, baseline),
             sampling(run, out_dir, baseline), variants.section(run, out_dir, baseline),
+            distributed.section(run, out_dir, baseline),
             profile.section(run, out_dir, baseline),
             resources(run, out_dir),
             quality(run, out_dir), failures(run)]

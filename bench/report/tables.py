@@ -40,12 +40,24 @@ def cells_of(run: RunData, workload: str) -> pd.DataFrame:
     """The matched cells of a workload: the comparison every table and plot is about. The
     variants' cells (docs/VARIANTS.md) have their own section: variant_cells()."""
     c = run.cells
-    return c[(c["workload"] == workload) & ~_is_variant(c)]
+    return c[(c["workload"] == workload) & ~_is_variant(c) & ~_is_dp(c)]
 
 
 def variant_cells(run: RunData, workload: str) -> pd.DataFrame:
     c = run.cells
     return c[(c["workload"] == workload) & _is_variant(c)]
+
+
+def dp_cells(run: RunData) -> pd.DataFrame:
+    """Data-parallel train cells (world size > 1; their own section, docs/DISTRIBUTED.md)."""
+    c = run.cells
+    return c[(c["workload"] == "train") & _is_dp(c)]
+
+
+def _is_dp(cells: pd.DataFrame) -> pd.Series:
+    if "world_size" not in cells:
+        return pd.Series(False, index=cells.index)
+    return pd.to_numeric(cells["world_size"], errors="coerce").fillna(1) > 1
 
 
 def _is_variant(cells: pd.DataFrame) -> pd.Series:

@@ -288,6 +288,9 @@ def validate(cfg, where="config:", check_paths=True):
                 raise ConfigError(f"{where}data.val_fraction: no validation images out of "
                                   f"{data['num_samples']}; raise it or set train.val_batches: 0")
 
+    if "train" in cfg["workloads"]:
+        _check_world_sizes(cfg, where)
+
     if "sample" in cfg["workloads"]:
         for i, run in enumerate(cfg["sample"]["runs"]):
             _check_steps(f"{where}sample.runs[{i}]", run["steps"] or [], run["sampler"],
@@ -323,6 +326,36 @@ def validate(cfg, where="config:", check_paths=True):
             if not ok:
                 raise ConfigError(f"{where}device: 'cuda' but this machine has no usable GPU "
                                   f"({why}); use auto (CUDA when present) or cpu")
+
+
+def _check_world_sizes(cfg, where):
+    """Data-parallel train cells (docs/DISTRIBUTED.md): the global batch splits evenly, the
+    shared loader feeds them, the launcher for each framework exists."""
+    sizes, tr, d = cfg["train"]["world_size"], cfg["train"], cfg["distributed"]
+    if not sizes:
+        raise ConfigError(f"{where}train.world_size: empty; e.g. [1] or [1, 2]")
+    for n in sizes:
+        if tr["batch_size"] % n:
+            raise ConfigError(f"{where}train.batch_size: {tr['batch_size']} is not divisible by "
+                              f"world size {n} (train.world_size); each rank takes an equal "
+                              "slice of the global batch")
+        if n > 1 and n % d["nnodes"]:
+            raise ConfigError(f"{where}distributed.nnodes: world size {n} does not split "
+                              f"over {d['nnodes']} nodes")
+    if d["node_rank"] >= d["nnodes"]:
+        raise ConfigError(f"{where}distributed.node_rank: {d['node_rank']} must be < "
+                          f"distributed.nnodes={d['nnodes']}")
+    if max(sizes) > 1:
+        if "shared" not in cfg["data"]["loader"]:
+            raise ConfigError(f"{where}train.world_size: data-parallel cells use the shared "
+                              "loader (every rank slices the same global batch); add shared to "
+                              "data.loader")
+        if "jittor" in cfg["frameworks"]:
+            from bench.run.distributed import mpi_problem
+
+            why = mpi_problem()
+            if why:
+                raise ConfigError(f"{where}train.world_size: {why}")
 
 
 def _check_steps(key, steps, sampler, skip, T):

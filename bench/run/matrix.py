@@ -65,8 +65,12 @@ def expand_cells(cfg):
     for wl in cfg["workloads"]:
         variants = [("", {})]
         if wl == "train":
-            loaders = cfg["data"]["loader"]
-            variants = [(ld if len(loaders) > 1 else "", {"loader": ld}) for ld in loaders]
+            loaders, sizes = cfg["data"]["loader"], cfg["train"].get("world_size", [1])
+            variants = [(ld if len(loaders) > 1 else "", {"loader": ld}) for ld in loaders] \
+                if 1 in sizes else []
+            # data-parallel cells (docs/DISTRIBUTED.md): the shared loader, N ranks
+            variants += [(f"ws{n}", {"loader": "shared", "world_size": n})
+                         for n in sizes if n > 1]
         groups += [(wl, variant, options, cfg["frameworks"]) for variant, options in variants]
         if wl in ("train", "sample"):
             # the variants axis (docs/VARIANTS.md): each on the frameworks it resolved to;

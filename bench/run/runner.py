@@ -19,6 +19,7 @@ from bench.measure.env import child_env, git_info, gpu_info, host_info, usable_c
 from bench.measure.monitor import Monitor
 from bench.measure.monitor import summarize as monitor_summary
 from bench.records import results as res
+from bench.run import distributed
 from bench.run.config import config_hash
 from bench.run.matrix import ORDER_SCHEME, Cell, expected_records
 
@@ -203,7 +204,10 @@ def run_cell(run_dir, cfg, cell, progress):
     if os.path.isdir(d):  # a torn attempt (resume): its partial records would mix with new ones
         shutil.rmtree(d)
     os.makedirs(d)
+    world = cell.options.get("world_size", 1)
     threads = resolved_threads(cfg)
+    if world > 1:
+        threads = distributed.threads_per_rank(cfg, threads, world)
     env = child_env(threads, cfg)
     spec_path = os.path.join(d, res.SPEC)
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
@@ -217,8 +221,11 @@ def run_cell(run_dir, cfg, cell, progress):
     with open(stderr_path, "wb") as err:
         # stdout joins stderr: frameworks print their complaints (Jittor's "please rerun")
         # to either, and the failure tail must show them.
+        worker = [sys.executable, "-m", "bench.run.worker", "--cell-dir", d,
+                  "--spec-json", spec_path]
+        # N ranks: torchrun or mpirun around the same worker (bench/run/distributed.py)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.run.worker", "--cell-dir", d, "--spec-json", spec_path],
+            distributed.launch_argv(cell.framework, world, worker, cfg, env),
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
             env=env)
     mon = None
@@ -248,6 +255,9 @@ def run_cell(run_dir, cfg, cell, progress):
     summary = res.read_summary(run_dir, cell.unit_id)
     events, _ = res.read_records(os.path.join(d, res.EVENTS))
     errors = [r for r in events if r.get("type") == "error"]
+    if world > 1:
+        errors = _rank_errors(d, world)
+        _write_ranks_record(d, world)
     if timed_out:
         summary = _failed(cell, "timeout", f"timed out after {timeout_s:g} s "
                           f"(runner.timeout_s)", started, stderr_path)
@@ -283,6 +293,39 @@ def run_cell(run_dir, cfg, cell, progress):
     return summary
 
 
+def _rank_records(cell_dir, world):
+    """Per rank its records: rank 0's events.jsonl, rank<k>/events.jsonl."""
+    out = {}
+    for rank in range(world):
+        path = os.path.join(distributed.rank_dir(cell_dir, rank), res.EVENTS)
+        out[rank] = res.read_records(path)[0] if os.path.exists(path) else []
+    return out
+
+
+def _rank_errors(cell_dir, world):
+    """The earliest error of any rank, as 'rank k: message': the cause (the ranks that
+    failed after it only saw their peer vanish from a collective)."""
+    errors = [dict(r, message=f"rank {rank}: {r.get('message')}")
+              for rank, recs in _rank_records(cell_dir, world).items()
+              for r in recs if r.get("type") == "error"]
+    return sorted(errors, key=lambda r: r.get("t_wall") or 0)[:1]
+
+
+def _write_ranks_record(cell_dir, world):
+    """Append to rank 0's events one `ranks` record: every rank's memory and error."""
+    per_rank = _rank_records(cell_dir, world)
+    ranks = []
+    for rank, recs in per_rank.items():
+        mem = next((r for r in reversed(recs) if r.get("type") == "memory"), {})
+        err = next((r for r in reversed(recs) if r.get("type") == "error"), {})
+        ranks.append({"rank": rank, "peak_rss_bytes": mem.get("peak_rss_bytes"),
+                      "allocator_peak_bytes": mem.get("allocator_peak_bytes"),
+                      "error": err.get("message")})
+    with res.RecordWriter(os.path.join(cell_dir, res.EVENTS)) as out:
+        out.write("ranks", world_size=world, ranks=ranks,
+                  peak_rss_bytes=max((r["peak_rss_bytes"] or 0) for r in ranks) or None)
+
+
 def measured_span(events):
     """(t0, t1) wall clock of a cell's measured steps and chains (None if it had none):
     records carry their end time (t_wall) and duration (wall_s / time_s)."""
@@ -308,7 +351,8 @@ def measured_windows(events):
 def _failed(cell, status, error, started, stderr_path):
     return {"cell": cell.cell_id, "replicate": cell.replicate, "unit": cell.unit_id,
             "framework": cell.framework, "workload": cell.workload,
-            "variant": cell.variant, "setting": cell.options.get("setting"), "status": status,
+            "variant": cell.variant, "setting": cell.options.get("setting"),
+            "world_size": cell.options.get("world_size", 1), "status": status,
             "error": error, "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
             "metrics": {}}
 

@@ -186,6 +186,10 @@ SCHEMA = {
                               "phase 'warmup' and left out of the statistics", minimum=0),
         "val_batches": Field("int", 2, "held-out batches for the validation loss per epoch; "
                              "0 = none", minimum=0),
+        "world_size": Field("list", [1], "data-parallel ranks per train cell, a matrix axis: "
+                            "[1, 2] = a 1-process cell and a 2-rank cell (<fw>-train-ws2) per "
+                            "framework; batch_size is the global batch (docs/DISTRIBUTED.md)",
+                            scalar_ok=True, unique=True, item=Field("int", None, "", minimum=1)),
         # `harness.py train` (real training) only:
         "total_steps": Field("int", 1000, "harness.py train: optimizer steps to train to "
                              "(--steps overrides)", minimum=1),
@@ -263,6 +267,19 @@ SCHEMA = {
                              "mean and std are each within this of the matched cell's",
                              above=0.0),
     },
+    "distributed": {
+        # data-parallel train cells (train.world_size > 1; docs/DISTRIBUTED.md)
+        "threads_per_rank": Field("int", None, "CPU threads of each rank; null = threads / "
+                                  "world size (at least 1)", nullable=True, minimum=1),
+        "master_addr": Field("str", "127.0.0.1", "torchrun --master-addr: rank 0's host"),
+        "master_port": Field("int", None, "torchrun --master-port; null = a free local port "
+                             "(one node)", nullable=True, minimum=1),
+        "nnodes": Field("int", 1, "torchrun --nnodes (ranks per node = world size / nnodes)",
+                        minimum=1),
+        "node_rank": Field("int", 0, "torchrun --node-rank of this machine", minimum=0),
+        "mpirun_hosts": Field("str", None, "mpirun -H (e.g. 'a:1,b:1'); null = this machine",
+                              nullable=True),
+    },
     "monitor": {
         "enabled": Field("bool", True, "sample the cell process (psutil, NVML) from the parent"),
         "interval_s": Field("float", 0.5, "sampling interval; >= 0.1 (NVML utilisation is a "
@@ -285,6 +302,15 @@ SCHEMA = {
                                 "gate's slowdown knob)", minimum=0.0),
         "raise_in": Field("list", [], "cell-id globs whose worker raises on start (tests the "
                           "failure path)", scalar_ok=True, item=Field("str", None, "")),
+        "fail_rank": Field("int", None, "this rank of every train cell fails at "
+                           "fail_at_step (tests the data-parallel fault path); null = none",
+                           nullable=True, minimum=0),
+        "fail_mode": Field("str", "raise", "how fail_rank fails: raise | hang",
+                           choices=("raise", "hang")),
+        "fail_at_step": Field("int", 1, "the training step at which fail_rank fails",
+                              minimum=0),
+        "save_final_weights": Field("bool", False, "train cells write rank 0's final weights "
+                                    "to final_weights.npz (the data-parallel parity test)"),
     },
 }
 

@@ -17,9 +17,12 @@ import sys
 import time
 import traceback
 
+import numpy as np
+
 from bench.measure.peak import record_peak
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
+from bench.run.distributed import rank_dir, rank_env
 from bench.run.checkpoint import read_checkpoint, restore
 from bench.run.config import build_specs
 from models.common.variants import VariantSpec
@@ -54,6 +57,10 @@ def _runs_guard(cfg, cell):
 def run_cell(cell_dir, spec):
     cfg, cell = spec["config"], spec["cell"]
     started = time.time()
+    rank, world, _ = rank_env()  # data-parallel cells: torchrun's or mpirun's variables
+    cell_dir = rank_dir(cell_dir, rank)  # rank k > 0 writes rank<k>/ (docs/DISTRIBUTED.md)
+    os.makedirs(cell_dir, exist_ok=True)
+    backend = None
     with RecordWriter(os.path.join(cell_dir, EVENTS)) as out:
         try:
             for pattern in cfg["debug"]["raise_in"]:
@@ -76,18 +83,25 @@ def run_cell(cell_dir, spec):
                       math_mode=math_mode if backend.device == "cuda"
                       else f"{math_mode} (CUDA only; not applicable on {backend.device})",
                       pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
-                      params=count_params(unet))
+                      params=count_params(unet), rank=rank, world_size=world)
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))
             backend.sync()
             backend.reset_peak_memory()
 
             # the measured peak GFLOP/s are a fraction of: before the workload, so the
             # workload's memory peak is its own
+            # (not with N ranks: each would time it on a share of the machine)
             peak = record_peak(backend, cfg, out) if cell["workload"] in ("train", "sample") \
-                else None
+                and world == 1 else None
             if cell["workload"] == "train":
                 metrics = workloads.run_train(backend, cfg, cell["options"].get("loader",
                                                                                 "shared"), out)
+                if world > 1:
+                    metrics["allreduce_s"] = workloads.time_allreduce(
+                        backend, out, threads=spec["threads"])["allreduce_s"]
+                if cfg["debug"]["save_final_weights"] and rank == 0:
+                    np.savez(os.path.join(cell_dir, "final_weights.npz"),
+                             **backend.export_weights())
             elif cell["workload"] == "sample":
                 metrics = workloads.run_sample(backend, cfg, out)
             elif cell["workload"] == "profile":
@@ -107,7 +121,7 @@ def run_cell(cell_dir, spec):
             out.write("memory", **mem)
             metrics.update(mem)
             metrics["device"] = backend.device
-            if _runs_guard(cfg, cell):  # after the memory record: the peak is the workload's
+            if _runs_guard(cfg, cell) and world == 1:  # after the memory record: the peak is the workload's
                 metrics["guard"] = workloads.run_guard(backend, cfg, out)
         except BaseException as e:  # noqa: BLE001 - record everything, incl. SystemExit
             if isinstance(e, SystemExit):
@@ -118,10 +132,14 @@ def run_cell(cell_dir, spec):
             out.write("error", message=message, traceback=traceback.format_exc())
             traceback.print_exc()
             return 1
+        finally:
+            if backend is not None:
+                backend.close()  # leaves the process group (data-parallel cells)
     summary = {"cell": cell["cell"], "replicate": cell.get("replicate", 1),
                "unit": cell.get("unit", cell["cell"]), "framework": cell["framework"],
                "workload": cell["workload"], "variant": cell["variant"],
-               "setting": cell["options"].get("setting"), "status": "ok",
+               "setting": cell["options"].get("setting"), "world_size": world, "rank": rank,
+               "status": "ok",
                "error": None, "started": started, "finished": time.time(), "metrics": metrics}
     write_json_atomic(os.path.join(cell_dir, SUMMARY), summary)
     return 0
@@ -136,7 +154,15 @@ def main(argv=None):
     _die_with_parent()
     with open(args.spec_json) as f:
         spec = json.load(f)
-    return run_cell(args.cell_dir, spec)
+    rc = run_cell(args.cell_dir, spec)
+    if rc and rank_env()[1] > 1:
+        # a failed rank leaves at once: a normal exit would finalize MPI / the process
+        # group and wait there for peers that are blocked in their next collective, and
+        # the launcher would never learn that this rank failed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from bench.quality.images import save_grid
 from models.common.diffusion import sampler_plan
 from models.common.flops import sample_step_flops, train_step_flops
 from models.common.opcats import CATEGORIES
-from models.common.weights import init_weights
+from models.common.weights import count_params, init_weights
 
 
 def _stats(values, prefix):
@@ -80,12 +80,17 @@ def run_train(backend, cfg, loader, out):
     delay_s = cfg["debug"]["inject_delay_s"]
 
     batches, train_images, val_images = train_batches(backend, cfg, loader)
+    rank, world = backend.rank, backend.world_size
+    if world > 1:  # every rank draws the same global batch and trains on its slice
+        batches = datamod.RankSlice(batches, rank, world)
     val = datamod.validation_batches(val_images, bs, tcfg["val_batches"], T, seed)
     steps_per_epoch = tcfg["steps_per_epoch"] or len(train_images) // bs
-    flops = train_step_flops(unet, bs)
+    flops = train_step_flops(unet, bs)  # the global batch: what the N ranks compute together
     out.write("train_info", loader=loader, train_images=len(train_images),
               val_images=len(val_images), steps_per_epoch=steps_per_epoch,
-              epochs=tcfg["epochs"], batch_size=bs, flops_per_step=flops)
+              epochs=tcfg["epochs"], batch_size=bs, flops_per_step=flops, world_size=world,
+              rank=rank)
+    fail = cfg["debug"]["fail_rank"]
 
     measured = {"wall": [], "data_wait": [], "compute": [], "dispatch": []}
     compile_s, warmup_wall, epoch_rows = None, [], []
@@ -95,6 +100,8 @@ def run_train(backend, cfg, loader, out):
         t0 = time.perf_counter()
         losses, n_measured = [], 0
         for _ in range(steps_per_epoch):
+            if fail == rank and global_step == cfg["debug"]["fail_at_step"]:
+                _fail_here(cfg["debug"]["fail_mode"], rank)
             phase = phase_of(global_step, tcfg["warmup_steps"])
             loss_t, _, tm = timed_train_step(backend, batches, inject_delay_s=delay_s)
             loss = backend.loss_value(loss_t)  # after the clock stopped (it syncs)
@@ -145,6 +152,25 @@ def run_train(backend, cfg, loader, out):
     metrics["final_train_loss"] = epoch_rows[-1]["mean_loss"]
     metrics["final_val_loss"] = epoch_rows[-1]["val_loss"]
     return metrics
+
+
+def _fail_here(mode, rank):
+    """debug.fail_rank: the deliberate fault of the data-parallel tests."""
+    if mode == "hang":
+        while True:  # the other ranks block in their next all-reduce; the runner's timeout
+            time.sleep(60)
+    raise RuntimeError(f"debug.fail_rank: rank {rank} fails here (deliberate failure)")
+
+
+def time_allreduce(backend, out, threads=None, repeats=10):
+    """One all-reduce of a buffer the size of the whole gradient, timed (median of
+    `repeats`, after one untimed) with the framework's own collective: record
+    `distributed`."""
+    numel = count_params(backend.unet_spec)
+    secs = backend.allreduce_seconds(numel, repeats)
+    return out.write("distributed", world_size=backend.world_size, rank=backend.rank,
+                     threads_per_rank=threads, engine=backend.dist_engine,
+                     grad_bytes=4 * numel, allreduce_s=secs, repeats=repeats)
 
 
 def run_sample(backend, cfg, out):

@@ -58,6 +58,19 @@ class BackendBase:
         module, memory format) applies here; the matched comparison calls the model as is."""
         return model(x, t)
 
+    # -- data parallelism (docs/DISTRIBUTED.md); one process unless a launcher started N --
+    rank = 0
+    world_size = 1
+    dist_engine = None  # e.g. "torch.distributed gloo", "jittor mpi"
+
+    def allreduce_seconds(self, numel, repeats=10):
+        """Median seconds of one all-reduce (mean) of `numel` float32 over the ranks, with
+        the framework's own collective (after one untimed)."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release what the backend holds outside the process (a process group)."""
+
     # -- profiling ------------------------------------------------------------------------
     profiling = False  # set by the profile workload only: timed cells run unmarked code
 

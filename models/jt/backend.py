@@ -4,6 +4,7 @@ Jittor executes lazily: nothing below computes until `sync()` (or `.item()`/`.nu
 """
 import math
 import os
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -43,7 +44,11 @@ class JittorBackend(BackendBase):
         self.device = "cuda" if jt.flags.use_cuda else "cpu"
         # Peak-memory accounting (jt.get_max_memory_info) only works with this flag on.
         jt.flags.profile_memory_enable = 1
-        jt.set_seed(seed)
+        # under mpirun (docs/DISTRIBUTED.md) Jittor's optimizer all-reduces the gradients
+        self.rank, self.world_size = int(jt.rank), int(jt.world_size)
+        if self.world_size > 1:
+            self.dist_engine = "jittor mpi"
+        jt.set_seed(seed + self.rank)  # dropout and noise differ per rank, reproducibly
         from models.jt.unet import UNet
 
         self.model = UNet(unet)
@@ -145,6 +150,17 @@ class JittorBackend(BackendBase):
             return model(x, t)  # the matched comparison: the model, called as is
         out = model(x.cast(self.low_dtype) if self.low_dtype else x, t).float32()
         return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
+
+    def allreduce_seconds(self, numel, repeats=10):
+        jt = self.jt
+        buf = jt.zeros((numel,))
+        buf.sync()
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            buf.mpi_all_reduce("mean").sync()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[1:]))
 
     def _region(self, name):
         return self.jt.profile_mark(name)

@@ -119,6 +119,9 @@ def prepare_environment(use_cuda=None):
     # would pollute a Jittor-only process's memory figures.
     os.environ.setdefault("FIX_TORCH_ERROR", "0")
     os.environ.setdefault("log_silent", "1")
+    # With mpicc on PATH Jittor compiles and loads its MPI ops at every import; only a rank
+    # started by mpirun needs them (docs/DISTRIBUTED.md): the rest stay as without MPI.
+    os.environ.setdefault("use_mpi", "1" if "OMPI_COMM_WORLD_SIZE" in os.environ else "0")
     if use_cuda is None:
         use_cuda = gpu_present()
     if not use_cuda:

@@ -2,6 +2,7 @@
 import contextlib
 import copy
 import os
+import time
 from collections import OrderedDict
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from models.common.backend_base import BackendBase
+from models.common.distributed import rank_env
 from models.pt.unet import UNet
 from models.registry import MATH_MODES
 
@@ -60,6 +62,17 @@ class TorchBackend(BackendBase):
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device=cuda requested but torch sees no CUDA device")
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        self.rank, self.world_size, local_rank = rank_env()  # torchrun's env contract
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if self.device == "cuda":
+                torch.cuda.set_device(local_rank)  # "cuda" = this rank's GPU from here on
+            engine = "nccl" if self.device == "cuda" else "gloo"
+            if not dist.is_initialized():
+                dist.init_process_group(engine)  # MASTER_ADDR/PORT, RANK, WORLD_SIZE
+            self.dist_engine = f"torch.distributed {engine}"
+        seed = seed + self.rank  # dropout and framework noise differ per rank, reproducibly
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         v = self.variant
@@ -70,6 +83,13 @@ class TorchBackend(BackendBase):
         if self.ema_enabled():
             self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.params = list(self.model.parameters())
+        # N ranks: DDP averages the gradients in buckets during backward; self.model stays
+        # the plain UNet (weights, EMA, eval), training calls go through self.ddp
+        self.ddp = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model)
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[v.precision]
         self.reset_optimizer()
         # the compiled module per model (the EMA copy samples): first calls compile, which
@@ -157,6 +177,8 @@ class TorchBackend(BackendBase):
 
     def _net(self, model, x, t):
         v = self.variant
+        if self.ddp is not None and model is self.model and model.training:
+            return self.ddp(x, t)  # data-parallel cells run no variant (docs/DISTRIBUTED.md)
         if not (self.compiled or v.channels_last or self.amp_dtype or v.debug_output_scale != 1.0):
             return model(x, t)  # the matched comparison: the model, called as is
         fn = self.compiled.get(id(model), model)
@@ -168,6 +190,27 @@ class TorchBackend(BackendBase):
             out = fn(x, t)
         out = out.float().contiguous()
         return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
+
+    def allreduce_seconds(self, numel, repeats=10):
+        import torch.distributed as dist
+
+        buf = torch.zeros(numel, device=self.device)
+        times = []
+        dist.barrier()
+        for _ in range(repeats + 1):
+            self.sync()
+            t0 = time.perf_counter()
+            dist.all_reduce(buf)
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[1:]))
+
+    def close(self):
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
     def _region(self, name):
         return torch.profiler.record_function(f"diffbench:{name}")
