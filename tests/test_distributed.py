@@ -175,3 +175,36 @@ def test_a_failing_rank_fails_its_cell_and_leaves_nothing_running(tmp_path, fram
         assert json.load(f)["status"] == "ok"     # the next cell ran
     time.sleep(1.0)
     assert not _leftovers(str(tmp_path)), _leftovers(str(tmp_path))
+
+
+def test_two_loopback_nodes_join_through_torchrun_rendezvous(tmp_path):
+    """distributed.nnodes = 2: two harness runs on 127.0.0.1, one per "node", one rank each,
+    meet at the static rendezvous (MASTER_ADDR:MASTER_PORT) and train one 2-rank cell."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    port = dist_run.free_port()
+    cfg = _config(tmp_path, frameworks=["torch"], workloads=["train"],
+                  train={"epochs": 1, "steps_per_epoch": 3, "batch_size": 4,
+                         "warmup_steps": 1, "val_batches": 0, "world_size": [2]},
+                  distributed={"nnodes": 2, "master_port": port})
+    path = write_config(tmp_path / "n.yaml", cfg)
+    nodes = [subprocess.Popen([sys.executable, os.path.join(REPO, "harness.py"), "bench", path,
+                               "--set", f"distributed.node_rank={k}", "--results-dir",
+                               str(tmp_path / f"node{k}")], cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+             for k in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs
+    summaries = []
+    for k in (0, 1):
+        (run_dir,) = run_dirs(tmp_path / f"node{k}")
+        with open(os.path.join(run_dir, "cells", "torch-train-ws2.r1", "summary.json")) as f:
+            summaries.append(json.load(f))
+    assert [s["status"] for s in summaries] == ["ok", "ok"]
+    assert summaries[0]["rank"] == 0 and summaries[1]["rank"] == 1
+    assert "node 1 of 2" in summaries[1]["node"]
+    assert summaries[0]["metrics"]["steps_measured"] == summaries[1]["metrics"]["steps_measured"]

@@ -37,10 +37,21 @@ def rank_dirs(cell_dir, world_size):
     return [rank_dir(cell_dir, r) for r in range(world_size)]
 
 
+def local_ranks(cfg, world_size, framework="torch"):
+    """The ranks this machine's launcher runs: all of them on one node (and under mpirun,
+    which places every rank itself); torchrun with distributed.nnodes > 1: node k runs ranks
+    [k * N/nnodes, (k + 1) * N/nnodes) (its static rendezvous)."""
+    d = cfg["distributed"]
+    if world_size == 1 or d["nnodes"] == 1 or framework != "torch":
+        return list(range(world_size))
+    per = world_size // d["nnodes"]
+    return list(range(d["node_rank"] * per, (d["node_rank"] + 1) * per))
+
+
 def threads_per_rank(cfg, threads, world_size):
     """distributed.threads_per_rank, else the cell's threads shared out (at least 1 each)."""
     per = cfg["distributed"]["threads_per_rank"]
-    return per if per else max(1, int(threads) // world_size)
+    return per if per else max(1, int(threads) // len(local_ranks(cfg, world_size)))  # torch
 
 
 def free_port():

@@ -256,8 +256,11 @@ def run_cell(run_dir, cfg, cell, progress):
     events, _ = res.read_records(os.path.join(d, res.EVENTS))
     errors = [r for r in events if r.get("type") == "error"]
     if world > 1:
-        errors = _rank_errors(d, world)
-        _write_ranks_record(d, world)
+        ranks = distributed.local_ranks(cfg, world, cell.framework)
+        errors = _rank_errors(d, ranks)
+        _write_ranks_record(d, ranks, world)
+        if ranks[0] != 0:  # another node: rank 0 (and the cell's records) are on node 0
+            summary = _node_summary(d, ranks[0], cfg["distributed"])
     if timed_out:
         summary = _failed(cell, "timeout", f"timed out after {timeout_s:g} s "
                           f"(runner.timeout_s)", started, stderr_path)
@@ -293,37 +296,48 @@ def run_cell(run_dir, cfg, cell, progress):
     return summary
 
 
-def _rank_records(cell_dir, world):
-    """Per rank its records: rank 0's events.jsonl, rank<k>/events.jsonl."""
+def _rank_records(cell_dir, ranks):
+    """Per rank (of this machine) its records: rank 0's events.jsonl, rank<k>/events.jsonl."""
     out = {}
-    for rank in range(world):
+    for rank in ranks:
         path = os.path.join(distributed.rank_dir(cell_dir, rank), res.EVENTS)
         out[rank] = res.read_records(path)[0] if os.path.exists(path) else []
     return out
 
 
-def _rank_errors(cell_dir, world):
+def _rank_errors(cell_dir, ranks):
     """The earliest error of any rank, as 'rank k: message': the cause (the ranks that
     failed after it only saw their peer vanish from a collective)."""
     errors = [dict(r, message=f"rank {rank}: {r.get('message')}")
-              for rank, recs in _rank_records(cell_dir, world).items()
+              for rank, recs in _rank_records(cell_dir, ranks).items()
               for r in recs if r.get("type") == "error"]
     return sorted(errors, key=lambda r: r.get("t_wall") or 0)[:1]
 
 
-def _write_ranks_record(cell_dir, world):
-    """Append to rank 0's events one `ranks` record: every rank's memory and error."""
-    per_rank = _rank_records(cell_dir, world)
-    ranks = []
-    for rank, recs in per_rank.items():
+def _node_summary(cell_dir, lead, dist_cfg):
+    """On node k > 0: its first rank's summary stands for the cell here (node 0 holds rank
+    0's records and the cell's numbers)."""
+    try:
+        summary = res.read_json(os.path.join(distributed.rank_dir(cell_dir, lead), res.SUMMARY))
+    except (FileNotFoundError, ValueError):
+        return None
+    summary["node"] = (f"node {dist_cfg['node_rank']} of {dist_cfg['nnodes']}: ranks from "
+                       f"{lead}; rank 0 and the cell's records are on node 0")
+    return summary
+
+
+def _write_ranks_record(cell_dir, ranks, world):
+    """Append to rank 0's events one `ranks` record: every (local) rank's memory and error."""
+    rows = []
+    for rank, recs in _rank_records(cell_dir, ranks).items():
         mem = next((r for r in reversed(recs) if r.get("type") == "memory"), {})
         err = next((r for r in reversed(recs) if r.get("type") == "error"), {})
-        ranks.append({"rank": rank, "peak_rss_bytes": mem.get("peak_rss_bytes"),
-                      "allocator_peak_bytes": mem.get("allocator_peak_bytes"),
-                      "error": err.get("message")})
+        rows.append({"rank": rank, "peak_rss_bytes": mem.get("peak_rss_bytes"),
+                     "allocator_peak_bytes": mem.get("allocator_peak_bytes"),
+                     "error": err.get("message")})
     with res.RecordWriter(os.path.join(cell_dir, res.EVENTS)) as out:
-        out.write("ranks", world_size=world, ranks=ranks,
-                  peak_rss_bytes=max((r["peak_rss_bytes"] or 0) for r in ranks) or None)
+        out.write("ranks", world_size=world, ranks=rows,
+                  peak_rss_bytes=max((r["peak_rss_bytes"] or 0) for r in rows) or None)
 
 
 def measured_span(events):
