@@ -161,7 +161,7 @@ def test_a_failing_rank_fails_its_cell_and_leaves_nothing_running(tmp_path, fram
                   train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
                          "warmup_steps": 1, "val_batches": 0, "world_size": [2]},
                   debug={"fail_rank": 1, "fail_mode": mode, "fail_at_step": 2})
-    cfg["runner"]["timeout_s"] = 60 if mode == "hang" else 300
+    cfg["runner"]["timeout_s"] = 40 if mode == "hang" else 300
     proc = harness("bench", write_config(tmp_path / "f.yaml", cfg), timeout=900)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     (run_dir,) = run_dirs(tmp_path / "results")
