@@ -16,15 +16,24 @@ import psutil
 from bench import REPO_ROOT
 
 
-def cpu_model():
+def _cpuinfo():
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return f.read()
     except OSError:
-        pass
+        return ""
+
+
+def cpu_model():
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or None
+
+
+def cpu_has_bf16():
+    """The CPU has bfloat16 arithmetic (avx512_bf16 or AMX): bf16 variants can pay off."""
+    return bool({"avx512_bf16", "amx_bf16"} & set(_cpuinfo().split()))
 
 
 def usable_cpus():
@@ -86,6 +95,7 @@ def host_info():
         "cpu_model": cpu_model(),
         "cpu_count_logical": os.cpu_count(),
         "cpu_count_usable": usable_cpus(),
+        "cpu_bf16": cpu_has_bf16(),
         "memory_total_bytes": int(psutil.virtual_memory().total),
     }
 

@@ -65,15 +65,20 @@ def _split_cell_id(cell_id: str):
     return (parts + [None, None])[:3]
 
 
-def spec_cell_options(spec: dict) -> dict:
-    cell = spec.get("cell") if isinstance(spec.get("cell"), dict) else {}
-    return cell.get("options") if isinstance(cell.get("options"), dict) else {}
+def _spec_cell(spec: dict) -> dict:
+    """The cell the runner asked a process to run (spec.json), {} when unreadable."""
+    return spec.get("cell") if isinstance(spec.get("cell"), dict) else {}
+
+
+def _spec_options(spec: dict) -> dict:
+    options = _spec_cell(spec).get("options")
+    return options if isinstance(options, dict) else {}
 
 
 def _unit_identity(cdir: Path, summary: dict, spec: dict, start: dict):
     """(cell id, replicate) of a process folder: from its summary, else the spec the runner
     wrote before starting it, else its start record, else the folder name (<cell>.r<k>)."""
-    spec_cell = spec.get("cell") if isinstance(spec.get("cell"), dict) else {}
+    spec_cell = _spec_cell(spec)
     name, _, rep = cdir.name.rpartition(".r")
     if not (name and rep.isdigit()):
         name, rep = cdir.name, "1"
@@ -130,10 +135,10 @@ def load_run(run_dir) -> RunData:
         framework = summary.get("framework") or start.get("framework") or fw
         workload = summary.get("workload") or start.get("workload") or wl
         variant = summary.get("variant", var)
-        setting = summary.get("setting") or start.get("setting") or \
-            (spec_cell_options(spec).get("setting"))
+        options = _spec_options(spec)
+        setting = summary.get("setting") or start.get("setting") or options.get("setting")
         world = summary.get("world_size") or start.get("world_size") or \
-            spec_cell_options(spec).get("world_size") or 1
+            options.get("world_size") or 1
         if summary:
             status, error = summary.get("status", "unknown"), summary.get("error")
         else:

@@ -18,8 +18,6 @@ import shutil
 import socket
 import sys
 
-from models.common.distributed import rank_env  # noqa: F401 - the worker's import point
-
 MPI_PACKAGES = "openmpi-bin libopenmpi-dev"
 # Variables every rank needs; mpirun forwards them explicitly (-x) so that the same command
 # also works across nodes, where the environment is not inherited.
@@ -33,10 +31,6 @@ def rank_dir(cell_dir, rank):
     return cell_dir if rank == 0 else os.path.join(cell_dir, f"rank{rank}")
 
 
-def rank_dirs(cell_dir, world_size):
-    return [rank_dir(cell_dir, r) for r in range(world_size)]
-
-
 def local_ranks(cfg, world_size, framework="torch"):
     """The ranks this machine's launcher runs: all of them on one node (and under mpirun,
     which places every rank itself); torchrun with distributed.nnodes > 1: node k runs ranks
@@ -48,10 +42,11 @@ def local_ranks(cfg, world_size, framework="torch"):
     return list(range(d["node_rank"] * per, (d["node_rank"] + 1) * per))
 
 
-def threads_per_rank(cfg, threads, world_size):
-    """distributed.threads_per_rank, else the cell's threads shared out (at least 1 each)."""
+def threads_per_rank(cfg, threads, world_size, framework="torch"):
+    """distributed.threads_per_rank, else the cell's threads shared out among the ranks this
+    machine runs (at least 1 each)."""
     per = cfg["distributed"]["threads_per_rank"]
-    return per if per else max(1, int(threads) // len(local_ranks(cfg, world_size)))  # torch
+    return per if per else max(1, int(threads) // len(local_ranks(cfg, world_size, framework)))
 
 
 def free_port():

@@ -207,7 +207,7 @@ def run_cell(run_dir, cfg, cell, progress):
     world = cell.options.get("world_size", 1)
     threads = resolved_threads(cfg)
     if world > 1:
-        threads = distributed.threads_per_rank(cfg, threads, world)
+        threads = distributed.threads_per_rank(cfg, threads, world, cell.framework)
     env = child_env(threads, cfg)
     spec_path = os.path.join(d, res.SPEC)
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
@@ -257,8 +257,9 @@ def run_cell(run_dir, cfg, cell, progress):
     errors = [r for r in events if r.get("type") == "error"]
     if world > 1:
         ranks = distributed.local_ranks(cfg, world, cell.framework)
-        errors = _rank_errors(d, ranks)
-        _write_ranks_record(d, ranks, world)
+        per_rank = _rank_records(d, ranks)
+        errors = _rank_errors(per_rank)
+        _write_ranks_record(d, per_rank, world)
         if ranks[0] != 0:  # another node: rank 0 (and the cell's records) are on node 0
             summary = _node_summary(d, ranks[0], cfg["distributed"])
     if timed_out:
@@ -305,11 +306,11 @@ def _rank_records(cell_dir, ranks):
     return out
 
 
-def _rank_errors(cell_dir, ranks):
+def _rank_errors(per_rank):
     """The earliest error of any rank, as 'rank k: message': the cause (the ranks that
     failed after it only saw their peer vanish from a collective)."""
     errors = [dict(r, message=f"rank {rank}: {r.get('message')}")
-              for rank, recs in _rank_records(cell_dir, ranks).items()
+              for rank, recs in per_rank.items()
               for r in recs if r.get("type") == "error"]
     return sorted(errors, key=lambda r: r.get("t_wall") or 0)[:1]
 
@@ -326,10 +327,10 @@ def _node_summary(cell_dir, lead, dist_cfg):
     return summary
 
 
-def _write_ranks_record(cell_dir, ranks, world):
+def _write_ranks_record(cell_dir, per_rank, world):
     """Append to rank 0's events one `ranks` record: every (local) rank's memory and error."""
     rows = []
-    for rank, recs in _rank_records(cell_dir, ranks).items():
+    for rank, recs in per_rank.items():
         mem = next((r for r in reversed(recs) if r.get("type") == "memory"), {})
         err = next((r for r in reversed(recs) if r.get("type") == "error"), {})
         rows.append({"rank": rank, "peak_rss_bytes": mem.get("peak_rss_bytes"),
@@ -367,8 +368,8 @@ def _failed(cell, status, error, started, stderr_path):
             "framework": cell.framework, "workload": cell.workload,
             "variant": cell.variant, "setting": cell.options.get("setting"),
             "world_size": cell.options.get("world_size", 1), "status": status,
-            "error": error, "stderr_tail": _tail(stderr_path), "started": started, "finished": time.time(),
-            "metrics": {}}
+            "error": error, "stderr_tail": _tail(stderr_path), "started": started,
+            "finished": time.time(), "metrics": {}}
 
 
 def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):

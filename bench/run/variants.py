@@ -82,7 +82,7 @@ def resolve_variants(cfg, device, where="config:"):
     for i, entry in enumerate(cfg["variants"]):
         key = f"{where}variants[{i}] ({entry['name']})"
         wanted = _settings(entry)
-        named = entry["frameworks"]
+        named, spec = entry["frameworks"], VariantSpec.from_dict(entry)
         for fw in named or []:
             if fw not in cfg["frameworks"]:
                 raise ConfigError(f"{key}.frameworks: {fw} is not in this run's frameworks "
@@ -91,8 +91,6 @@ def resolve_variants(cfg, device, where="config:"):
             if lacking:
                 raise ConfigError(f"{key}: framework {fw} has no setting {lacking}; it offers "
                                   f"{sorted(SUPPORTED[fw])}")
-        spec = VariantSpec.from_dict(entry)
-        for fw in named or []:
             why = _device_problem(fw, device, spec)
             if why:
                 raise ConfigError(f"{key}: {why} for framework {fw} on device {device}")

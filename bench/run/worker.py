@@ -22,9 +22,10 @@ import numpy as np
 from bench.measure.peak import record_peak
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
-from bench.run.distributed import rank_dir, rank_env
+from bench.run.distributed import rank_dir
 from bench.run.checkpoint import read_checkpoint, restore
 from bench.run.config import build_specs
+from models.common.distributed import rank_env
 from models.common.variants import VariantSpec
 from models.common.weights import count_params, init_weights
 from models.registry import load_backend

@@ -2,6 +2,7 @@
 checks, and the composition of a sampling step. A framework's backend.py adds only tensor ops
 (see docs/ARCHITECTURE.md for the whole interface)."""
 import contextlib
+import time
 
 import numpy as np
 
@@ -63,10 +64,21 @@ class BackendBase:
     world_size = 1
     dist_engine = None  # e.g. "torch.distributed gloo", "jittor mpi"
 
-    def allreduce_seconds(self, numel, repeats=10):
-        """Median seconds of one all-reduce (mean) of `numel` float32 over the ranks, with
-        the framework's own collective (after one untimed)."""
+    def _allreduce_op(self, numel):
+        """A callable that all-reduces one `numel` float32 buffer over the ranks with the
+        framework's own collective (buffer made and ranks lined up beforehand)."""
         raise NotImplementedError
+
+    def allreduce_seconds(self, numel, repeats=10):
+        """Median synced seconds of one all-reduce of `numel` float32 (after one untimed)."""
+        run, times = self._allreduce_op(numel), []
+        for _ in range(repeats + 1):
+            self.sync()
+            t0 = time.perf_counter()
+            run()
+            self.sync()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[1:]))
 
     def close(self):
         """Release what the backend holds outside the process (a process group)."""

@@ -2,7 +2,6 @@
 import contextlib
 import copy
 import os
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -39,16 +38,6 @@ def math_settings():
             "nvidia_tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE")}
 
 
-def _cpu_has(*flags):
-    """Any of these CPU flags in /proc/cpuinfo (Linux; False elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            words = set(f.read().split())
-    except OSError:
-        return False
-    return any(flag in words for flag in flags)
-
-
 class TorchBackend(BackendBase):
     name = "torch"
 
@@ -76,9 +65,9 @@ class TorchBackend(BackendBase):
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         v = self.variant
-        self.model = UNet(unet, attention=v.attention).to(self.device)
-        self.memory_format = torch.channels_last if v.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = UNet(unet, attention=v.attention).to(
+            self.device, memory_format=torch.channels_last if v.channels_last
+            else torch.contiguous_format)
         self.ema_model = None
         if self.ema_enabled():
             self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -112,8 +101,6 @@ class TorchBackend(BackendBase):
     @staticmethod
     def versions():
         return {"framework": "torch", "version": torch.__version__,
-                "bf16_cpu_native": torch.backends.mkldnn.is_available() and
-                _cpu_has("avx512_bf16", "amx_bf16"),
                 "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
                 "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
                 "mkldnn": torch.backends.mkldnn.is_available(),
@@ -191,19 +178,12 @@ class TorchBackend(BackendBase):
         out = out.float().contiguous()
         return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
 
-    def allreduce_seconds(self, numel, repeats=10):
+    def _allreduce_op(self, numel):
         import torch.distributed as dist
 
         buf = torch.zeros(numel, device=self.device)
-        times = []
         dist.barrier()
-        for _ in range(repeats + 1):
-            self.sync()
-            t0 = time.perf_counter()
-            dist.all_reduce(buf)
-            self.sync()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times[1:]))
+        return lambda: dist.all_reduce(buf)
 
     def close(self):
         if self.world_size > 1:
