@@ -11,8 +11,10 @@ from tests.conftest import TINY_MODEL, harness, run_dirs, tiny_config, write_con
 from bench.records.results import RecordWriter, read_records
 from bench.report import profile as report_profile
 from bench.report.load import load_run
+from bench.measure import native as native_mod
 from bench.run.workloads import _profile_record
 from models.common.flops import forward_flops, train_step_flops
+from models.common.nativecats import native_class
 from models.common.opcats import CATEGORIES, jittor_category, jittor_short_name, torch_category
 from models.common.specs import UNetSpec
 
@@ -115,14 +117,90 @@ def test_torch_rules(chain, category):
 def test_profile_record_keeps_unknown_ops_and_adds_up(tmp_path):
     ops = [{"name": "mkl_conv", "category": "conv_fwd", "seconds": 0.6, "count": 20},
            {"name": "mystery_op", "category": "other", "seconds": 0.2, "count": 2}]
+    off = {"available": False, "reason": "profile.native is off"}
+    nat = {"available": True, "outside_s": 0.05}
     with RecordWriter(str(tmp_path / "events.jsonl")) as out:
         rec = _profile_record(out, "train", 2, plain=[0.4, 0.5], profiled=[0.5, 0.5], ops=ops,
-                              raw="raw.json", flops=1e9)
+                              raw="raw.json", native=off, flops=1e9)
+        with_native = _profile_record(out, "train", 2, plain=[0.4, 0.5], profiled=[0.5, 0.5],
+                                      ops=ops, raw="raw.json", native=nat, flops=1e9)
     assert rec["step_s"] == pytest.approx(0.5) and rec["unprofiled_step_s"] == pytest.approx(0.45)
     assert rec["categories"]["other"] == pytest.approx(0.1)
     assert rec["op_total_s"] == pytest.approx(0.4) and rec["coverage"] == pytest.approx(0.8)
     assert [o["name"] for o in rec["ops"]] == ["mkl_conv", "mystery_op"]
     assert set(rec["categories"]) == set(CATEGORIES)
+    assert "coverage_native" not in rec and rec["native"] == off
+    # per step: 0.4 s of ops + 0.05 s of code outside ops, of a 0.5 s step
+    assert with_native["coverage_native"] == pytest.approx(0.9)
+
+
+# ------------------------------------------------------------------ native (perf) classes
+
+@pytest.mark.parametrize("framework,dso,symbol,cls", [
+    # names as perf reported them for real profiles on this project's CPU runs
+    ("jittor", "jittor_core.cpython-311-x86_64-linux-gnu.so", "jittor::Executor::run_sync",
+     "executor"),
+    ("jittor", "jittor_core.cpython-311-x86_64-linux-gnu.so", "jittor::count_fuse", "executor"),
+    ("jittor", "jittor_core.cpython-311-x86_64-linux-gnu.so", "jittor::SFRLAllocator::free",
+     "alloc"),
+    ("jittor", "jittor_core.cpython-311-x86_64-linux-gnu.so",
+     "jittor::Profiler::record_and_run", "profiler"),
+    ("jittor", "libc.so.6", "_int_malloc", "alloc"),
+    ("jittor", "libc.so.6", "__memmove_avx512_unaligned_erms", "op_code"),
+    ("jittor", "__opkey0_reduce__Tx_float32__Ty_float32___hash_f015c6556b36d22_op.so",
+     "0x1234", "op_code"),
+    ("jittor", "gen_ops_mkl_matmul_mkl_conv___hash7f1612.cpython-311-x86_64-linux-gnu.so",
+     "jittor::MklConvOp::jit_run", "op_code"),
+    ("jittor", "[JIT] tid 9535", "0x00007fbe4d07e032", "op_code"),
+    ("jittor", "libdnnl.so.2", "dnnl::impl::lru_primitive_cache_t::get", "op_code"),
+    ("jittor", "libpython3.11.so.1.0", "_PyEval_EvalFrameDefault", "python"),
+    ("jittor", "[kernel.kallsyms]", "clear_page_erms", "os"),
+    ("torch", "libc.so.6", "_int_malloc", "op_code"),
+    ("torch", "libtorch_cpu.so", "mkl_blas_def_sgemm_kernel_0_zen", "op_code"),
+    ("torch", "libgomp.so.1", "0x000000000001de62", "op_code"),
+    ("torch", "libtorch_python.so", "torch::PythonArgParser::raw_parse", "python"),
+    ("torch", "libpython3.11.so.1.0", "_PyObject_GenericGetAttrWithDict", "python"),
+    ("torch", "libsomething_new.so", "f", "unclassified"),
+])
+def test_native_classes(framework, dso, symbol, cls):
+    assert native_class(framework, dso, symbol) == cls
+
+
+REPORT_TEXT = """# Samples: 3K of event 'cpu-clock'
+#
+ 8008008    \t   9535:python \tjittor_core.cpython-311-x86_64-linux-gnu.so   \t[.] jittor::Executor::run_sync
+ 4004004    \t   9535:python \t[JIT] tid 9535                                \t[.] 0x00007fbe4d07e032
+ 2002002    \t   9535:python \tlibc.so.6                                     \t[.] _int_free
+ 6006006    \t   9615:python \tlibgomp.so.1.0.0                              \t[.] 0x000000000001f7da
+ 1001001    \t   9615:python \t[JIT] tid 9535                                \t[.] 0x00007fbe4c6be205
+ 1001001    \t   9535:python \tlibweird.so                                   \t[.] what
+"""
+
+
+def test_native_report_parsed_and_summarised_per_step():
+    rows = native_mod.parse_report(REPORT_TEXT)
+    assert len(rows) == 6 and rows[0] == (9535, "jittor_core.cpython-311-x86_64-linux-gnu.so",
+                                          "jittor::Executor::run_sync", 0.008008008)
+    s = native_mod.summarise(rows, "jittor", units=2, main_tid=9535, hz=999)
+    c = s["classes"]
+    assert c["executor"] == pytest.approx(0.004004004) and c["alloc"] == pytest.approx(0.001001001)
+    assert c["op_code"] == pytest.approx(0.002002002)
+    assert c["unclassified"] == pytest.approx(0.0005005005)
+    assert s["main_s"] == pytest.approx(sum(c.values()))
+    assert s["outside_s"] == pytest.approx(0.004004004 + 0.001001001)  # not unclassified
+    assert s["others_spin_s"] == pytest.approx(0.003003003)
+    assert s["others_work_s"] == pytest.approx(0.0005005005)
+    assert [r["symbol"] for r in s["top_outside"]][:2] == ["jittor::Executor::run_sync",
+                                                             "_int_free"]
+
+
+def test_native_sampler_says_why_without_perf(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no perf on it
+    with native_mod.NativeSampler(tmp_path / "x.data") as ns:
+        pass
+    s = ns.summary("torch", units=1)
+    assert s == {"available": False, "reason": native_mod.problem()}
+    assert "perf is not on PATH" in s["reason"] and not (tmp_path / "x.data").exists()
 
 
 # ------------------------------------------------------------------ real profiles
@@ -133,7 +211,10 @@ def profiled_run(tmp_path_factory):
     cfg = tiny_config(root / "results", name="profile", frameworks=["torch", "jittor"],
                       workloads=["profile"],
                       profile={"train_steps": 3, "warmup": 1, "sampler": "ddpm",
-                               "sample_steps": 3, "sample_batch_size": 2})
+                               "sample_steps": 3, "sample_batch_size": 2,
+                               # ~5 samples a ms of on-CPU time: every class of a tiny step
+                               # is seen
+                               "native_hz": 4999})
     cfg["train"]["batch_size"] = 4
     proc = harness("bench", write_config(root / "profile.yaml", cfg))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -163,6 +244,19 @@ def test_real_profiles_fill_the_categories(profiled_run, framework):
         assert p["gflops"] > 0 and p["unprofiled_step_s"] > 0
         assert os.path.getsize(os.path.join(cdir, p["raw_profile"])) > 0
     assert train["steps"] == 3 and sample["steps"] == 3 and sample["sampler"] == "ddpm"
+    if native_mod.problem() is None:  # perf works here: the overhead is split
+        for p in (train, sample):
+            nat = p["native"]
+            assert nat["available"], nat
+            assert nat["main_s"] == pytest.approx(sum(nat["classes"].values()))
+            assert nat["classes"]["op_code"] > 0 and nat["classes"]["python"] > 0
+            assert p["coverage_native"] == pytest.approx(
+                (p["op_total_s"] + nat["outside_s"]) / p["step_s"])
+            assert os.path.getsize(os.path.join(cdir, nat["raw"])) > 0
+        if framework == "jittor":
+            assert train["native"]["classes"]["executor"] > 0
+    else:
+        assert train["native"] == {"available": False, "reason": native_mod.problem()}
 
 
 def test_timed_cells_carry_no_region_marks(profiled_run):
@@ -178,13 +272,27 @@ def test_report_section_with_and_without_profiles(profiled_run, tmp_path):
     run = load_run(profiled_run)
     s = report_profile.section(run, tmp_path, "torch")
     tables = [b for b in s.blocks if b.kind == "table"]
-    # two category tables (train, sample), coverage, top ops per framework and phase
-    assert len(tables) == 2 + 1 + 4
     assert "jittor's training step" in s.intro and "× torch's" in s.intro
     assert (tmp_path / "where_time_goes.png").stat().st_size > 0
-    first = tables[0]
-    assert [r[0] for r in first.rows][-2:] == ["framework overhead (unattributed)",
-                                               "synced step time (profiled)"]
+    if native_mod.problem() is None:
+        # two category tables (train, sample), coverage, the perf table, then per framework
+        # and phase the top ops and the top functions outside ops
+        assert len(tables) == 2 + 1 + 1 + 4 + 4
+        labels = [r[0] for r in tables[0].rows]
+        assert "overhead: executor & graph (native)" in labels
+        assert labels[-2].startswith("overhead: left") and "%" in tables[2].rows[0][8]
+    # without a native sample (perf missing, or profile.native off) the overhead is one row
+    # and a note says why
+    prof = run.records["type"] == "profile"
+    run.records.loc[prof, "native"] = pd.Series(
+        [{"available": False, "reason": "profile.native is off"}] * int(prof.sum()),
+        index=run.records.index[prof])
+    s = report_profile.section(run, tmp_path, "torch")
+    tables = [b for b in s.blocks if b.kind == "table"]
+    assert len(tables) == 2 + 1 + 4
+    assert [r[0] for r in tables[0].rows][-2:] == ["framework overhead (unattributed)",
+                                                   "synced step time (profiled)"]
+    assert any(b.kind == "note" and "profile.native is off" in b.text for b in s.blocks)
     run.records = run.records[run.records["type"] != "profile"]
     empty = report_profile.section(run, tmp_path, "torch")
     assert [b.kind for b in empty.blocks] == ["note"] and "profile" in empty.blocks[0].text

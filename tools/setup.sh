@@ -42,15 +42,17 @@ if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
   cp -L --remove-destination "$venv/lib/libdnnl.so.2" "$dnnl/lib/libmkldnn.so"
 fi
 
-# Real data, a browser for report screenshots and Open MPI (Jittor's data parallelism,
-# docs/DISTRIBUTED.md) come from Debian packages. Optional: without them the benchmark still
-# runs on synthetic data, the screenshot test skips, and Jittor's multi-rank cells are
-# refused with a line naming the packages.
+# Real data, a browser for report screenshots, Open MPI (Jittor's data parallelism,
+# docs/DISTRIBUTED.md) and perf (the profile's native sample, docs/REPORT.md) come from
+# Debian packages. Optional: without them the benchmark still runs on synthetic data, the
+# screenshot test skips, Jittor's multi-rank cells are refused with a line naming the
+# packages, and the profile says it has no native sample.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   [ -d /usr/share/datasets/fashion-mnist ] || missing="$missing dataset-fashion-mnist"
   command -v chromium >/dev/null || missing="$missing chromium"
   { command -v mpirun && command -v mpicc; } >/dev/null || missing="$missing openmpi-bin libopenmpi-dev"
+  command -v perf >/dev/null || missing="$missing linux-perf"
   if [ -n "$missing" ]; then
     echo "[setup] apt-get install$missing"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \

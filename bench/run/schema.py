@@ -247,6 +247,12 @@ SCHEMA = {
                               "from T, uniform spacing)", minimum=1),
         "eta": Field("float", 0.0, "DDIM eta of the profiled chain (ddim only)", minimum=0.0),
         "sample_batch_size": Field("int", 8, "batch of the profiled sampling chain", minimum=1),
+        "native": Field("str", "auto", "sample the profiled steps' machine code with Linux "
+                        "perf as well, to split the framework overhead into executor, memory "
+                        "allocation, Python, ... (auto: when perf works here, else the report "
+                        "says why; off: never)", choices=("auto", "off")),
+        "native_hz": Field("int", 999, "perf's sampling frequency (samples per second of "
+                           "on-CPU time per thread)", minimum=10),
     },
     "variants": Field("variants", [], "named settings per framework (precision, compilation, "
                       "...), each run as its own train/sample cells beside the matched ones; "

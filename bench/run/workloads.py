@@ -25,12 +25,14 @@ quality for each step count: quality.num_images samples, saved, scored (FID/KID,
 Each function streams records through `out.write(type, **fields)` and returns the metrics
 for the cell's summary.
 """
+import contextlib
 import os
 import time
 
 import numpy as np
 
 from bench.data import loaders as datamod
+from bench.measure.native import NativeSampler
 from bench.measure.timer import timed_chain, timed_train_step
 from bench.quality.fid import fid_in_child
 from bench.quality.generate import generate
@@ -214,29 +216,37 @@ def run_sample(backend, cfg, out):
     return {"runs": results, "chains_measured": sum(1 for _ in results) * scfg["repeats"]}
 
 
-def _profiled(backend, run_once, n, warmup, cell_dir, phase):
+def _profiled(backend, run_once, n, warmup, cell_dir, phase, pc, units):
     """Time `run_once` (-> seconds it took, synced) n times unprofiled, then n times under
     the op profiler with the backend's region marks on (after `warmup` marked runs: Jittor
-    compiles marked kernels anew). Returns (unprofiled seconds, profiled seconds, op rows,
-    raw profile file name)."""
+    compiles marked kernels anew) and, with profile.native, under perf too (the same steps:
+    bench/measure/native.py). Returns (unprofiled seconds, profiled seconds, op rows, raw
+    profile file name, the native summary per unit)."""
     backend.profiling = False
     plain = [run_once() for _ in range(n)]
     backend.profiling = True
+    native = (NativeSampler(os.path.join(cell_dir, f"{phase}-perf.data"), pc["native_hz"])
+              if pc["native"] != "off" else None)
     try:
         for _ in range(warmup):
             run_once()
         with backend.op_profiler() as prof:
-            profiled = [run_once() for _ in range(n)]
+            with native or contextlib.nullcontext():
+                profiled = [run_once() for _ in range(n)]
         raw = f"{phase}-{prof.raw_name}"
         prof.save(os.path.join(cell_dir, raw))
-        return plain, profiled, prof.ops(), raw
+        nat = native.summary(backend.name, units) if native is not None else \
+            {"available": False, "reason": "profile.native is off"}
+        return plain, profiled, prof.ops(), raw, nat
     finally:
         backend.profiling = False
 
 
-def _profile_record(out, phase, units, plain, profiled, ops, raw, flops, **extra):
+def _profile_record(out, phase, units, plain, profiled, ops, raw, native, flops, **extra):
     """One `profile` record: per unit (a training step, a sampling step) the synced time
-    profiled and not, each category's op time, every op (largest first), coverage."""
+    profiled and not, each category's op time, every op (largest first), coverage; with a
+    native sample, the main thread's time by class of code and the coverage counting the
+    measured code outside ops too (models/common/nativecats.py)."""
     step_s, plain_s = float(np.sum(profiled)) / units, float(np.sum(plain)) / units
     ops = sorted(({**o, "seconds": o["seconds"] / units, "count": o["count"] / units}
                   for o in ops), key=lambda o: -o["seconds"])
@@ -244,7 +254,9 @@ def _profile_record(out, phase, units, plain, profiled, ops, raw, flops, **extra
     for o in ops:
         categories[o["category"]] += o["seconds"]
     op_total = float(sum(categories.values()))
-    return out.write("profile", phase=phase, units=units, step_s=step_s,
+    if native["available"]:
+        extra["coverage_native"] = (op_total + native["outside_s"]) / step_s
+    return out.write("profile", phase=phase, units=units, step_s=step_s, native=native,
                      unprofiled_step_s=plain_s, overhead=step_s / plain_s - 1.0,
                      op_total_s=op_total, coverage=op_total / step_s,
                      unattributed_s=step_s - op_total, categories=categories, ops=ops,
@@ -268,10 +280,12 @@ def run_profile(backend, cfg, out, cell_dir):
 
     for _ in range(1 + pc["warmup"]):  # iteration 0 (compile) and warm-up, unprofiled
         train_once()
-    plain, prof, ops, raw = _profiled(backend, train_once, n, pc["warmup"], cell_dir, "train")
+    plain, prof, ops, raw, native = _profiled(backend, train_once, n, pc["warmup"], cell_dir,
+                                              "train", pc, n)
     # dispatch: until train_step returned, before the sync. Lazy Jittor only builds its graph
     # then (Python time no op row holds); eager CPU torch has run its ops by then.
-    train = _profile_record(out, "train", n, plain, prof, ops, raw, train_step_flops(unet, bs),
+    train = _profile_record(out, "train", n, plain, prof, ops, raw, native,
+                            train_step_flops(unet, bs),
                             batch_size=bs, steps=n,
                             dispatch_s=float(np.median(dispatch[-n:])))
 
@@ -285,13 +299,15 @@ def run_profile(backend, cfg, out, cell_dir):
 
     chain_once()  # warm-up chain (compile), unprofiled
     # no marked warm-up chain: sampling enters no region, so nothing new to compile
-    plain, prof, ops, raw = _profiled(backend, chain_once, 1, 0, cell_dir, "sample")
-    sample = _profile_record(out, "sample", len(plan), plain, prof, ops, raw,
+    plain, prof, ops, raw, native = _profiled(backend, chain_once, 1, 0, cell_dir, "sample", pc,
+                                              len(plan))
+    sample = _profile_record(out, "sample", len(plan), plain, prof, ops, raw, native,
                              sample_step_flops(unet, sbs), batch_size=sbs,
                              sampler=pc["sampler"], steps=len(plan),
                              eta=pc["eta"] if pc["sampler"] == "ddim" else None)
     return {p["phase"]: {k: p[k] for k in ("step_s", "unprofiled_step_s", "overhead",
-                                           "coverage", "op_total_s")}
+                                           "coverage", "coverage_native", "op_total_s")
+                         if k in p}
             for p in (train, sample)}
 
 
