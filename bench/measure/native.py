@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from models.common.nativecats import CLASSES, OUTSIDE_CLASSES, is_spin, native_class
+from models.common.nativecats import CLASSES, INSIDE, OUTSIDE_CLASSES, is_spin, native_class
 
 DEFAULT_HZ = 999          # ~1 ms a sample: ~100 samples a training step, ~1% overhead
 ATTACH_TIMEOUT_S = 10.0
@@ -149,7 +149,7 @@ def summarise(rows, framework, units, main_tid, hz=DEFAULT_HZ, raw=None, top=15)
             continue
         cls = native_class(framework, dso, sym)
         main[cls] += sec
-        if CLASSES[cls][0] != "inside":
+        if CLASSES[cls][0] != INSIDE:
             key = (cls, dso, sym)
             symbols[key] = symbols.get(key, 0.0) + sec
     per = {c: v / units for c, v in main.items()}

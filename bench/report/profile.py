@@ -35,7 +35,6 @@ CATEGORY_COLORS = {"conv_fwd": "#4a7a4a", "conv_bwd": "#8fbf8f", "matmul": "#946
                    "native_executor": "#a0a0a0", "native_alloc": "#b4b4b4",
                    "native_python": "#c8c8c8", "native_profiler": "#dcdcdc",
                    "native_os": "#e8e8e8"}
-NATIVE_NOTE_WIDTH = 0.10  # |left| above this share of a step: say the instruments disagree
 TOP_OPS = 10
 
 
@@ -52,8 +51,8 @@ def profile_summary(run: RunData) -> dict:
         cats = {c: float(np.mean([r.get(c, 0.0) for r in g["categories"]])) for c in CATEGORIES}
         step = float(g["step_s"].mean())
         op_total = sum(cats.values())
-        natives = [n for n in g.get("native", pd.Series(dtype=object))
-                   if isinstance(n, dict) and n.get("available")]
+        samples = [n for n in (g["native"] if "native" in g else []) if isinstance(n, dict)]
+        natives = [n for n in samples if n.get("available")]
         native = None
         if natives and len(natives) == len(g):
             for c in OUTSIDE_CLASSES:
@@ -71,8 +70,7 @@ def profile_summary(run: RunData) -> dict:
             cats[OVERHEAD] = native["left_s"]
         else:
             cats[OVERHEAD] = max(0.0, step - op_total)
-        reasons = sorted({n.get("reason", "") for n in g.get("native", [])
-                          if isinstance(n, dict) and not n.get("available")})
+        reasons = sorted({n.get("reason", "") for n in samples if not n.get("available")})
         ops = pd.DataFrame([o for lst in g["ops"] for o in lst])
         if not ops.empty:
             ops = (ops.groupby(["name", "category"], as_index=False)[["seconds", "count"]].sum()
