@@ -3,8 +3,9 @@
 
     python benchmarks/measure_ab.py --out-dir results/measure-ab [--null-runs 20]
            [--runs 10] [--slowdowns 0.05 0.10 0.20] [--runs-per-slowdown 10 10 10]
-           [--pairs 8] [--threshold 5%]
-           [--alpha 0.05] [--frameworks torch jittor] [--rounds 15] [--summary-only]
+           [--interleave calls|processes] [--pairs N] [--blocks N] [--threshold 5%]
+           [--alpha 0.05] [--frameworks torch jittor] [--rounds N] [--warmup N]
+           [--summary-only]
 
 1. A throwaway clone of this repository's HEAD (`git clone --shared`, in --out-dir) gets one
    commit per slowdown: INJECTED_EXTRA_CONVS in models/pt/unet.py and models/jt/unet.py set
@@ -131,9 +132,10 @@ def gate_run(clone, out, base, cand, args):
         import shutil
         shutil.rmtree(out)
     cmd = [sys.executable, os.path.join(clone, "harness.py"), "ab", base, cand, "--out", out,
-           "--pairs", str(args.pairs), "--threshold", args.threshold, "--alpha",
-           str(args.alpha), "--rounds", str(args.rounds), "--report-only", "--quiet",
-           "--frameworks", *args.frameworks]
+           "--interleave", args.interleave, "--pairs", str(args.pairs), "--blocks",
+           str(args.blocks), "--threshold", args.threshold, "--alpha", str(args.alpha),
+           "--rounds", str(args.rounds), "--warmup", str(args.warmup), "--report-only",
+           "--quiet", "--frameworks", *args.frameworks]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=clone, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -150,8 +152,9 @@ ALARMS = ("regression", "improvement")
 
 def summarise(runs, args, counts_by_kind, cost):
     """runs: {kind: [ab.json dicts]} -> summary dict."""
-    out = {"settings": {k: getattr(args, k) for k in ("pairs", "threshold", "alpha", "rounds",
-                                                        "frameworks")},
+    out = {"settings": {k: getattr(args, k) for k in ("interleave", "pairs", "blocks",
+                                                        "threshold", "alpha", "rounds",
+                                                        "warmup", "frameworks")},
            "conv_cost": cost, "kinds": {}}
     for kind, results in runs.items():
         if not results:
@@ -190,15 +193,17 @@ def summarise(runs, args, counts_by_kind, cost):
     return out
 
 
-def pair_noise(null_results, pairs):
-    """Per benchmark: the SD of a pair's log ratio on unchanged code, the position effect
-    removed (residuals from each order's mean, pooled over the null gate runs)."""
+def pair_noise(null_results, pairs, crossover=True):
+    """Per benchmark: the SD of a pair's log ratio on unchanged code, pooled over the null
+    gate runs: residuals from each order's mean (crossover: the position effect removed) or,
+    for calls-mode runs (order balanced inside each process), from each run's mean."""
     import numpy as np
 
     from bench.gate.ab import SIDES
     from bench.run.matrix import balanced_order
 
-    first = np.array([o[0] == "candidate" for o in balanced_order(SIDES, pairs)])
+    first = np.array([o[0] == "candidate" for o in balanced_order(SIDES, pairs)
+                      ] if crossover else [True] * pairs)
     ss, df = {}, {}
     for res in null_results:
         for r in res["rows"]:
@@ -214,27 +219,32 @@ def pair_noise(null_results, pairs):
     return {k: math.sqrt(ss[k] / df[k]) for k in ss if df[k]}
 
 
-def predicted_detection(sd, pairs, change, threshold, alpha):
+def predicted_detection(sd, pairs, change, threshold, alpha, crossover=True):
     """P(the gate calls a true `change` a regression) at `pairs` pairs, per-pair log SD `sd`:
     the estimate must exceed the threshold and its t statistic the critical value (normal
-    approximation of the estimate; the t quantile keeps the small-sample price)."""
+    approximation of the estimate; the t quantile keeps the small-sample price). The crossover
+    t has pairs - 2 degrees of freedom, the plain paired t (calls mode) pairs - 1."""
     from scipy import stats
 
     se = sd / math.sqrt(pairs)       # crossover: sqrt(1/4 (1/n1 + 1/n2)) = 1/sqrt(n)
-    need = max(math.log1p(threshold), stats.t.ppf(1 - alpha / 2, pairs - 2) * se)
+    df = pairs - 2 if crossover else pairs - 1
+    need = max(math.log1p(threshold), stats.t.ppf(1 - alpha / 2, df) * se)
     return float(1 - stats.norm.cdf((need - math.log1p(change)) / se))
 
 
-def pairs_needed(sd, change, threshold, alpha, power=0.95, most=200):
-    for n in range(4, most + 1, 2):
-        if predicted_detection(sd, n, change, threshold, alpha) >= power:
+def pairs_needed(sd, change, threshold, alpha, power=0.95, most=200, crossover=True):
+    for n in range(4 if crossover else 3, most + 1, 2 if crossover else 1):
+        if predicted_detection(sd, n, change, threshold, alpha, crossover) >= power:
             return n
     return None
 
 
 def markdown(summary):
     s = summary["settings"]
-    lines = [f"A/B gate, {s['pairs']} pairs x {s['rounds']} rounds, threshold {s['threshold']}, "
+    how = (f"interleaved in one process a pair ({s.get('blocks')} block(s) x {s['rounds']} "
+           f"rounds a revision after {s.get('warmup')} warm-up)"
+           if s.get("interleave") == "calls" else f"{s['rounds']} rounds a process")
+    lines = [f"A/B gate, {s['pairs']} pairs, {how}, threshold {s['threshold']}, "
              f"alpha {s['alpha']}, frameworks {' '.join(s['frameworks'])}.", ""]
     null = summary["kinds"].get("null")
     if null:
@@ -264,8 +274,8 @@ def markdown(summary):
     pred = summary.get("prediction")
     if pred:
         spp = summary["seconds_per_pair"]
-        lines += ["Predicted from the null runs' pair noise (position effect removed): "
-                  f"one pair of both frameworks takes {spp:.0f} s.", "",
+        lines += ["Predicted from the null runs' pair noise: one pair of both frameworks "
+                  f"takes {spp:.0f} s.", "",
                   "| benchmark | pair SD (log) | P(catch 10%) at these pairs | pairs for 95% at "
                   "10% | pairs for 95% at 20% |", "|---|---:|---:|---:|---:|"]
         for name, p in pred.items():
@@ -292,7 +302,10 @@ def main(argv=None):
     ap.add_argument("--slowdowns", type=float, nargs="*", default=[0.05, 0.10, 0.20])
     ap.add_argument("--runs-per-slowdown", type=int, nargs="*", default=None,
                     help="gate runs for each of --slowdowns, in order (default: --runs each)")
+    ap.add_argument("--interleave", choices=("calls", "processes"), default="calls")
     ap.add_argument("--pairs", type=int, default=None, help="default: the gate's default")
+    ap.add_argument("--blocks", type=int, default=None, help="default: the gate's default")
+    ap.add_argument("--warmup", type=int, default=None, help="default: the gate's default")
     ap.add_argument("--threshold", default="5%")
     ap.add_argument("--alpha", type=float, default=None)
     ap.add_argument("--rounds", type=int, default=None)
@@ -302,9 +315,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     from bench.gate import ab
 
-    args.pairs = args.pairs or ab.DEFAULT_PAIRS
+    args.pairs = args.pairs or ab.DEFAULT_PAIRS[args.interleave]
     args.alpha = args.alpha or ab.DEFAULT_ALPHA
-    args.rounds = args.rounds or ab.DEFAULT_ROUNDS
+    args.rounds = args.rounds or ab.DEFAULT_ROUNDS[args.interleave]
+    args.warmup = args.warmup if args.warmup is not None else ab.DEFAULT_WARMUP[args.interleave]
+    args.blocks = args.blocks or ab.interleaved.DEFAULT_BLOCKS
+    crossover = args.interleave == "processes"
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     clone = make_clone(out_dir)
@@ -346,15 +362,17 @@ def main(argv=None):
     if runs.get("null"):
         thr = float(args.threshold.rstrip("%")) / 100 if args.threshold.endswith("%") \
             else float(args.threshold)
-        noise = pair_noise(runs["null"], args.pairs)
+        noise = pair_noise(runs["null"], args.pairs, crossover)
         null = summary["kinds"]["null"]
         per_pair_s = null["wall_s_median"] / args.pairs
         summary["prediction"] = {
             name: {"pair_log_sd": sd,
-                   "p_detect_10pct_at_default": predicted_detection(sd, args.pairs, 0.10, thr,
-                                                                    args.alpha),
-                   "pairs_for_95pct_at_10pct": pairs_needed(sd, 0.10, thr, args.alpha),
-                   "pairs_for_95pct_at_20pct": pairs_needed(sd, 0.20, thr, args.alpha)}
+                   "p_detect_10pct_at_default": predicted_detection(
+                       sd, args.pairs, 0.10, thr, args.alpha, crossover),
+                   "pairs_for_95pct_at_10pct": pairs_needed(sd, 0.10, thr, args.alpha,
+                                                            crossover=crossover),
+                   "pairs_for_95pct_at_20pct": pairs_needed(sd, 0.20, thr, args.alpha,
+                                                            crossover=crossover)}
             for name, sd in noise.items()}
         summary["seconds_per_pair"] = per_pair_s
     with open(os.path.join(out_dir, "summary.json"), "w") as f:

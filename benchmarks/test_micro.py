@@ -7,10 +7,9 @@ each round is one sample for the regression gate's Mann-Whitney test.
 """
 import time
 
-import numpy as np
 import pytest
 
-SEED = 0
+from bench.measure.micro import micro_batch, middle_step
 
 
 def timed(backend, delay_s, slowdown, work):
@@ -42,26 +41,14 @@ def run(benchmark, backend, micro, work, **extra):
 @pytest.fixture(scope="module")
 def inputs(backend, micro):
     """A fixed batch in [-1, 1] and timesteps, made in numpy (same numbers everywhere)."""
-    rng = np.random.default_rng(SEED)
-    u = micro.unet
-    x = rng.uniform(-1, 1, (micro.batch_size, u.in_channels, u.image_size, u.image_size))
-    t = rng.integers(0, micro.diffusion.timesteps, micro.batch_size).astype(np.int64)
-    return backend.to_device(x.astype(np.float32)), t
+    x, t = micro_batch(micro.unet, micro.diffusion, micro.batch_size)
+    return backend.to_device(x), t
 
 
 def _middle_step(micro, sampler):
-    """A step from the middle of the config's chain (DDPM: all T steps; DDIM: the config's
-    first DDIM step count, eta 0). Every step costs the same; the middle one is typical."""
     from models.common.diffusion import sampler_plan
 
-    if sampler == "ddpm":
-        plan = sampler_plan(micro.diffusion, "ddpm")
-    else:
-        runs = [r for r in micro.cfg["sample"]["runs"] if r["sampler"] == "ddim"]
-        steps = runs[0]["steps"][0] if runs else 10
-        eta = runs[0]["eta"] if runs else 0.0
-        plan = sampler_plan(micro.diffusion, "ddim", steps, eta)
-    return plan[len(plan) // 2], len(plan)
+    return middle_step(micro.diffusion, micro.cfg["sample"]["runs"], sampler, sampler_plan)
 
 
 def test_unet_forward(benchmark, framework, backend, micro, inputs):

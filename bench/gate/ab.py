@@ -29,6 +29,7 @@ Exit status: 1 on a regression or when the candidate's suite failed where the ba
 (0 with --report-only); 2 on bad input (one line; nothing is left behind); 130 when
 interrupted. Worktrees are removed on every exit path.
 """
+import json
 import os
 import shutil
 import signal
@@ -41,6 +42,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from bench import REPO_ROOT
+from bench.gate import interleaved
 from bench.gate.compare import Verdicts, final_exit_code, parse_threshold, write_markdown
 from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_path,
                                   resolve)
@@ -49,25 +51,33 @@ from bench.measure.calibrate import ForeignCpu, hardware, machine_id
 from bench.run.matrix import ORDER_SCHEME, balanced_order
 from bench.run.schema import known_frameworks
 from bench.stats.replicates import (IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED,
-                                    judge_pairs, pair_ratios)
+                                    block_ratio, judge_pairs, pair_ratios)
 
 EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 MICRO_SUITE = "benchmarks/run_micro.py"
+MODELS_REGISTRY = "models/registry.py"   # what the interleaved worker imports of a revision
 HARNESS = "harness.py"
-# Defaults chosen from benchmarks/measure_ab.py on this 2-core VM (docs/REGRESSION.md): 10
-# pairs of both frameworks fit 6 minutes (34 s a pair); 5% / 0.05 raised no false alarm.
-DEFAULT_PAIRS = 10
+# --interleave calls (default): a pair is ONE process per framework running both revisions'
+# models, calls alternated (bench/gate/interleaved.py); processes: a pair is two processes,
+# one per revision, each running its own micro-suite.
+CALLS, PROCESSES = "calls", "processes"
+INTERLEAVE = (CALLS, PROCESSES)
+# Defaults chosen from benchmarks/measure_ab.py on this 2-core VM (docs/REGRESSION.md).
+DEFAULT_PAIRS = {CALLS: 4, PROCESSES: 10}
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.05
-DEFAULT_ROUNDS = 15          # micro rounds per process (the suite's own default)
-# Warm-up rounds per benchmark: a process's first ~1-2 s run slower here (its first benchmark
-# measured 17-18 ms a call for 10 rounds, then 13.5 ms), far beyond Jittor's compile.
-DEFAULT_WARMUP = 10
+# Measured micro rounds per process (processes: the suite's own default) or per revision and
+# block (calls). Warm-up, processes: a process's first ~1-2 s run slower here (its first
+# benchmark measured 17-18 ms a call for 10 rounds, then 13.5 ms), far beyond Jittor's
+# compile; calls: both revisions share that start, per block a few calls settle a new instance.
+DEFAULT_ROUNDS = {CALLS: interleaved.DEFAULT_ROUNDS, PROCESSES: 15}
+DEFAULT_WARMUP = {CALLS: interleaved.DEFAULT_WARMUP, PROCESSES: 10}
 DEFAULT_TIMEOUT_S = 600.0    # per process
 SIDES = ("base", "candidate")
 FAILED_IN_CANDIDATE = "failed in candidate"
 FAILED_IN_BASE = "failed in base"
 FAILED_IN_BOTH = "failed in both"     # nothing measured: the gate cannot pass it
+BOTH = "both"
 # Other processes using more CPUs than this during one of ours: its timing is suspect.
 BUSY_CPUS = 0.25
 
@@ -81,8 +91,8 @@ class Process:
     """One process of the schedule: a revision running one suite (for one framework)."""
 
     pair: int
-    position: int             # 0 = first of its pair, 1 = second
-    side: str                 # base | candidate
+    position: int             # 0 = first of its pair, 1 = second (calls: 0, the only one)
+    side: str                 # base | candidate | both (calls: both revisions in one process)
     suite: str                # micro | config
     framework: str = ""       # micro: one framework per process; config: all of the config's
     status: str = "not run"   # ok | failed | timeout | not run
@@ -91,6 +101,7 @@ class Process:
     output: str = ""          # micro JSON or run folder, relative to the A/B folder
     log: str = ""
     error: str = ""
+    first: str = ""           # calls: the revision that opens the process's first block
 
     @property
     def unit(self):
@@ -124,20 +135,32 @@ class Row:
         return self.cell if self.metric == "time_s" else f"{self.cell} {self.metric}"
 
 
-def schedule(pairs, frameworks, micro, config):
+def schedule(pairs, frameworks, micro, config, interleave=PROCESSES):
     """Every process, in the order they run: per pair, for each framework the two revisions
-    back to back (then the config runs), the pair's order from the Thue-Morse sequence."""
+    back to back, or (calls) one process holding both (then the config runs, always as two
+    processes), the pair's order from the Thue-Morse sequence."""
     out = []
     for i, order in enumerate(balanced_order(SIDES, pairs)):
         for fw in frameworks if micro else []:
-            out += [Process(i, k, side, "micro", fw) for k, side in enumerate(order)]
+            if interleave == CALLS:
+                out.append(Process(i, 0, BOTH, "micro", fw, first=order[0]))
+            else:
+                out += [Process(i, k, side, "micro", fw) for k, side in enumerate(order)]
         if config:
             out += [Process(i, k, side, "config") for k, side in enumerate(order)]
     return out
 
 
-def command(proc, tree, out_path, args):
-    """The argv that runs `proc` from the revision checked out at `tree`."""
+def command(proc, trees, out_path, args):
+    """The argv that runs `proc`: from the revision's checkout, or (calls) this checkout's
+    interleaved worker over both."""
+    if proc.side == BOTH:
+        return [sys.executable, "-m", "bench.gate.interleaved", "--framework", proc.framework,
+                "--base", trees["base"], "--candidate", trees["candidate"],
+                "--first", proc.first, "--blocks", str(args.blocks), "--rounds",
+                str(args.rounds), "--warmup", str(args.warmup), "--out", out_path,
+                *args.micro_args]
+    tree = trees[proc.side]
     if proc.suite == "micro":
         return [sys.executable, os.path.join(tree, MICRO_SUITE), "--frameworks", proc.framework,
                 "--processes", "1", "--out", out_path, "--timeout-s", f"{args.timeout_s:g}",
@@ -205,6 +228,9 @@ def collect(processes, ab_dir, pairs):
     data, failed = {}, {side: set() for side in SIDES}
     for proc in processes:
         group = (proc.suite, proc.framework)
+        if proc.side == BOTH:
+            _collect_interleaved(proc, ab_dir, pairs, data, failed)
+            continue
         side = _side_of(proc, ab_dir) if proc.status == "ok" else None
         if side is None:
             if proc.status != "not run":
@@ -222,13 +248,50 @@ def collect(processes, ab_dir, pairs):
     return data, failed
 
 
+def _collect_interleaved(proc, ab_dir, pairs, data, failed):
+    """A calls-mode process: one candidate ÷ base ratio per benchmark (block_ratio over its
+    blocks), and which revision, if any, failed inside it."""
+    group = (proc.suite, proc.framework)
+    res = None
+    if proc.status == "ok":
+        try:
+            with open(os.path.join(ab_dir, proc.output)) as f:
+                res = json.load(f)
+        except (OSError, ValueError) as e:
+            proc.status, proc.error = "failed", f"unreadable output: {e}"
+    if res is None:
+        if proc.status != "not run":   # it died: neither revision's numbers can be trusted
+            for side in SIDES:
+                failed[side].add(group)
+        return
+    errors = [f"{side}: {res['sides'][side]['error']}" for side in SIDES
+              if res["sides"][side]["error"]]
+    for side in SIDES:
+        if res["sides"][side]["error"]:
+            failed[side].add(group)
+    if errors:
+        proc.status, proc.error = "failed", "; ".join(errors)
+    for cell, blocks in res["times_s"].items():
+        slot = data.setdefault((*group, cell, "time_s"),
+                               {**{s: [None] * pairs for s in SIDES},
+                                "ratios": [float("nan")] * pairs})
+        for side in SIDES:
+            slot[side][proc.pair] = [v for block in blocks[side] for v in block] or None
+        slot["ratios"][proc.pair] = block_ratio(blocks["base"], blocks["candidate"])
+
+
 def judge_all(data, failed, threshold, alpha, pairs):
     # which revision ran first in each pair: the crossover analysis removes that effect
+    # (calls mode: A B B A inside every block already balances it: a plain paired t)
     candidate_first = [order[0] == "candidate" for order in balanced_order(SIDES, pairs)]
     rows = []
     for (suite, fw, cell, metric), by_side in data.items():
-        ratios = pair_ratios(by_side["base"], by_side["candidate"])
-        j = judge_pairs(ratios, threshold, alpha, candidate_first)
+        if "ratios" in by_side:
+            j = judge_pairs(by_side["ratios"], threshold, alpha)
+            ratios = np.asarray(by_side["ratios"], dtype=float)
+        else:
+            ratios = pair_ratios(by_side["base"], by_side["candidate"])
+            j = judge_pairs(ratios, threshold, alpha, candidate_first)
         verdict, reason = j.verdict, j.reason
         if (suite, fw) in failed["candidate"] and (suite, fw) not in failed["base"]:
             verdict = FAILED_IN_CANDIDATE
@@ -298,9 +361,17 @@ def add_arguments(p):
     p.add_argument("candidate", nargs="?", default=WORKING_TREE,
                    help="the revision under test (default: the working tree, uncommitted "
                         "changes included)")
-    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS,
-                   help=f"A/B pairs of processes per framework (default {DEFAULT_PAIRS}; "
-                        "the verdict needs >= 3)")
+    p.add_argument("--interleave", choices=INTERLEAVE, default=CALLS,
+                   help="calls (default): one process per pair and framework runs both "
+                        "revisions' models, calls alternated A B B A in blocks of fresh "
+                        "instances; processes: each revision in its own processes, its own "
+                        "micro-suite (also sees process-wide settings: threads, flags)")
+    p.add_argument("--pairs", type=int, default=None,
+                   help=f"A/B pairs per framework (default {DEFAULT_PAIRS[CALLS]} with calls, "
+                        f"{DEFAULT_PAIRS[PROCESSES]} with processes; the verdict needs >= 3)")
+    p.add_argument("--blocks", type=int, default=interleaved.DEFAULT_BLOCKS,
+                   help="calls: blocks of fresh instances per process (default "
+                        f"{interleaved.DEFAULT_BLOCKS})")
     p.add_argument("--threshold", default=f"{DEFAULT_THRESHOLD * 100:g}%",
                    help="smallest change that counts, as 5%% or 0.05 (default "
                         f"{DEFAULT_THRESHOLD * 100:g}%%)")
@@ -308,10 +379,13 @@ def add_arguments(p):
                    help=f"significance level of the t-test over pairs (default {DEFAULT_ALPHA})")
     p.add_argument("--frameworks", nargs="+", default=None,
                    help="frameworks of the micro-suite (default: all registered)")
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                   help=f"measured micro rounds per process (default {DEFAULT_ROUNDS})")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
-                   help=f"unmeasured micro rounds per benchmark first (default {DEFAULT_WARMUP})")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="measured micro rounds per process, or per revision and block with "
+                        f"calls (default {DEFAULT_ROUNDS[PROCESSES]}, calls "
+                        f"{DEFAULT_ROUNDS[CALLS]})")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="unmeasured micro rounds per benchmark first (default "
+                        f"{DEFAULT_WARMUP[PROCESSES]}, calls {DEFAULT_WARMUP[CALLS]} a block)")
     p.add_argument("--config", metavar="CFG",
                    help="also run this harness config once per revision and pair")
     p.add_argument("--no-micro", action="store_true", help="only the --config runs")
@@ -331,6 +405,12 @@ def add_arguments(p):
 
 def _validate(args, repo):
     threshold = parse_threshold(args.threshold)
+    mode = args.interleave
+    args.pairs = DEFAULT_PAIRS[mode] if args.pairs is None else args.pairs
+    args.rounds = DEFAULT_ROUNDS[mode] if args.rounds is None else args.rounds
+    args.warmup = DEFAULT_WARMUP[mode] if args.warmup is None else args.warmup
+    if args.blocks < 1:
+        raise BadInput(f"--blocks {args.blocks}: must be >= 1")
     if not 0 < args.alpha < 1:
         raise BadInput(f"--alpha {args.alpha}: must be in (0, 1), e.g. 0.05")
     if args.pairs < 1:
@@ -355,9 +435,20 @@ def _validate(args, repo):
     args.micro_args = list(getattr(args, "micro_args", None) or [])
     if args.micro_args and args.no_micro:
         raise BadInput("arguments after -- go to the micro-suite, but --no-micro is set")
+    if mode == CALLS and not args.no_micro:
+        _, unknown = interleaved.micro_parser().parse_known_args(args.micro_args)
+        if unknown:
+            raise BadInput(f"after --: {' '.join(unknown)} is not an option of the interleaved "
+                           "micro-suite (--micro-config, --micro-set, --micro-batch); "
+                           "--interleave processes passes anything to run_micro.py")
     base, cand = resolve(repo, args.base), resolve(repo, args.candidate)
     for rev in (base, cand):
-        if not args.no_micro:
+        if args.no_micro:
+            pass
+        elif mode == CALLS:
+            require_path(repo, rev, MODELS_REGISTRY, "it predates the model registry the "
+                         "interleaved worker imports; choose a later revision")
+        else:
             require_path(repo, rev, MICRO_SUITE, "it predates the micro-suite; choose a "
                          "later revision")
         if args.config:
@@ -383,12 +474,20 @@ def run_ab(args):
     if os.path.exists(out_dir) and os.listdir(out_dir):
         raise BadInput(f"--out {out_dir}: exists and is not empty; give a new folder")
     micro = not args.no_micro
-    processes = schedule(args.pairs, args.frameworks, micro, bool(args.config))
+    processes = schedule(args.pairs, args.frameworks, micro, bool(args.config),
+                         args.interleave)
+    order = "pairs; " + ORDER_SCHEME.replace("every workload's frameworks",
+                                             "the two revisions of each framework")
+    if args.interleave == CALLS:
+        order = (f"pairs, one process per framework holding both revisions; in it "
+                 f"{args.blocks} block(s) of fresh instances, each opened by base and "
+                 "candidate in the Thue-Morse order, every benchmark's calls A B B A ...; "
+                 "the revision opening a process's first block alternates the same way")
     settings = {"pairs": args.pairs, "threshold": threshold, "alpha": args.alpha,
-                "frameworks": args.frameworks if micro else [], "rounds": args.rounds,
-                "warmup": args.warmup, "micro_args": args.micro_args, "config": args.config,
-                "timeout_s": args.timeout_s, "order": "pairs; " + ORDER_SCHEME.replace(
-                    "every workload's frameworks", "the two revisions of each framework")}
+                "frameworks": args.frameworks if micro else [], "interleave": args.interleave,
+                "blocks": args.blocks if args.interleave == CALLS else None,
+                "rounds": args.rounds, "warmup": args.warmup, "micro_args": args.micro_args,
+                "config": args.config, "timeout_s": args.timeout_s, "order": order}
     hw = hardware()
     machine = dict(hw, machine_id=machine_id(hw))
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -407,9 +506,9 @@ def run_ab(args):
                 ext = ".json" if proc.suite == "micro" else ""
                 proc.output = os.path.join("raw", proc.unit + ext)
                 proc.log = os.path.join("raw", proc.unit + ".log")
-                argv = command(proc, trees[proc.side], os.path.join(out_dir, proc.output), args)
-                run_process(proc, argv, trees[proc.side], os.path.join(out_dir, proc.log),
-                            args.timeout_s)
+                argv = command(proc, trees, os.path.join(out_dir, proc.output), args)
+                cwd = REPO_ROOT if proc.side == BOTH else trees[proc.side]
+                run_process(proc, argv, cwd, os.path.join(out_dir, proc.log), args.timeout_s)
                 if not args.quiet:
                     busy = (f", others {proc.foreign_cpu_cores:.2f} CPUs"
                             if proc.foreign_cpu_cores is not None else "")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure as MplFigure
 
-from bench.gate.ab import (BUSY_CPUS, FAILED_IN_BASE, FAILED_IN_BOTH, FAILED_IN_CANDIDATE,
-                           Result)
+from bench.gate.ab import (BOTH, BUSY_CPUS, CALLS, FAILED_IN_BASE, FAILED_IN_BOTH,
+                           FAILED_IN_CANDIDATE, Result)
 from bench.records.results import write_json_atomic
 from bench.report import fmt
 from bench.report.plots import DPI, framework_colors, label
@@ -77,13 +77,20 @@ def summary_line(result):
                                                  INCONCLUSIVE, FAILED_IN_CANDIDATE,
                                                  FAILED_IN_BASE, FAILED_IN_BOTH)
               if result.count(v)]
+    if s.get("interleave") == CALLS:
+        how = ("per pair (one process running both revisions) the geometric mean over its "
+               "blocks of the candidate's and the base's median call; change = the geometric "
+               "mean over the pairs (A B B A in every block: running first or second cancels "
+               "inside the process), interval and p a paired t-test on the pairs' logs")
+    else:
+        how = ("per pair the ratio of the candidate's and the base's process medians; change = "
+               "their geometric mean over the pairs (each order's mean log ratio averaged: a "
+               "crossover analysis, so running first or second in a pair cancels; '1st vs 2nd' "
+               "is that effect), interval and p a t-test on the pairs' logs")
     return (", ".join(counts or ["no benchmark measured"])
-            + f". Threshold {s['threshold'] * 100:g}%, alpha {s['alpha']:g}: per pair the "
-            "ratio of the candidate's and the base's process medians; change = their geometric "
-            "mean over the pairs (each order's mean log ratio averaged: a crossover analysis, "
-            "so running first or second in a pair cancels; '1st vs 2nd' is that effect), "
-            f"interval and p a t-test on the pairs' logs; 'detectable' = the "
-            f"smallest change these pairs detect with {DETECTION_POWER:.0%} power.")
+            + f". Threshold {s['threshold'] * 100:g}%, alpha {s['alpha']:g}: {how}; "
+            f"'detectable' = the smallest change these pairs detect with "
+            f"{DETECTION_POWER:.0%} power.")
 
 
 def _rev_line(rev):
@@ -99,19 +106,24 @@ def facts(result):
     """(label, value) lines: what was compared, where, how."""
     s, m = result.settings, result.machine
     ran = [p for p in result.processes if p.status != "not run"]
-    pairs_done = len({p.pair for p in ran if p.position == 1})
+    pairs_done = len({p.pair for p in ran if p.position == 1 or p.side == BOTH})
     foreign = [p.foreign_cpu_cores for p in ran if p.foreign_cpu_cores is not None]
+    calls = s.get("interleave") == CALLS
     suites = (["micro-suite (" + ", ".join(s["frameworks"]) + ")"] if s["frameworks"] else [])
     suites += [f"config {s['config']}"] if s["config"] else []
+    per = (f"{s['rounds']} rounds a revision in each of {s['blocks']} block(s) of a process, "
+           f"after {s['warmup']} warm-up" if calls else
+           f"{s['rounds']} rounds a micro process after {s['warmup']} warm-up")
     return [
         ("base", _rev_line(result.base)),
         ("candidate", _rev_line(result.candidate)),
         ("machine", f"{m.get('cpu_model')} ({m.get('machine_id')}), "
                     f"{m.get('cpu_count_usable')} usable CPUs"),
-        ("measured", " + ".join(suites) + f", {s['rounds']} rounds a micro process after {s['warmup']} warm-up"
+        ("measured", " + ".join(suites) + ", " + per
                      + (f", extra micro args {' '.join(s['micro_args'])}" if s["micro_args"]
                         else "")),
-        ("pairs run", f"{pairs_done} of {s['pairs']} ({len(ran)} processes)"),
+        ("pairs run", f"{pairs_done} of {s['pairs']} ({len(ran)} processes"
+                      + (", both revisions in each micro process)" if calls else ")")),
         ("order", s["order"]),
         ("contention", (f"other processes used at most {max(foreign):.2f} CPUs during one of "
                         f"ours; {len(result.busy_processes())} process(es) above "
@@ -139,7 +151,8 @@ def warnings(result):
 
 
 def process_rows(result):
-    return [[str(k + 1), str(p.pair + 1), "AB"[p.position], p.side, p.suite,
+    return [[str(k + 1), str(p.pair + 1), f"{p.first} first" if p.side == BOTH
+             else "AB"[p.position], p.side, p.suite,
              p.framework or "-", p.status,
              "-" if p.wall_s is None else f"{p.wall_s:.1f} s",
              "-" if p.foreign_cpu_cores is None else f"{p.foreign_cpu_cores:.2f}"]
@@ -227,8 +240,8 @@ def pair_ratio_plot(result, out_dir):
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.savefig(Path(out_dir) / PLOT_NAME, dpi=DPI, bbox_inches="tight")
-    return fmt.Figure(PLOT_NAME, "Dots: one pair each (candidate process median ÷ base "
-                      "process median, - 1). Diamond and bar: the estimate and its "
+    return fmt.Figure(PLOT_NAME, "Dots: one pair each (candidate ÷ base, - 1: the pair's "
+                      "two process medians, or with calls its blocks' medians). Diamond and bar: the estimate and its "
                       f"{(1 - result.settings['alpha']) * 100:g}% interval over pairs. Green: "
                       "the band of changes too small to count.")
 

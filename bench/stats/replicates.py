@@ -298,6 +298,15 @@ def pair_ratios(base_groups, cand_groups) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
+def block_ratio(base_blocks, cand_blocks) -> float:
+    """One process of an interleaved A/B run (both revisions in it, alternated in blocks):
+    the geometric mean over blocks of candidate median / base median; blocks where either
+    side measured nothing drop out; NaN when none is left."""
+    r = pair_ratios(base_blocks, cand_blocks)
+    r = r[np.isfinite(r) & (r > 0)]
+    return float(np.exp(np.mean(np.log(r)))) if r.size else float("nan")
+
+
 @dataclass(frozen=True)
 class PairedJudgement:
     """A candidate against a base revision, over pairs of adjacent processes."""

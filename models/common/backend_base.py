@@ -83,6 +83,10 @@ class BackendBase:
     def close(self):
         """Release what the backend holds outside the process (a process group)."""
 
+    def stop_memory_accounting(self):
+        """Stop any peak-memory bookkeeping the framework does inside its executor (for
+        measurements that report no memory, e.g. the A/B gate's interleaved worker)."""
+
     # -- profiling ------------------------------------------------------------------------
     profiling = False  # set by the profile workload only: timed cells run unmarked code
 

@@ -210,6 +210,12 @@ class JittorBackend(BackendBase):
         # Jittor has no reset for its peak counter; peaks are since process start.
         pass
 
+    def stop_memory_accounting(self):
+        # Process-wide. Jittor's memory profiler runs inside the executor after every op and,
+        # at each new peak, walks the whole live graph (MemoryProfiler::check); with two
+        # models alive in one process it segfaulted there in 1 of 3 processes on this CPU.
+        self.jt.flags.profile_memory_enable = 0
+
     def memory_stats(self):
         self.jt.sync_all(True)
         info = self.jt.get_max_memory_info()  # "<peak bytes>[!@#div1!@#]<allocation dump>"
