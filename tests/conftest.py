@@ -14,6 +14,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+# Jittor compiles new kernels in parallel threads (min(16, RAM / 3 GB) of them: 8 here, on 2
+# cores). One CI run lost a Jittor process to a segfault in such a thread ("Caught segfault
+# ... thread_name: 'C1'") while it compiled a tiny model's sampling kernels; the threads
+# prepare fused ops that share state unlocked (src/parallel_compiler.cc: Jittor's own debug
+# build forces one thread "because global id map has no lock"). One compile thread removes
+# that race for every Jittor process the tests start (they inherit the environment; Jittor
+# reads a flag from the environment variable of its name); benchmarks keep Jittor's default,
+# and their compile time is reported apart.
+os.environ.setdefault("use_parallel_op_compiler", "1")
+
 # A UNet small enough for tests on 2 shared cores, big enough to exercise attention and both
 # resolution levels.
 TINY_MODEL = {"image_size": 8, "in_channels": 1, "base_channels": 8, "ch_mult": [1, 2],
