@@ -1,11 +1,12 @@
-"""`harness.py ab`: two git revisions, interleaved pairs of processes, on a real git repository.
+"""`harness.py ab`: two git revisions, interleaved, on a real git repository: in one process a
+pair (--interleave calls, the default) and as pairs of processes (--interleave processes).
 
 The test makes its own repository from this project's files, with commits:
     c0  a README only (a revision without the micro-suite)
     c1  the project as it is (the base)
     c2  the same with a committed, obvious slowdown: INJECTED_EXTRA_CONVS in the torch UNet
         re-runs a convolution 150 times per forward (the tiny model gets 3-6x slower)
-and runs the real CLI on it: torch only, tiny model, 1-6 pairs. Asserted: the verdicts on a
+and runs the real CLI on it: tiny model, 1-6 pairs. Asserted: the verdicts on a
 change no machine noise can fake or hide, the outputs, the order, and that no worktree, temp
 folder or benchmark process is left behind on any exit path (success, failure, a crashing
 candidate, Ctrl-C, SIGTERM, bad input). No borderline timing outcome is asserted.
@@ -27,6 +28,7 @@ from tests.conftest import REPO, TINY_MODEL
 
 EXTRA_CONVS = 150   # the committed slowdown of c2
 MICRO = ("--rounds", "5", "--")
+PROCESSES = ("--interleave", "processes")
 
 
 def git(repo, *args):
@@ -114,8 +116,8 @@ def test_committed_slowdown_is_flagged_and_everything_is_reported(repo, tmp_path
     out = tmp_path / "ab"
     # 6 pairs (3 of each order: a crossover t with 4 df) and 5 warm-up rounds: a 3-6x change
     # then has a t statistic far above its critical value even when one pair is off by 2x
-    proc = ab(repo, "HEAD~1", "HEAD", "--pairs", "6", "--warmup", "5", "--frameworks",
-              "torch", "--markdown", str(tmp_path / "pr.md"), out=out)
+    proc = ab(repo, "HEAD~1", "HEAD", *PROCESSES, "--pairs", "6", "--warmup", "5",
+              "--frameworks", "torch", "--markdown", str(tmp_path / "pr.md"), out=out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert_nothing_left(repo, before)
     res = load(out)
@@ -149,6 +151,41 @@ def test_committed_slowdown_is_flagged_and_everything_is_reported(repo, tmp_path
     assert len(glob.glob(str(out / "raw" / "*.json"))) == 12
 
 
+def test_interleaved_calls_flag_a_committed_slowdown_with_one_process_a_pair(repo, tmp_path):
+    """The default mode: per pair and framework ONE process imports both revisions' models
+    and alternates their calls. c2 slows only the torch UNet: torch's rows must be
+    regressions (3-6x), Jittor's (the same code on both sides) must be measured and near 1."""
+    before = temp_checkouts()
+    out = tmp_path / "ab"
+    proc = ab(repo, "HEAD~1", "HEAD", "--pairs", "3", "--frameworks", "torch", "jittor",
+              out=out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert_nothing_left(repo, before)
+    res = load(out)
+    assert res["settings"]["interleave"] == "calls"
+    rows = {r["cell"]: r for r in res["rows"]}
+    assert len(rows) == 8
+    for name, row in rows.items():
+        assert len(row["pair_ratios"]) == 3 and None not in row["pair_ratios"], name
+        if "[torch" in name:
+            assert row["verdict"] == "regression" and row["change"] > 1.0, proc.stdout
+        else:   # identical code on both sides: no 2x either way on any pair
+            assert all(0.5 < v < 2.0 for v in row["pair_ratios"]), (name, row)
+            assert row["verdict"] not in ("regression", "failed in candidate"), (name, row)
+    # one process per pair and framework, the revision opening it in the Thue-Morse order
+    procs = res["processes"]
+    assert [(p["side"], p["framework"], p["first"]) for p in procs] == [
+        ("both", fw, first) for first in ("base", "candidate", "candidate")
+        for fw in ("torch", "jittor")]
+    assert all(p["status"] == "ok" and p["foreign_cpu_cores"] is not None for p in procs)
+    raw = json.loads((out / "raw" / "pair00-micro-torch-both.json").read_text())
+    assert raw["sides"]["base"]["tree"] != raw["sides"]["candidate"]["tree"]
+    assert all(len(raw["times_s"]["test_train_step[torch]"][s]) == 1 for s in ("base",
+                                                                                "candidate"))
+    assert "both revisions in each micro process" in proc.stdout
+    assert "one process running both revisions" in (out / "ab.md").read_text()
+
+
 def test_working_tree_is_the_default_candidate_and_report_only_exits_0(repo, tmp_path):
     """Uncommitted changes are measured and recorded as dirty; base = HEAD~1 (c1), so the
     working tree carries c2's slowdown: a regression, but --report-only exits 0."""
@@ -176,6 +213,7 @@ def test_working_tree_is_the_default_candidate_and_report_only_exits_0(repo, tmp
 
 
 @pytest.mark.parametrize("case", ["not a checkout", "unknown revision", "no micro-suite",
+                                  "no model registry", "micro option unknown to calls",
                                   "pairs 0", "threshold ambiguous", "unknown framework",
                                   "out not empty"])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(repo, tmp_path, case):
@@ -183,7 +221,10 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(repo, tmp_path, case):
     out = tmp_path / "ab"
     args = {"unknown revision": ["no-such-branch"],
             "no-micro-suite": [],
-            "no micro-suite": [repo["shas"]["c0"]],
+            "no micro-suite": [repo["shas"]["c0"], *PROCESSES],
+            "no model registry": [repo["shas"]["c0"]],
+            "micro option unknown to calls": ["HEAD~1", "--", "--micro-inject-slowdown",
+                                              "0.1"],
             "pairs 0": ["HEAD~1", "--pairs", "0"],
             "threshold ambiguous": ["HEAD~1", "--threshold", "10"],
             "unknown framework": ["HEAD~1", "--frameworks", "tensorflow"],
@@ -202,7 +243,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(repo, tmp_path, case):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     expect = {"not a checkout": "not a git checkout", "unknown revision": "no-such-branch",
-              "no micro-suite": "has no benchmarks/run_micro.py", "pairs 0": "--pairs",
+              "no micro-suite": "has no benchmarks/run_micro.py",
+              "no model registry": "has no models/registry.py",
+              "micro option unknown to calls": "--micro-inject-slowdown", "pairs 0": "--pairs",
               "threshold ambiguous": "--threshold", "unknown framework": "tensorflow",
               "out not empty": "not empty"}[case]
     assert expect in lines[0]
@@ -213,11 +256,13 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(repo, tmp_path, case):
         assert not out.exists()
 
 
-def test_a_crashing_candidate_fails_the_gate_and_the_run_completes(repo, tmp_path):
-    """A candidate whose torch UNet cannot even be imported: every candidate process fails,
-    the base ones still run, the row says 'failed in candidate', exit 1, nothing left."""
+@pytest.mark.parametrize("mode", ["calls", "processes"])
+def test_a_crashing_candidate_fails_the_gate_and_the_run_completes(repo, tmp_path, mode):
+    """A candidate whose torch UNet cannot even be imported: the candidate fails (its
+    processes, or its half of the shared process), the base still runs, the rows say 'failed
+    in candidate', exit 1, nothing left."""
     before = temp_checkouts()
-    git(repo["root"], "checkout", "-q", "-b", "broken", repo["shas"]["c1"])
+    git(repo["root"], "checkout", "-q", "-b", f"broken-{mode}", repo["shas"]["c1"])
     try:
         unet = os.path.join(repo["root"], "models", "pt", "unet.py")
         with open(unet, "a") as f:
@@ -227,12 +272,17 @@ def test_a_crashing_candidate_fails_the_gate_and_the_run_completes(repo, tmp_pat
         git(repo["root"], "checkout", "-q", repo["shas"]["c2"])
     out = tmp_path / "ab"
     proc = ab(repo, repo["shas"]["c1"], broken, "--pairs", "1", "--frameworks", "torch",
-              out=out)
+              "--interleave", mode, out=out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert_nothing_left(repo, before)
     res = load(out)
     status = {p["side"]: p["status"] for p in res["processes"]}
-    assert status == {"base": "ok", "candidate": "failed"}
+    if mode == "processes":
+        assert status == {"base": "ok", "candidate": "failed"}
+    else:
+        assert status == {"both": "failed"}
+        error = res["processes"][0]["error"]
+        assert error.startswith("candidate: ") and "broken on purpose" in error, error
     assert res["rows"] and all(r["verdict"] == "failed in candidate" for r in res["rows"])
     assert "failed in candidate" in proc.stdout
 
@@ -270,7 +320,8 @@ def test_interrupt_removes_worktrees_and_stops_the_benchmark(repo, tmp_path, sig
         for d in new:
             # a benchmark process, not a `git worktree add/remove` of that folder (its
             # command line names the folder too; a signal then would miss the run)
-            if any("run_micro.py" in cmd for _, cmd in _benchmark_processes(d)):
+            if any("run_micro.py" in cmd or "bench.gate.interleaved" in cmd
+                   for _, cmd in _benchmark_processes(d)):
                 worktree = d
         time.sleep(0.2)
     assert worktree, "no benchmark process started in a worktree"

@@ -237,3 +237,11 @@ def test_paired_verdict_words():
     r = S.pair_ratios([[1.0], [], [2.0]], [[2.0], [1.0], None])
     assert r[0] == 2.0 and np.isnan(r[1]) and np.isnan(r[2])
     assert S.judge_pairs(list(r) + [2.0, 2.0], 0.05, 0.05).n_pairs == 3
+
+
+def test_block_ratio_is_the_geometric_mean_of_the_blocks_median_ratios():
+    # blocks: medians 10 vs 20 (x2) and 10 vs 5 (x0.5): geometric mean 1; a block where a
+    # side measured nothing drops out; nothing on one side at all: NaN
+    assert S.block_ratio([[9, 10, 11], [10]], [[20, 19, 21], [5]]) == pytest.approx(1.0)
+    assert S.block_ratio([[10], [10]], [[30], []]) == pytest.approx(3.0)
+    assert np.isnan(S.block_ratio([[10], [12]], []))

@@ -1,12 +1,12 @@
 """The A/B gate's interleaved worker: both revisions' models in ONE process, calls alternated.
 
     python -m bench.gate.interleaved --framework torch --base TREE --candidate TREE --out F.json
-        [--first base|candidate] [--blocks 3] [--rounds 8] [--warmup 3]
+        [--first base|candidate] [--blocks 1] [--rounds 8] [--warmup 2]
         [--micro-config CFG] [--micro-set KEY=VALUE ...] [--micro-batch N]
 
 Why: on a shared VM most of the noise is a property of the process (measured here: two
 processes of the same code differ by 15-25% in log SD, while two fresh instances of the
-model alternated inside one process differ by ~5% a block and ~2% over three blocks;
+model alternated inside one process differ by ~5% a block and ~2% over four blocks;
 docs/REGRESSION.md). Whatever makes a process fast or slow then hits both revisions alike,
 and each process yields one candidate ÷ base ratio; the gate's units stay processes.
 
@@ -89,7 +89,6 @@ class Revision:
             backend.sync()
             plan = importlib.import_module(f"{PACKAGE}.common.diffusion").sampler_plan
         return backend, own, plan
-
 
     # -- one block: a fresh backend, its benchmark calls, each timed to the framework's sync --
     def start_block(self, framework, specs, cfg, threads, batch):
