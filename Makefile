@@ -5,8 +5,8 @@ CONFIG ?= configs/quick.yaml
 ARGS   ?=
 
 # make regress: the A/B gate (docs/REGRESSION.md): revision BASE (default HEAD) against
-# CANDIDATE (default: the working tree), both measured here and now, in interleaved pairs of
-# processes. AB_ARGS adds options, e.g. AB_ARGS="--pairs 12 --report-only".
+# CANDIDATE (default: the working tree), both measured here and now, interleaved call by call
+# in one process per pair. AB_ARGS adds options, e.g. AB_ARGS="--pairs 8 --report-only".
 BASE      ?= HEAD
 CANDIDATE ?=
 AB_ARGS   ?=
