@@ -157,6 +157,38 @@ def test_sigkill_mid_cell_then_resume_finishes_only_what_is_missing(tmp_path):
     assert len(done.starts) == 2
 
 
+def test_a_segfaulting_jittor_worker_fails_its_cell_with_the_reason_and_the_run_goes_on(tmp_path):
+    # Jittor's own SIGSEGV handler attaches gdb, then exit(1)s from the crashed thread, which
+    # hung a process whose op-compile thread crashed. models/jt/runtime.py replaces it:
+    # Python's stacks, then death by the signal.
+    cfg = tiny_config(tmp_path / "results", frameworks=["jittor"],
+                      debug={"inject_delay_s": 0.25})
+    bench = subprocess.Popen([sys.executable, os.path.join(REPO, "harness.py"), "bench",
+                              write_config(tmp_path / "c.yaml", cfg), "--quiet"], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_dir = _wait_for(lambda: (run_dirs(tmp_path / "results") or [None])[0], 60, "run dir")
+        first = _wait_for(lambda: next((c for c in ("jittor-train.r1", "jittor-sample.r1")
+                                        if _records(run_dir, c, "start")), None), 300,
+                          "a started cell")
+        _wait_for(lambda: _records(run_dir, first, "step" if "train" in first else "sample"),
+                  300, "a measured record")
+        os.kill(_records(run_dir, first, "start")[0]["pid"], signal.SIGSEGV)
+        assert bench.wait(timeout=600) == 1
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    crashed = R.read_summary(run_dir, first)
+    assert crashed["status"] == "failed" and crashed["returncode"] == -signal.SIGSEGV
+    assert "SIGSEGV" in crashed["error"], crashed["error"]
+    with open(os.path.join(run_dir, "cells", first, R.STDERR), errors="replace") as f:
+        log = f.read()
+    assert "Fatal Python error: Segmentation fault" in log and "Current thread" in log
+    assert "Caught segfault" not in log  # Jittor's handler did not run
+    other = ({"jittor-train.r1", "jittor-sample.r1"} - {first}).pop()
+    assert R.read_summary(run_dir, other)["status"] == "ok"
+
+
 def test_resume_refuses_overrides_and_unknown_dirs(tmp_path):
     proc = harness("bench", "--resume", tmp_path, timeout=60)
     assert proc.returncode == 2 and "no manifest.json" in proc.stderr

@@ -7,6 +7,7 @@ summary; the next cell runs anyway. `run()` returns 1 if any cell of the run did
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -198,6 +199,18 @@ class Progress:
             self.outer.close()
 
 
+def _signal_reason(signum):
+    """Why a worker killed by this signal died, in words for the failed cell's error."""
+    if signum == signal.SIGSEGV:
+        return "SIGSEGV: a segfault; the stderr tail has the Python stacks of every thread"
+    if signum == signal.SIGKILL:
+        return "SIGKILL: killed, out of memory?"
+    try:
+        return f"killed by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"killed by signal {signum}"
+
+
 def run_cell(run_dir, cfg, cell, progress):
     """Run one cell to completion, timeout or failure; returns its final summary dict."""
     d = res.cell_dir(run_dir, cell.unit_id)
@@ -269,8 +282,7 @@ def run_cell(run_dir, cfg, cell, progress):
         if errors:
             why = errors[-1]["message"]
         elif rc != 0:
-            why = f"worker exited with code {rc}" + (" (killed by a signal; out of memory?)"
-                                                      if rc < 0 else "")
+            why = f"worker exited with code {rc}" + (f" ({_signal_reason(-rc)})" if rc < 0 else "")
         else:
             why = "worker exited 0 without writing a summary (did the framework ask to rerun?)"
         if summary is not None and rc != 0:

@@ -153,7 +153,30 @@ def import_jittor(use_cuda=None):
     prepare_environment(use_cuda)
     import jittor
 
+    _die_on_segfault()
     return jittor
+
+
+def _die_on_segfault():
+    """Replace the SIGSEGV handler Jittor installs at import (src/utils/log.cc,
+    segfault_sigaction) with Python's faulthandler over the default action: a segfault dumps
+    the Python stacks and ends the process with -11, at once.
+
+    Jittor's handler attaches gdb to print a C++ trace and then calls exit(1) from the
+    crashed thread. When that thread is one of its op-compile threads (a race in its parallel
+    compiler, "thread_name: 'C1'": rare, twice in some hundreds of fresh processes on the
+    2-core VM, in VarRelayManager::get_relay_src), exit() waits for a mutex the crashed
+    thread holds and the process hangs until the runner's timeout; from the main thread it
+    ended in "double free" and abort. Either way a cell failed late, or not at all, instead
+    of at once with the reason."""
+    import faulthandler
+    import signal
+    import sys
+
+    faulthandler.disable()  # re-enabled below: enable() is a no-op while already enabled
+    signal.signal(signal.SIGSEGV, signal.SIG_DFL)  # what faulthandler chains to
+    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    faulthandler.enable(file=stream, all_threads=True)
 
 
 def onednn_enabled():
