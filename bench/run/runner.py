@@ -199,10 +199,10 @@ class Progress:
             self.outer.close()
 
 
-def _signal_reason(signum):
+def signal_reason(signum):
     """Why a worker killed by this signal died, in words for the failed cell's error."""
     if signum == signal.SIGSEGV:
-        return "SIGSEGV: a segfault; the stderr tail has the Python stacks of every thread"
+        return "SIGSEGV: a segfault; its log has the Python stack of every thread"
     if signum == signal.SIGKILL:
         return "SIGKILL: killed, out of memory?"
     try:
@@ -282,7 +282,7 @@ def run_cell(run_dir, cfg, cell, progress):
         if errors:
             why = errors[-1]["message"]
         elif rc != 0:
-            why = f"worker exited with code {rc}" + (f" ({_signal_reason(-rc)})" if rc < 0 else "")
+            why = f"worker exited with code {rc}" + (f" ({signal_reason(-rc)})" if rc < 0 else "")
         else:
             why = "worker exited 0 without writing a summary (did the framework ask to rerun?)"
         if summary is not None and rc != 0:
