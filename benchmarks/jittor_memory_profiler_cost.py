@@ -3,13 +3,13 @@
 The harness turns it on in every Jittor cell because the peak-allocator figure
 (jt.get_max_memory_info) needs it; torch's CUDA counters are free. If it cost Jittor time,
 every Jittor number would carry it. This measures it the way the A/B gate measures a change:
-the micro-suite's calls, flag on and off alternated in blocks (on off off on ...) inside one
+the micro-suite's calls, flag on and off alternated in blocks (on off, off on, ...) inside one
 process, one on/off ratio per process (bench.stats.replicates.block_ratio), an interval over
 processes (judge_pairs, 5% threshold).
 
 Numbers of 2026-12-03 (2-core AMD EPYC, quick config, 12 processes, ~2 min): training step
-x0.99 [0.97, 1.02], DDPM step x1.02 [0.99, 1.05], DDIM step x1.00 [0.98, 1.03], forward
-x1.01 [0.98, 1.04]: nothing measurable, so the flag stays on (docs/REPORT.md).
+x1.02 [1.00, 1.05], DDPM step x1.00 [0.97, 1.02], DDIM step x1.01 [0.97, 1.05], forward
+x1.01 [0.97, 1.05]: nothing measurable, so the flag stays on (docs/REPORT.md).
 
     .venv/bin/python benchmarks/jittor_memory_profiler_cost.py [--processes 5] [--config ...]
 """
@@ -18,12 +18,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-ORDER = (1, 0, 0, 1, 1, 0, 0, 1)  # flag per block: each state first and second alike
+ROUNDS = 4           # of two blocks, flag on then off or the reverse (Thue-Morse)
 CALLS_PER_BLOCK = 4
 WARMUP_CALLS = 3
 
@@ -31,7 +30,9 @@ WARMUP_CALLS = 3
 def one_process(config):
     """{call name: on/off ratio} of one process, printed as JSON."""
     from bench.measure.micro import micro_calls
+    from bench.measure.timer import timed_call
     from bench.run import config as C
+    from bench.run.matrix import balanced_order
     from bench.stats.replicates import block_ratio
     from models.common.diffusion import sampler_plan
     from models.common.weights import init_weights
@@ -46,19 +47,13 @@ def one_process(config):
     ratios = {}
     for name, call in calls.items():
         for _ in range(WARMUP_CALLS):
-            out = call()
-            backend.sync()
+            timed_call(backend, call)
         blocks = {0: [], 1: []}
-        for flag in ORDER:
-            backend.jt.flags.profile_memory_enable = flag
-            times = []
-            for _ in range(CALLS_PER_BLOCK):
-                t0 = time.perf_counter()
-                out = call()  # referenced until synced: Jittor drops unreferenced results
-                backend.sync()
-                times.append(time.perf_counter() - t0)
-            blocks[flag].append(times)
-        del out
+        for flags in balanced_order([1, 0], ROUNDS):
+            for flag in flags:
+                backend.jt.flags.profile_memory_enable = flag
+                blocks[flag].append([timed_call(backend, call)
+                                     for _ in range(CALLS_PER_BLOCK)])
         ratios[name] = block_ratio(blocks[0], blocks[1])
     backend.jt.flags.profile_memory_enable = 1
     print(json.dumps(ratios))

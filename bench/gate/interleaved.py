@@ -31,10 +31,10 @@ import importlib
 import json
 import os
 import sys
-import time
 import traceback
 from dataclasses import asdict
 
+from bench.measure.timer import timed_call
 from bench.run.matrix import balanced_order
 
 SIDES = ("base", "candidate")
@@ -121,12 +121,7 @@ class Revision:
             return None
         try:
             with self.active():
-                t0 = time.perf_counter()
-                out = self.calls[name]()  # referenced until sync: Jittor drops unreferenced
-                self.backend.sync()
-                dt = time.perf_counter() - t0
-            del out
-            return dt
+                return timed_call(self.backend, self.calls[name])
         except Exception:
             self.error = _last_line()
             return None

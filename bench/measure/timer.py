@@ -52,6 +52,17 @@ def timed_train_step(backend, batches, inject_delay_s=0.0, sync=True):
                                 dispatch_s=t_dispatch - t1)
 
 
+def timed_call(backend, call):
+    """Seconds from calling call() to the backend's sync after it. The result stays
+    referenced until the sync has returned: Jittor drops the work of an unreferenced one."""
+    t0 = time.perf_counter()
+    out = call()
+    backend.sync()
+    dt = time.perf_counter() - t0
+    del out
+    return dt
+
+
 def timed_chain(backend, plan, batch_size, shape, ema=True, inject_delay_s=0.0):
     """One full sampling chain from fresh x_T. Returns (seconds, x0).
 
