@@ -24,6 +24,7 @@ import time
 import pytest
 import yaml
 
+from bench.stats.replicates import judge_pairs
 from tests.conftest import REPO, TINY_MODEL
 
 EXTRA_CONVS = 150   # the committed slowdown of c2
@@ -154,7 +155,10 @@ def test_committed_slowdown_is_flagged_and_everything_is_reported(repo, tmp_path
 def test_interleaved_calls_flag_a_committed_slowdown_with_one_process_a_pair(repo, tmp_path):
     """The default mode: per pair and framework ONE process imports both revisions' models
     and alternates their calls. c2 slows only the torch UNet: torch's rows must be
-    regressions (3-6x), Jittor's (the same code on both sides) must be measured and near 1."""
+    regressions (3-6x), Jittor's (the same code on both sides) must be measured and near 1.
+    Which verdict Jittor's rows get is chance (alpha allows a false alarm once in 20
+    benchmarks; one came up in a CI-like run), so only its derivation from the pair ratios
+    is asserted."""
     before = temp_checkouts()
     out = tmp_path / "ab"
     proc = ab(repo, "HEAD~1", "HEAD", "--pairs", "3", "--frameworks", "torch", "jittor",
@@ -171,7 +175,9 @@ def test_interleaved_calls_flag_a_committed_slowdown_with_one_process_a_pair(rep
             assert row["verdict"] == "regression" and row["change"] > 1.0, proc.stdout
         else:   # identical code on both sides: no 2x either way on any pair
             assert all(0.5 < v < 2.0 for v in row["pair_ratios"]), (name, row)
-            assert row["verdict"] not in ("regression", "failed in candidate"), (name, row)
+            judged = judge_pairs(row["pair_ratios"], res["settings"]["threshold"],
+                                 res["settings"]["alpha"])  # a plain paired t in calls mode
+            assert row["verdict"] == judged.verdict, (name, row)
     # one process per pair and framework, the revision opening it in the Thue-Morse order
     procs = res["processes"]
     assert [(p["side"], p["framework"], p["first"]) for p in procs] == [

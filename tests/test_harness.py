@@ -168,11 +168,11 @@ def test_a_segfaulting_jittor_worker_fails_its_cell_with_the_reason_and_the_run_
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         run_dir = _wait_for(lambda: (run_dirs(tmp_path / "results") or [None])[0], 60, "run dir")
+        # the start record follows Jittor's import; the whole workload (>= 6 steps of the
+        # injected 0.25 s) is still ahead, so the signal cannot miss a running worker
         first = _wait_for(lambda: next((c for c in ("jittor-train.r1", "jittor-sample.r1")
                                         if _records(run_dir, c, "start")), None), 300,
                           "a started cell")
-        _wait_for(lambda: _records(run_dir, first, "step" if "train" in first else "sample"),
-                  300, "a measured record")
         os.kill(_records(run_dir, first, "start")[0]["pid"], signal.SIGSEGV)
         assert bench.wait(timeout=600) == 1
     finally:
