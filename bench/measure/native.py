@@ -6,12 +6,19 @@ workload: what the time no op row holds is made of (classes in models/common/nat
     ns.summary("jittor", units=10)   # per step: main thread by class, worker threads
 
 `perf record` attaches to the running process (cpu-clock, a software event: works in VMs
-without hardware counters), so only the block inside `with` is sampled. It is stopped with
-SIGTERM: Jittor's SIGCHLD handler exits the whole process when a child dies of any other
-signal. Without perf, or where the kernel forbids it, `problem()` says why and the profile
-record says so instead of a native breakdown.
+without hardware counters) with its events disabled; the sampler enables them through perf's
+control pipe (`--control fd:...`, perf >= 5.10) and waits for perf's ack before the block
+runs, and disables them (ack again) when it ends, so exactly the block inside `with` is
+sampled however long perf takes to attach. (Waiting for perf's file header instead raced:
+on a loaded 2-core CI machine a 50 ms sampling block went by before the events were on.)
+An older perf without --control gets that header wait. perf is stopped with SIGTERM:
+Jittor's SIGCHLD handler exits the whole process when a child dies of any other signal.
+Without perf, or where the kernel forbids it, `problem()` says why and the profile record
+says so instead of a native breakdown.
 """
+import functools
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -38,50 +45,93 @@ def problem() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
+def has_control() -> bool:
+    """Whether this perf takes --control (enable/disable on command, with an ack)."""
+    proc = subprocess.run(["perf", "record", "-h"], capture_output=True, text=True)
+    return "--control" in proc.stdout + proc.stderr
+
+
 class NativeSampler:
     def __init__(self, path, hz=DEFAULT_HZ):
         self.path, self.hz = str(path), int(hz)
         self.proc, self.error, self.rows = None, None, None
+        self.ctl = self.ack = None  # our ends of perf's control and ack pipes
 
     def __enter__(self):
         self.error = problem()
         if self.error:
             return self
+        cmd = ["perf", "record", "-q", "-F", str(self.hz), "-e", "cpu-clock",
+               "-p", str(os.getpid()), "-o", self.path]
+        fds = ()
+        if has_control():
+            ctl_r, self.ctl = os.pipe()
+            self.ack, ack_w = os.pipe()
+            cmd += ["-D", "-1", "--control", f"fd:{ctl_r},{ack_w}"]
+            fds = (ctl_r, ack_w)
         log = open(self.path + ".log", "w")
-        self.proc = subprocess.Popen(
-            ["perf", "record", "-q", "-F", str(self.hz), "-e", "cpu-clock", "-p",
-             str(os.getpid()), "-o", self.path], stdout=log, stderr=log)
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, pass_fds=fds)
         log.close()
-        # perf writes its header once attached; sample only after that
-        t_end = time.monotonic() + ATTACH_TIMEOUT_S
-        while time.monotonic() < t_end:
-            if self.proc.poll() is not None:
-                self.error = f"perf record exited {self.proc.returncode}: {self._log_tail()}"
-                self.proc = None
-                return self
-            if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
-                time.sleep(0.05)
-                return self
-            time.sleep(0.02)
-        self.error = f"perf record did not attach within {ATTACH_TIMEOUT_S:g} s"
-        self._stop()
+        for fd in fds:
+            os.close(fd)
+        started = self._command("enable") if self.ctl is not None else self._header_written()
+        if not started:
+            self._stop()
         return self
 
     def __exit__(self, *exc):
+        if self.proc is not None and self.ctl is not None:
+            self._command("disable")
         self._stop()
         return False
 
-    def _stop(self):
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)  # not SIGINT: see the module docstring
+    def _command(self, what):
+        """Send perf a control command and wait for its ack; False (and self.error) if none."""
         try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            self.error = "perf record did not stop within 60 s"
-        self.proc = None
+            os.write(self.ctl, f"{what}\n".encode())
+            ready, _, _ = select.select([self.ack], [], [], ATTACH_TIMEOUT_S)
+            if ready and os.read(self.ack, 64).startswith(b"ack"):
+                return True
+        except OSError:
+            pass  # perf exited: its pipe end is closed
+        self._fail(f"perf record did not acknowledge '{what}' within {ATTACH_TIMEOUT_S:g} s")
+        return False
+
+    def _header_written(self):
+        """Without --control: perf writes its file header once attached; sample after that."""
+        t_end = time.monotonic() + ATTACH_TIMEOUT_S
+        while time.monotonic() < t_end:
+            if self.proc.poll() is not None:
+                break
+            if os.path.isfile(self.path) and os.path.getsize(self.path) > 0:
+                time.sleep(0.05)
+                return True
+            time.sleep(0.02)
+        self._fail(f"perf record did not attach within {ATTACH_TIMEOUT_S:g} s")
+        return False
+
+    def _fail(self, reason):
+        if self.proc is not None and self.proc.poll() is not None:
+            reason = f"perf record exited {self.proc.returncode}: {self._log_tail()}"
+        self.error = self.error or reason
+
+    def _stop(self):
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)  # not SIGINT: see the module docstring
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.error = self.error or "perf record did not stop within 60 s"
+            self.proc = None
+        # only now: perf ends its file badly when its control pipe closes under it
+        for fd in (self.ctl, self.ack):
+            if fd is not None:
+                os.close(fd)
+        self.ctl = self.ack = None
 
     def _log_tail(self):
         try:
