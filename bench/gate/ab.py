@@ -49,7 +49,7 @@ from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_pa
 from bench.gate.sides import BadInput, load_side
 from bench.measure.calibrate import ForeignCpu, hardware, machine_id
 from bench.run.matrix import ORDER_SCHEME, balanced_order
-from bench.run.runner import signal_reason
+from bench.run.runner import exit_reason
 from bench.run.schema import known_frameworks
 from bench.stats.replicates import (IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED,
                                     block_ratio, judge_pairs, pair_ratios)
@@ -191,7 +191,7 @@ def run_process(proc, argv, cwd, log_path, timeout_s):
             rc = p.wait(timeout=timeout_s)
             proc.status = "ok" if rc == 0 else "failed"
             if rc:
-                proc.error = f"exit {rc}" + (f" ({signal_reason(-rc)})" if rc < 0 else "")
+                proc.error = f"exit {rc}{exit_reason(rc)}"
         except subprocess.TimeoutExpired:
             _kill_group(p)
             proc.status, proc.error = "timeout", f"no result after {timeout_s:g} s"

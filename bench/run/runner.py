@@ -199,6 +199,11 @@ class Progress:
             self.outer.close()
 
 
+def exit_reason(rc):
+    """' (why)' after a process's exit code when a signal killed it (rc < 0), else ''."""
+    return f" ({signal_reason(-rc)})" if rc < 0 else ""
+
+
 def signal_reason(signum):
     """Why a worker killed by this signal died, in words for the failed cell's error."""
     if signum == signal.SIGSEGV:
@@ -282,7 +287,7 @@ def run_cell(run_dir, cfg, cell, progress):
         if errors:
             why = errors[-1]["message"]
         elif rc != 0:
-            why = f"worker exited with code {rc}" + (f" ({signal_reason(-rc)})" if rc < 0 else "")
+            why = f"worker exited with code {rc}{exit_reason(rc)}"
         else:
             why = "worker exited 0 without writing a summary (did the framework ask to rerun?)"
         if summary is not None and rc != 0:

@@ -40,7 +40,7 @@ from bench.records.results import (EVENTS, MONITOR, SUMMARY, RecordWriter, read_
 from bench.run.checkpoint import read_checkpoint, restore, save_checkpoint
 from bench.run.config import build_specs
 from bench.run.matrix import Cell
-from bench.run.runner import resolved_threads, signal_reason, write_manifest
+from bench.run.runner import exit_reason, resolved_threads, write_manifest
 from bench.run.worker import peak_rss_bytes
 from models.common.diffusion import sampler_plan
 from models.common.flops import train_step_flops
@@ -209,8 +209,8 @@ def run_training(cfg, run_dir, frameworks, total_steps, resume=False, argv=None)
             if mon:
                 mon.stop()
         if codes[fw] != 0:
-            why = f" ({signal_reason(-codes[fw])})" if codes[fw] < 0 else ""
-            print(f"[train] {fw}: FAILED (exit {codes[fw]}{why}); see the error above", flush=True)
+            print(f"[train] {fw}: FAILED (exit {codes[fw]}{exit_reason(codes[fw])}); "
+                  "see the error above", flush=True)
     return codes
 
 
