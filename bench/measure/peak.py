@@ -9,6 +9,8 @@ import time
 
 import numpy as np
 
+from bench.measure.timer import timed_call
+
 PEAK_N = 1024          # 2.1 GFLOP per product: long enough to time, short on 2 cores
 PEAK_MIN_TIME_S = 0.3  # timed products after two warm-up ones
 PEAK_MAX_REPEATS = 50
@@ -24,11 +26,7 @@ def measure_matmul_peak(backend, n=PEAK_N, min_time_s=PEAK_MIN_TIME_S):
         backend.sync()
     times, t_end = [], time.perf_counter() + min_time_s
     while len(times) < 3 or (time.perf_counter() < t_end and len(times) < PEAK_MAX_REPEATS):
-        t0 = time.perf_counter()
-        c = backend.matmul(a, b)
-        backend.sync()
-        times.append(time.perf_counter() - t0)
-    del c
+        times.append(timed_call(backend, lambda: backend.matmul(a, b)))
     med = float(np.median(times))
     return {"peak_gflops": 2.0 * n ** 3 / med / 1e9, "n": n, "dtype": "float32",
             "device": backend.device, "repeats": len(times), "median_s": med}
