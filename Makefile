@@ -18,7 +18,7 @@ MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.
 REGRESS_ARGS ?= --threshold 25%
 
-.PHONY: setup bench test parity report regress regress-stored regress-baseline gpu-check clean
+.PHONY: setup bench test parity report regress regress-stored regress-baseline gpu-check offline-bundle clean
 
 setup:
 	@VENV=$(VENV) bash tools/setup.sh
@@ -64,6 +64,12 @@ regress-baseline: setup
 # Without a GPU it says so in one line and exits 0.
 gpu-check: setup
 	$(PY) harness.py gpu-check $(ARGS)
+
+# For an offline GPU host (docs/GPU.md, "On an offline GPU host"): .offline/ with the wheels
+# such a host lacks (Jittor patched for numpy 2, torch-fidelity), Python's headers and run.sh;
+# prints its size (<= 60 MiB). There: bash .offline/run.sh --budget 540
+offline-bundle:
+	python3 tools/offline/build_bundle.py
 
 # Generated output only: reports/reference/ holds committed reference reports and stays.
 clean:

@@ -82,12 +82,18 @@ def _run(cmd, timeout_s, env=None, log=None):
 
 
 class Checklist:
-    def __init__(self):
-        self.lines = []
+    """PASS/FAIL lines, written to `out` after each one: a check killed part-way (a host's time
+    budget) still leaves the lines it had."""
+
+    def __init__(self, out=None, started=None):
+        self.lines, self.out, self.started = [], out, started or time.time()
 
     def add(self, ok, name, detail):
         self.lines.append((bool(ok), name, str(detail)))
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
+        if self.out:
+            with open(self.out, "w") as f:
+                f.write(self.markdown(self.started))
 
     def markdown(self, started):
         rows = "\n".join(f"| {'PASS' if ok else '**FAIL**'} | {name} | {detail} |"
@@ -131,7 +137,9 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(REPO, "results", "gpu-check.md"))
     ap.add_argument("--skip-bench", action="store_true", help="lines 1-4 only (~2 min)")
     args = ap.parse_args(argv)
-    started, check = time.time(), Checklist()
+    started = time.time()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    check = Checklist(args.out, started)
     work = os.path.join(REPO, "results", "gpu-check")
     os.makedirs(work, exist_ok=True)
 

@@ -131,12 +131,24 @@ def prepare_environment(use_cuda=None):
         return
     for key, value in CUDA_OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not onednn_prepared():
+        # Without the oneDNN folder tools/setup.sh fills, Jittor's import would try to
+        # download oneDNN (compile_extern.py: setup_mkl -> install_mkl, not caught) and fail
+        # offline. Its oneDNN ops are CPU convolutions, which a CUDA run does not use.
+        os.environ.setdefault("use_mkl", "0")
     if "nvcc_path" not in os.environ:
         nvcc = jittor_cuda_home()
         if nvcc:
             os.environ["nvcc_path"] = nvcc
     _preload(os.path.join(os.path.dirname(os.path.dirname(os.environ.get("nvcc_path") or "/")),
                           "lib64"))
+
+
+def onednn_prepared():
+    """Jittor's oneDNN folder exists (~/.cache/jittor/mkl/dnnl_*: tools/setup.sh links a
+    oneDNN 2.x there, docs/SETUP.md), so its import will not try to download one."""
+    return bool(glob.glob(os.path.join(os.path.expanduser("~"), ".cache", "jittor", "mkl",
+                                       "dnnl_*", "lib")))
 
 
 def _preload(lib64):

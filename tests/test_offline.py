@@ -1,0 +1,139 @@
+"""The offline GPU bundle (docs/GPU.md, "On an offline GPU host"): Jittor's patches against the
+real Jittor 1.3.11 source, run.sh's bad input and budget, and the dry run end to end from a
+clean copy of the repository with the network cut off."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from tools.offline import build_bundle
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def installed_jittor_root():
+    """The folder holding the jittor package, found without importing it (that compiles)."""
+    spec = importlib.util.find_spec("jittor")
+    return os.path.dirname(os.path.dirname(spec.origin))
+
+
+def test_each_patch_matches_the_real_jittor_source_and_applies(tmp_path):
+    root = installed_jittor_root()
+    for rel, old, new, *times in build_bundle.JITTOR_PATCHES:
+        src = os.path.join(root, rel)
+        dest = tmp_path / rel
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+        assert dest.read_text().count(old) == (times[0] if times else 1), rel
+    build_bundle.patch_jittor_source(str(tmp_path))
+    for rel, old, new, *_ in build_bundle.JITTOR_PATCHES:
+        text = (tmp_path / rel).read_text()
+        assert new in text and old not in text.replace(new, ""), rel
+    # The C++17 switch sits after Jittor's own -std rewrite inside convert_nvcc_flags.
+    compiler = (tmp_path / "jittor" / "compiler.py").read_text()
+    body = compiler[compiler.index("def convert_nvcc_flags"):]
+    body = body[:body.index("return nvcc_flags")]
+    assert body.index('"-std=c++14 -Xcompiler -std:c++14"') < body.index('"-std=c++17")')
+
+
+def test_a_source_that_differs_stops_the_build(tmp_path):
+    rel = build_bundle.JITTOR_PATCHES[0][0]
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text("// not Jittor 1.3.11's numpy.h\n")
+    with pytest.raises(SystemExit, match="not Jittor 1.3.11's source"):
+        build_bundle.patch_jittor_source(str(tmp_path))
+
+
+def run_sh(*args, env=None, cwd=REPO, network=True):
+    cmd = ["bash", os.path.join(cwd, "tools", "offline", "run.sh"), *args]
+    if not network:
+        cmd = ["unshare", "-n"] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd,
+                          env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+def test_run_sh_without_a_bundle_is_bad_input(tmp_path):
+    out = run_sh("--dry-run", env={"DIFFBENCH_BUNDLE": str(tmp_path / "none")})
+    assert out.returncode == 2
+    assert "no wheels in" in out.stderr and "make offline-bundle" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """A real bundle, built the way `make offline-bundle` builds it (needs PyPI)."""
+    out = tmp_path_factory.mktemp("bundle") / ".offline"
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "offline", "build_bundle.py"),
+                    "--out", str(out)], check=True, capture_output=True, timeout=600)
+    return out
+
+
+def test_the_bundle_holds_what_a_host_lacks(bundle):
+    names = sorted(os.listdir(bundle / "wheels"))
+    assert [n.split("-")[0] for n in names] == ["astunparse", "jittor", "torch_fidelity"]
+    manifest = (bundle / "MANIFEST.txt").read_text()
+    assert "run.sh" in manifest and "wheels/jittor-1.3.11.0-py3-none-any.whl" in manifest
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    assert size <= build_bundle.LIMIT_MIB * 2**20
+
+
+def test_a_budget_too_small_skips_every_step_with_a_note(bundle, tmp_path):
+    out = run_sh("--dry-run", "--budget", "1", "--out", str(tmp_path / "out"),
+                 env={"DIFFBENCH_BUNDLE": str(bundle),
+                      "DIFFBENCH_OFFLINE_SITE": str(tmp_path / "site")})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    for step in ("jittor-compile", "gpu-check", "paper-fp32"):
+        assert f"| {step} | skipped | 0 | budget:" in summary
+
+
+def clean_copy(dest):
+    """The repository's tracked and untracked-but-not-ignored files: what a host receives."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        if os.path.isfile(os.path.join(REPO, rel)):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(REPO, rel), os.path.join(dest, rel))
+
+
+def network_can_be_cut():
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_dry_run_from_a_clean_copy_offline(bundle, tmp_path):
+    """The whole sequence on this CPU (torch's cells: Jittor's first compile into a fresh site
+    folder would add minutes on 2 cores; docs/GPU.md gives the time of a run with both)."""
+    repo = tmp_path / "repo"
+    clean_copy(repo)
+    shutil.copytree(bundle, repo / ".offline")
+    out_dir = tmp_path / "out"
+    out = run_sh("--dry-run", "--frameworks", "torch", "--out", str(out_dir), cwd=str(repo),
+                 env={"DIFFBENCH_OFFLINE_SITE": str(tmp_path / "site")},
+                 network=not network_can_be_cut())
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    returned = sorted(os.listdir(out_dir))
+    assert returned == ["probe.json", "results.tar.gz", "run.log", "summary.md"]
+    assert all(os.path.getsize(out_dir / n) <= 16 * 2**20 for n in returned)
+    summary = (out_dir / "summary.md").read_text()
+    assert summary in out.stdout  # the summary is the last thing printed
+    for step in ("gpu-check", "quick-gpu", "paper-fp32", "paper-tf32", "paper-bf16"):
+        assert f"| {step} | ok |" in summary, step
+    assert "| jittor-compile | skipped | 0 | not in --frameworks |" in summary
+    assert "Not checked by a dry run" in summary and "NVML on a real driver" in summary
+    probe = json.loads((out_dir / "probe.json").read_text())
+    assert probe["modules"]["jittor"] == "1.3.11.0"  # the bundle's wheel, installed
+    with tarfile.open(out_dir / "results.tar.gz") as t:
+        names = t.getnames()
+    runs = {n.split("/")[1] for n in names if n.startswith("results/") and
+            n.endswith("manifest.json")}
+    assert len(runs) == 4  # quick-gpu, paper fp32, tf32, bf16
+    assert sum(n.startswith("reports/") and n.endswith("report.md") for n in names) == 4
+    assert "paper-fp32.log" in names and "run.log" in names
