@@ -199,7 +199,7 @@ def pair_noise(null_results, pairs, crossover=True):
     for calls-mode runs (order balanced inside each process), from each run's mean."""
     import numpy as np
 
-    from bench.gate.ab import SIDES
+    from bench.gate.ab_pairs import SIDES
     from bench.run.matrix import balanced_order
 
     first = np.array([o[0] == "candidate" for o in balanced_order(SIDES, pairs)

@@ -1,6 +1,8 @@
 """Config validation: every kind of bad input is one line, exit 2, and nothing written."""
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -179,6 +181,54 @@ def test_cli_malformed_yaml_and_unwritable_results(tmp_path):
     proc = harness("bench", path, "--results-dir", blocker / "results", timeout=60)
     assert proc.returncode == 2 and "runner.results_dir" in proc.stderr
     assert blocker.read_text() == "x" and not os.path.exists(tmp_path / "unused")
+
+
+@pytest.mark.parametrize("text", ["", "# only comments\n\n   \n  # and blank lines\n"],
+                         ids=["zero-byte", "comment-only"])
+def test_cli_empty_config_exits_2_and_writes_nothing(tmp_path, text):
+    """An empty file is a slip, not a request for the defaults: one line naming the file,
+    saying it is empty and which config to start from; no results folder is made (the
+    harness runs where the default runner.results_dir, results/, would land)."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    path = work / "empty.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "harness.py"), "bench",
+                           "empty.yaml"], capture_output=True, text=True, timeout=60, cwd=work)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: empty.yaml: ") and "is empty" in lines[0]
+    assert "start from configs/quick.yaml" in lines[0]
+    assert proc.stdout == "" and sorted(os.listdir(work)) == ["empty.yaml"]
+    with pytest.raises(C.ConfigError, match="is empty"):
+        C.load_config(str(path), check_paths=False)
+
+
+def test_name_only_config_runs_on_the_quick_defaults(tmp_path):
+    """`name: x` alone still loads (the defaults stay usable on purpose), and the defaults are
+    configs/quick.yaml's model, train, sample and data sizes: minutes on a CPU, not hours."""
+    from models.common.weights import count_params
+
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\n")
+    cfg = C.load_config(str(path), check_paths=False)
+    quick = C.load_config(os.path.join(REPO, "configs", "quick.yaml"), check_paths=False)
+    assert cfg["name"] == "x"
+    for section in ("model", "train", "sample"):
+        assert cfg[section] == quick[section], section
+    for key in ("source", "num_samples", "val_fraction"):
+        assert cfg["data"][key] == quick["data"][key], key
+    assert cfg == {**S.defaults(), "name": "x"}
+    unet, _, _ = C.build_specs(cfg)
+    assert round(count_params(unet) / 1e6, 1) == 1.1      # not the paper's 35.7M
+    assert sorted({c.cell_id for c in M.expand_cells(cfg)}) == [
+        "jittor-sample", "jittor-train", "torch-sample", "torch-train"]
+    # and the CLI accepts it: the only complaint here is the glob, nothing written
+    proc = harness("bench", path, "--only", "no-such-cell", "--results-dir", tmp_path / "r",
+                   timeout=60)
+    assert proc.returncode == 2 and "--only no-such-cell: matches no cell" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not os.path.exists(tmp_path / "r")
 
 
 # ------------------------------------------------------------------ shipped configs and docs

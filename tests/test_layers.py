@@ -84,3 +84,190 @@ def test_no_framework_at_module_level():
                 names = [node.module or ""]
             bad += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("torch", "jittor")]
     assert not bad, bad
+
+
+# --------------------------------------------------------------------------- import cycles
+#
+# No two modules of the project import each other, directly or through a chain, counting
+# imports inside functions (they only postpone the cycle to run time). The graph: one node per
+# module of the project's roots (packages and scripts), one edge per import statement anywhere
+# in a module (ast.walk: top level, functions, classes, try/if blocks), resolved to the
+# deepest project module it names (`from bench.gate import ab` -> bench.gate.ab, `from
+# bench.gate.ab import Result` -> bench.gate.ab, relative imports resolved against the
+# package). Importing a submodule runs its parent packages' __init__ first; that is Python's
+# order, not a dependency of the parent on the child, so no edge is added for it. Cycles are
+# the strongly connected components of the graph (Tarjan) with more than one module; each is
+# reported as one concrete chain of imports with the file and line of every step.
+
+REPO = BENCH.parent
+PROJECT_ROOTS = ("bench", "models", "tools", "harness.py")
+
+
+def project_modules(root, roots=PROJECT_ROOTS):
+    """{dotted module name: (path, package it resolves relative imports against)} for every
+    .py file under the roots (a root is a folder or a single script)."""
+    out = {}
+    for r in roots:
+        base = root / r
+        paths = [base] if base.is_file() else sorted(base.rglob("*.py"))
+        for path in paths:
+            rel = path.relative_to(root).with_suffix("")
+            name = ".".join(rel.parts)
+            if path.name == "__init__.py":
+                name = name.removesuffix(".__init__")
+                package = name
+            else:
+                package = name.rsplit(".", 1)[0] if "." in name else ""
+            out[name] = (path, package)
+    return out
+
+
+def _resolve(name, modules, script_dir=None):
+    """The project module a dotted name stands for: the longest prefix of it that is a
+    project module (`bench.gate.ab.Result` -> bench.gate.ab); from a script's folder (no
+    __init__.py: it is on sys.path when the script runs) a sibling script comes first."""
+    parts = name.split(".")
+    if script_dir is not None and f"{script_dir}.{parts[0]}" in modules:
+        parts = script_dir.split(".") + parts
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in modules:
+            return ".".join(parts[:n])
+    return None
+
+
+def _import_targets(path, package, modules, script_dir=None):
+    """(line, project module) for every import statement anywhere in a file."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, _resolve(alias.name, modules, script_dir)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1]
+                                + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            for alias in node.names:
+                # `from pkg import sub` imports the submodule; `from pkg import name`, pkg
+                full = f"{base}.{alias.name}"
+                yield node.lineno, full if full in modules else _resolve(base, modules,
+                                                                         None if node.level
+                                                                         else script_dir)
+
+
+def import_graph(root, roots=PROJECT_ROOTS):
+    """{module: {imported project module: (path, line) of the first such import}}."""
+    modules = project_modules(root, roots)
+    graph = {name: {} for name in modules}
+    for name, (path, package) in modules.items():
+        script_dir = None if (path.parent / "__init__.py").exists() else package
+        for line, target in _import_targets(path, package, modules, script_dir):
+            if target is not None and target != name:
+                graph[name].setdefault(target, (path.relative_to(root), line))
+    return graph
+
+
+def strongly_connected(graph):
+    """Tarjan's algorithm, iterative (no recursion limit): the components, each a list."""
+    index, low, on_stack, stack, out = {}, {}, set(), [], []
+    counter = 0
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                out.append(sorted(component))
+    return out
+
+
+def _chain(graph, component):
+    """One cycle through a component, as [m0, m1, ..., m0] (breadth-first back to m0)."""
+    members, first = set(component), component[0]
+    parent, queue = {first: None}, [first]
+    while queue:
+        node = queue.pop(0)
+        for child in sorted(graph[node]):
+            if child == first:
+                path = [node]
+                while parent[path[-1]] is not None:
+                    path.append(parent[path[-1]])
+                return path[::-1] + [first]
+            if child in members and child not in parent:
+                parent[child] = node
+                queue.append(child)
+    raise AssertionError(f"no cycle through {component}")  # pragma: no cover
+
+
+def import_cycles(graph):
+    """Every cycle, one line each: 'a -> b (a.py:3) -> a (b.py:7)'."""
+    lines = []
+    for component in strongly_connected(graph):
+        if len(component) < 2:
+            continue
+        chain = _chain(graph, component)
+        steps = [chain[0]]
+        for a, b in zip(chain, chain[1:]):
+            path, line = graph[a][b]
+            steps.append(f"{b} ({path}:{line})")
+        lines.append(" -> ".join(steps) + f"   [{len(component)} modules in the cycle: "
+                     f"{', '.join(component)}]")
+    return lines
+
+
+def test_no_import_cycles():
+    cycles = import_cycles(import_graph(REPO))
+    assert not cycles, "import cycles between project modules:\n" + "\n".join(cycles)
+
+
+def test_the_cycle_check_sees_a_planted_cycle(tmp_path):
+    """A temporary package with a cycle hidden in a function, through three modules, beside
+    modules that import each other only one way: the checker names that cycle, only it."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from .c import thing\n")
+    (pkg / "a.py").write_text("import os\nfrom pkg import b\n")
+    (pkg / "b.py").write_text("from pkg.sub.c import thing\n")
+    (pkg / "sub" / "c.py").write_text("thing = 1\n\ndef f():\n    from ..a import x\n")
+    (pkg / "d.py").write_text("from pkg.a import x\nimport pkg.sub\n")   # one way only
+    (tmp_path / "script.py").write_text("import pkg.d\n")
+    graph = import_graph(tmp_path, ("pkg", "script.py"))
+    assert graph["pkg.sub.c"] == {"pkg.a": (pkg.relative_to(tmp_path) / "sub" / "c.py", 4)}
+    assert set(graph["script"]) == {"pkg.d"} and set(graph["pkg.d"]) == {"pkg.a", "pkg.sub"}
+    cycles = import_cycles(graph)
+    assert len(cycles) == 1, cycles
+    assert cycles[0].startswith("pkg.a -> pkg.b (pkg/a.py:2) -> pkg.sub.c (pkg/b.py:1) -> "
+                                "pkg.a (pkg/sub/c.py:4)"), cycles
+    # two modules importing each other at the top level: a cycle of two
+    (pkg / "e.py").write_text("import pkg.f\n")
+    (pkg / "f.py").write_text("from . import e\n")
+    assert len(import_cycles(import_graph(tmp_path, ("pkg",)))) == 2

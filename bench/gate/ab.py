@@ -29,40 +29,35 @@ Exit status: 1 on a regression or when the candidate's suite failed where the ba
 (0 with --report-only); 2 on bad input (one line; nothing is left behind); 130 when
 interrupted. Worktrees are removed on every exit path.
 """
-import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-import numpy as np
-
 from bench import REPO_ROOT
-from bench.gate import interleaved
-from bench.gate.compare import Verdicts, final_exit_code, parse_threshold, write_markdown
+from bench.gate import ab_report, interleaved
+from bench.gate.ab_pairs import (CALLS, HARNESS, INTERLEAVE, MICRO_SUITE, MODELS_REGISTRY,
+                                 PROCESSES, SIDES, collect, run_schedule, schedule)
+from bench.gate.ab_verdicts import EXIT_OK, EXIT_REGRESSION, Result, judge_all
+from bench.gate.compare import final_exit_code, parse_threshold, write_markdown
 from bench.gate.revisions import (WORKING_TREE, Checkouts, repo_root, require_path,
                                   resolve)
-from bench.gate.sides import BadInput, load_side
-from bench.measure.calibrate import ForeignCpu, hardware, machine_id
-from bench.run.matrix import ORDER_SCHEME, balanced_order
-from bench.run.runner import exit_reason
+from bench.gate.sides import BadInput
+from bench.measure.calibrate import hardware, machine_id
+from bench.run.matrix import ORDER_SCHEME
 from bench.run.schema import known_frameworks
-from bench.stats.replicates import (IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED,
-                                    block_ratio, judge_pairs, pair_ratios)
 
-EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-MICRO_SUITE = "benchmarks/run_micro.py"
-MODELS_REGISTRY = "models/registry.py"   # what the interleaved worker imports of a revision
-HARNESS = "harness.py"
-# --interleave calls (default): a pair is ONE process per framework running both revisions'
-# models, calls alternated (bench/gate/interleaved.py); processes: a pair is two processes,
-# one per revision, each running its own micro-suite.
-CALLS, PROCESSES = "calls", "processes"
-INTERLEAVE = (CALLS, PROCESSES)
+# The pairs (schedule, processes, collecting their samples): bench/gate/ab_pairs.py; the
+# verdicts and the Result: bench/gate/ab_verdicts.py; its outputs: bench/gate/ab_report.py.
+# This module: the command line, its checks and the run from worktrees to the Result.
+__all__ = ["add_arguments", "run_ab", "run_cli", "EXIT_OK", "EXIT_REGRESSION",
+           "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "CALLS", "PROCESSES", "INTERLEAVE", "SIDES",
+           "DEFAULT_PAIRS", "DEFAULT_THRESHOLD", "DEFAULT_ALPHA", "DEFAULT_ROUNDS",
+           "DEFAULT_WARMUP", "DEFAULT_TIMEOUT_S"]
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 # Defaults chosen from benchmarks/measure_ab.py on this 2-core VM (docs/REGRESSION.md).
 DEFAULT_PAIRS = {CALLS: 4, PROCESSES: 10}
 DEFAULT_THRESHOLD = 0.05
@@ -74,285 +69,10 @@ DEFAULT_ALPHA = 0.05
 DEFAULT_ROUNDS = {CALLS: interleaved.DEFAULT_ROUNDS, PROCESSES: 15}
 DEFAULT_WARMUP = {CALLS: interleaved.DEFAULT_WARMUP, PROCESSES: 10}
 DEFAULT_TIMEOUT_S = 600.0    # per process
-SIDES = ("base", "candidate")
-FAILED_IN_CANDIDATE = "failed in candidate"
-FAILED_IN_BASE = "failed in base"
-FAILED_IN_BOTH = "failed in both"     # nothing measured: the gate cannot pass it
-BOTH = "both"
-# Other processes using more CPUs than this during one of ours: its timing is suspect.
-BUSY_CPUS = 0.25
 
 
 class Interrupted(Exception):
     """SIGINT / SIGTERM during a run: the worktrees still get removed."""
-
-
-@dataclass
-class Process:
-    """One process of the schedule: a revision running one suite (for one framework)."""
-
-    pair: int
-    position: int             # 0 = first of its pair, 1 = second (calls: 0, the only one)
-    side: str                 # base | candidate | both (calls: both revisions in one process)
-    suite: str                # micro | config
-    framework: str = ""       # micro: one framework per process; config: all of the config's
-    status: str = "not run"   # ok | failed | timeout | not run
-    wall_s: float = None
-    foreign_cpu_cores: float = None
-    output: str = ""          # micro JSON or run folder, relative to the A/B folder
-    log: str = ""
-    error: str = ""
-    first: str = ""           # calls: the revision that opens the process's first block
-
-    @property
-    def unit(self):
-        return f"pair{self.pair:02d}-{self.suite}{'-' + self.framework if self.framework else ''}" \
-               f"-{self.side}"
-
-
-@dataclass
-class Row:
-    """One benchmark's verdict: the judgement over pairs, or why there is none."""
-
-    suite: str
-    framework: str
-    cell: str
-    metric: str
-    verdict: str
-    pair_ratios: list = field(default_factory=list)  # per pair; None: a process failed
-    change: float = None
-    low: float = None
-    high: float = None
-    p_value: float = None
-    detectable: float = None
-    pair_cv: float = None
-    position_effect: float = None   # first process of a pair vs second, ratio - 1
-    base_median_s: float = None     # median over pairs of each side's process median
-    candidate_median_s: float = None
-    reason: str = ""
-
-    @property
-    def name(self):
-        return self.cell if self.metric == "time_s" else f"{self.cell} {self.metric}"
-
-
-def schedule(pairs, frameworks, micro, config, interleave=PROCESSES):
-    """Every process, in the order they run: per pair, for each framework the two revisions
-    back to back, or (calls) one process holding both (then the config runs, always as two
-    processes), the pair's order from the Thue-Morse sequence."""
-    out = []
-    for i, order in enumerate(balanced_order(SIDES, pairs)):
-        for fw in frameworks if micro else []:
-            if interleave == CALLS:
-                out.append(Process(i, 0, BOTH, "micro", fw, first=order[0]))
-            else:
-                out += [Process(i, k, side, "micro", fw) for k, side in enumerate(order)]
-        if config:
-            out += [Process(i, k, side, "config") for k, side in enumerate(order)]
-    return out
-
-
-def command(proc, trees, out_path, args):
-    """The argv that runs `proc`: from the revision's checkout, or (calls) this checkout's
-    interleaved worker over both."""
-    if proc.side == BOTH:
-        return [sys.executable, "-m", "bench.gate.interleaved", "--framework", proc.framework,
-                "--base", trees["base"], "--candidate", trees["candidate"],
-                "--first", proc.first, "--blocks", str(args.blocks), "--rounds",
-                str(args.rounds), "--warmup", str(args.warmup), "--out", out_path,
-                *args.micro_args]
-    tree = trees[proc.side]
-    if proc.suite == "micro":
-        return [sys.executable, os.path.join(tree, MICRO_SUITE), "--frameworks", proc.framework,
-                "--processes", "1", "--out", out_path, "--timeout-s", f"{args.timeout_s:g}",
-                "--", "--micro-rounds", str(args.rounds), "--micro-warmup", str(args.warmup),
-                *args.micro_args]
-    return [sys.executable, os.path.join(tree, HARNESS), "bench", args.config,
-            "--set", "runner.replicates=1", "--results-dir", out_path, "--quiet",
-            "--run-dir-file", out_path + ".path"]
-
-
-def _kill_group(p):
-    """The process and everything it started (it leads its own session)."""
-    try:
-        os.killpg(p.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    p.wait()
-
-
-def run_process(proc, argv, cwd, log_path, timeout_s):
-    """Run one process to completion, recording status, wall time and contention."""
-    with open(log_path, "w") as log, ForeignCpu() as meter:
-        t0 = time.perf_counter()
-        p = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            rc = p.wait(timeout=timeout_s)
-            proc.status = "ok" if rc == 0 else "failed"
-            if rc:
-                proc.error = f"exit {rc}{exit_reason(rc)}"
-        except subprocess.TimeoutExpired:
-            _kill_group(p)
-            proc.status, proc.error = "timeout", f"no result after {timeout_s:g} s"
-        except BaseException:
-            _kill_group(p)   # Ctrl-C or SIGTERM: leave no benchmark running behind us
-            raise
-        proc.wall_s = time.perf_counter() - t0
-    proc.foreign_cpu_cores = meter.cores
-    if proc.status != "ok":
-        with open(log_path, errors="replace") as f:
-            lines = [line.strip() for line in f if line.strip()]
-        if lines:
-            proc.error += f": {lines[-1][:300]}"
-
-
-def _side_of(proc, ab_dir):
-    """The process's output as a gate Side (bench/gate/sides.py), or None if unusable."""
-    path = os.path.join(ab_dir, proc.output)
-    if proc.suite == "config":
-        pointer = path + ".path"
-        if not os.path.isfile(pointer):
-            return None
-        with open(pointer) as f:
-            path = f.read().strip()
-    try:
-        return load_side(path)
-    except BadInput as e:
-        proc.status, proc.error = "failed", f"unreadable output: {e}"
-        return None
-
-
-def collect(processes, ab_dir, pairs):
-    """{(suite, framework, cell, metric): {side: [values of pair 0 or None, ...]}} and the
-    failed processes' (suite, framework) groups per side."""
-    data, failed = {}, {side: set() for side in SIDES}
-    for proc in processes:
-        group = (proc.suite, proc.framework)
-        if proc.side == BOTH:
-            _collect_interleaved(proc, ab_dir, pairs, data, failed)
-            continue
-        side = _side_of(proc, ab_dir) if proc.status == "ok" else None
-        if side is None:
-            if proc.status != "not run":
-                failed[proc.side].add(group)
-            continue
-        for (cell, metric), groups in side.samples.items():
-            status = side.cell_status.get(cell, "ok")
-            if status != "ok":
-                failed[proc.side].add(group)
-                continue
-            values = [v for g in groups for v in g]   # one process: one group
-            slot = data.setdefault((*group, cell, metric),
-                                   {s: [None] * pairs for s in SIDES})
-            slot[proc.side][proc.pair] = values
-    return data, failed
-
-
-def _collect_interleaved(proc, ab_dir, pairs, data, failed):
-    """A calls-mode process: one candidate ÷ base ratio per benchmark (block_ratio over its
-    blocks), and which revision, if any, failed inside it."""
-    group = (proc.suite, proc.framework)
-    res = None
-    if proc.status == "ok":
-        try:
-            with open(os.path.join(ab_dir, proc.output)) as f:
-                res = json.load(f)
-        except (OSError, ValueError) as e:
-            proc.status, proc.error = "failed", f"unreadable output: {e}"
-    if res is None:
-        if proc.status != "not run":   # it died: neither revision's numbers can be trusted
-            for side in SIDES:
-                failed[side].add(group)
-        return
-    errors = [f"{side}: {res['sides'][side]['error']}" for side in SIDES
-              if res["sides"][side]["error"]]
-    for side in SIDES:
-        if res["sides"][side]["error"]:
-            failed[side].add(group)
-    if errors:
-        proc.status, proc.error = "failed", "; ".join(errors)
-    for cell, blocks in res["times_s"].items():
-        slot = data.setdefault((*group, cell, "time_s"),
-                               {**{s: [None] * pairs for s in SIDES},
-                                "ratios": [float("nan")] * pairs})
-        for side in SIDES:
-            slot[side][proc.pair] = [v for block in blocks[side] for v in block] or None
-        slot["ratios"][proc.pair] = block_ratio(blocks["base"], blocks["candidate"])
-
-
-def judge_all(data, failed, threshold, alpha, pairs):
-    # which revision ran first in each pair: the crossover analysis removes that effect
-    # (calls mode: A B B A inside every block already balances it: a plain paired t)
-    candidate_first = [order[0] == "candidate" for order in balanced_order(SIDES, pairs)]
-    rows = []
-    for (suite, fw, cell, metric), by_side in data.items():
-        if "ratios" in by_side:
-            j = judge_pairs(by_side["ratios"], threshold, alpha)
-            ratios = np.asarray(by_side["ratios"], dtype=float)
-        else:
-            ratios = pair_ratios(by_side["base"], by_side["candidate"])
-            j = judge_pairs(ratios, threshold, alpha, candidate_first)
-        verdict, reason = j.verdict, j.reason
-        if (suite, fw) in failed["candidate"] and (suite, fw) not in failed["base"]:
-            verdict = FAILED_IN_CANDIDATE
-            reason = "a candidate process failed where the base's did not (see raw/ logs)"
-        elif (suite, fw) in failed["base"] and verdict == INCONCLUSIVE:
-            reason = (reason + "; " if reason else "") + "base processes failed"
-        meds = {s: [float(np.median(v)) for v in by_side[s] if v] for s in SIDES}
-        rows.append(Row(suite, fw, cell, metric, verdict,
-                        [float(r) if np.isfinite(r) else None for r in ratios],
-                        j.change, j.low, j.high, j.p_value, j.detectable, j.pair_cv,
-                        j.position_effect,
-                        float(np.median(meds["base"])) if meds["base"] else None,
-                        float(np.median(meds["candidate"])) if meds["candidate"] else None,
-                        reason))
-    # groups that produced nothing on either side still get a row: never silent
-    seen = {(r.suite, r.framework) for r in rows}
-    for group in sorted((failed["base"] | failed["candidate"]) - seen):
-        both = group in failed["base"] and group in failed["candidate"]
-        verdict = FAILED_IN_BOTH if both else (
-            FAILED_IN_CANDIDATE if group in failed["candidate"] else FAILED_IN_BASE)
-        rows.append(Row(*group, "*", "*", verdict, reason="no process of this suite "
-                        "produced a result" + (" on either side" if both else "")))
-    return rows
-
-
-@dataclass
-class Result(Verdicts):
-    """Everything an A/B run found: written to ab.json, rendered by bench/gate/ab_report.py."""
-
-    base: dict
-    candidate: dict
-    settings: dict
-    machine: dict
-    processes: list
-    rows: list
-    started_at: str
-    wall_s: float
-    out_dir: str
-    interrupted: bool = False
-
-    @property
-    def candidate_failures(self):
-        """Rows the candidate broke, and rows nothing could be measured for (a gate that
-        measured nothing must not pass)."""
-        return [r for r in self.rows if r.verdict in (FAILED_IN_CANDIDATE, FAILED_IN_BOTH)]
-
-    def busy_processes(self):
-        return [p for p in self.processes
-                if p.foreign_cpu_cores is not None and p.foreign_cpu_cores > BUSY_CPUS]
-
-    def exit_code(self):
-        return EXIT_REGRESSION if self.regressions or self.candidate_failures else EXIT_OK
-
-    def to_dict(self):
-        d = asdict(self)
-        d["exit_code"] = self.exit_code()
-        d["counts"] = {v: self.count(v) for v in (REGRESSION, IMPROVEMENT, UNCHANGED,
-                                                 INCONCLUSIVE, FAILED_IN_CANDIDATE,
-                                                 FAILED_IN_BASE, FAILED_IN_BOTH)}
-        return d
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -503,18 +223,7 @@ def run_ab(args):
     try:
         with Checkouts(repo) as co:
             trees = {"base": co.tree(base), "candidate": co.tree(cand)}
-            for k, proc in enumerate(processes):
-                ext = ".json" if proc.suite == "micro" else ""
-                proc.output = os.path.join("raw", proc.unit + ext)
-                proc.log = os.path.join("raw", proc.unit + ".log")
-                argv = command(proc, trees, os.path.join(out_dir, proc.output), args)
-                cwd = REPO_ROOT if proc.side == BOTH else trees[proc.side]
-                run_process(proc, argv, cwd, os.path.join(out_dir, proc.log), args.timeout_s)
-                if not args.quiet:
-                    busy = (f", others {proc.foreign_cpu_cores:.2f} CPUs"
-                            if proc.foreign_cpu_cores is not None else "")
-                    print(f"[ab] {k + 1}/{len(processes)} {proc.unit}: {proc.status} in "
-                          f"{proc.wall_s:.1f} s{busy}", flush=True)
+            run_schedule(processes, trees, out_dir, args)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     except BadInput:
@@ -532,8 +241,6 @@ def run_ab(args):
 
 
 def run_cli(args):
-    from bench.gate import ab_report  # it imports this module: a top-level import would cycle
-
     try:
         result = run_ab(args)
     except BadInput as e:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure as MplFigure
 
-from bench.gate.ab import (BOTH, BUSY_CPUS, CALLS, FAILED_IN_BASE, FAILED_IN_BOTH,
-                           FAILED_IN_CANDIDATE, Result)
+from bench.gate.ab_pairs import BOTH, BUSY_CPUS, CALLS
+from bench.gate.ab_verdicts import FAILED_IN_BASE, FAILED_IN_BOTH, FAILED_IN_CANDIDATE, Result
 from bench.records.results import write_json_atomic
 from bench.report import fmt
 from bench.report.plots import DPI, framework_colors, label

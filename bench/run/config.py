@@ -6,12 +6,11 @@ specs (through models/common/specs.py so errors name the field), DDIM steps > T,
 and the results directory. Every problem becomes a `ConfigError` whose message is one line:
 `<where>:<key>: <what was wrong>; <what is valid>`.
 
-The keys themselves live in bench/run/schema.py; the cells a config expands into in
-bench/run/matrix.py. The resolved config is a plain JSON-able dict (it travels to the worker
-as JSON and is hashed into the manifest).
+The keys themselves live in bench/run/schema.py, the per-value checks and `ConfigError` in
+bench/run/checks.py (also used by bench/run/variants.py, which checks the `variants` entries);
+the cells a config expands into in bench/run/matrix.py. The resolved config is a plain
+JSON-able dict (it travels to the worker as JSON and is hashed into the manifest).
 """
-import copy
-import difflib
 import hashlib
 import json
 import os
@@ -22,100 +21,25 @@ import yaml
 
 from bench.data.datasets import dataset_info, search_dirs
 from bench.measure.env import cuda_device_present
-from bench.run.schema import (DATASET_SHAPES, LOADERS, RUN_SCHEMA, SCHEMA, WORKLOADS,
-                              _type_name, defaults, known_frameworks)
+from bench.run.checks import ConfigError, check_value, unknown_key
+from bench.run.schema import (DATASET_SHAPES, LOADERS, SCHEMA, WORKLOADS, defaults,
+                              known_frameworks)
+from bench.run.variants import check_variants, resolve_variants
 from models.common.diffusion import select_timesteps
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
 
-
-class ConfigError(ValueError):
-    """Bad user input. str() is the one-line message the CLI prints before exiting 2."""
+# The config an empty config file is pointed to (the built-in defaults are its sizes).
+STARTER_CONFIG = "configs/quick.yaml"
 
 
 # ---------------------------------------------------------------------------------- checking
 
 def _check_value(value, f, key):
-    """Type-check and normalise one value; raise ConfigError naming `key`."""
-    if value is None:
-        if f.nullable:
-            return None
-        raise ConfigError(f"{key}: must not be null; expected {_type_name(f)}")
-    if f.kind == "list":
-        if not isinstance(value, list):
-            if not f.scalar_ok:
-                raise ConfigError(f"{key}: expected {_type_name(f)}, got {value!r}")
-            value = [value]
-        out = [_check_value(v, f.item, f"{key}[{i}]") for i, v in enumerate(value)]
-        choices = f.choices_fn() if f.choices_fn else None
-        for i, v in enumerate(out):
-            if choices is not None and v not in choices:
-                raise ConfigError(f"{key}[{i}]: unknown {v!r}; valid: {list(choices)}")
-        if f.unique and len(set(map(json.dumps, out))) != len(out):
-            raise ConfigError(f"{key}: duplicate entries in {out}")
-        return out
-    if f.kind == "runs":
-        if not isinstance(value, list) or not value:
-            raise ConfigError(f"{key}: expected a non-empty list of mappings like "
-                              "{sampler: ddim, steps: [10], eta: 0.0}")
-        return [_check_run(r, f"{key}[{i}]") for i, r in enumerate(value)]
-    if f.kind == "variants":
-        from bench.run.variants import check_variant  # it builds on this module
-
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list of mappings like "
-                              "[{name: bf16, precision: bf16}]")
-        return [check_variant(v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if f.kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    elif f.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    elif f.kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
-    elif f.kind == "str":
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if f.choices is not None and value not in f.choices:
-        raise ConfigError(f"{key}: {value!r} is not valid; one of {list(f.choices)}")
-    if f.minimum is not None and value < f.minimum:
-        raise ConfigError(f"{key}: {value!r} is too small; must be >= {f.minimum}")
-    if f.above is not None and value <= f.above:
-        raise ConfigError(f"{key}: {value!r} is too small; must be > {f.above}")
-    return value
-
-
-def _unknown_key(key, valid, where):
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    raise ConfigError(f"{where}{key}: unknown key; {hint}valid keys: {sorted(valid)}")
-
-
-def check_mapping(entry, schema, key, example, check=None):
-    """One entry of a list of mappings (sample.runs, variants): known keys only, each value
-    checked (by `check(value, field, key)` where given, else by type), defaults filled in."""
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{key}: expected a mapping like {example}, got {entry!r}")
-    out = {}
-    for k, v in entry.items():
-        if k not in schema:
-            _unknown_key(str(k), schema, f"{key}.")
-        out[k] = (check or _check_value)(v, schema[k], f"{key}.{k}")
-    for k, f in schema.items():
-        out.setdefault(k, copy.deepcopy(f.default))
-    return out
-
-
-def _check_run(run, key):
-    out = check_mapping(run, RUN_SCHEMA, key, "{sampler: ddim, steps: [10], eta: 0.0}")
-    if out["sampler"] == "ddim" and out["eta"] is None:
-        raise ConfigError(f"{key}.eta: required for ddim (0 = deterministic DDIM, 1 = "
-                          "DDPM-like); there is no hidden default")
-    if out["sampler"] == "ddim" and out["steps"] is None:
-        raise ConfigError(f"{key}.steps: required for ddim; a list of step counts <= T")
-    return out
+    """One value of the config: the `variants` list by bench/run/variants.py, every other
+    kind by bench/run/checks.py."""
+    if f.kind == "variants" and value is not None:
+        return check_variants(value, key)
+    return check_value(value, f, key)
 
 
 def _merge(base, data, schema, where, prefix=""):
@@ -125,7 +49,7 @@ def _merge(base, data, schema, where, prefix=""):
                           f"got {data!r}")
     for k, v in data.items():
         if not isinstance(k, str) or k not in schema:
-            _unknown_key(str(k), schema, f"{where}{prefix}")
+            unknown_key(str(k), schema, f"{where}{prefix}")
         sub = schema[k]
         if isinstance(sub, dict):
             _merge(base[k], v if v is not None else {}, sub, where, f"{prefix}{k}.")
@@ -156,7 +80,7 @@ def _apply_override(cfg, parts, value, text):
     for i, p in enumerate(parts):
         if not isinstance(schema, dict) or p not in schema:
             valid = schema if isinstance(schema, dict) else {}
-            _unknown_key(p, valid, f"--set {text}: " + "".join(x + "." for x in parts[:i]))
+            unknown_key(p, valid, f"--set {text}: " + "".join(x + "." for x in parts[:i]))
         if i == len(parts) - 1:
             sub = schema[p]
             if isinstance(sub, dict):
@@ -181,7 +105,8 @@ def _yaml_problem(e):
 def load_config(path=None, overrides=(), check_paths=True):
     """Read, merge and validate a config: defaults <- YAML file <- --set overrides.
 
-    Returns the resolved plain dict. Raises ConfigError (one line, naming file:key).
+    Returns the resolved plain dict. Raises ConfigError (one line, naming file:key), also for
+    a file that holds no setting at all (empty, or only comments and whitespace).
     """
     cfg = defaults()
     where = ""
@@ -196,9 +121,13 @@ def load_config(path=None, overrides=(), check_paths=True):
             raise ConfigError(f"{path}: is a directory, expected a YAML file") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: malformed YAML at {_yaml_problem(e)}") from None
-        if data is not None:
-            _merge(cfg, data, SCHEMA, where)
-        if data is None or "name" not in data:
+        if data is None:
+            # a slip (the wrong file, an unsaved editor buffer), not a choice: the defaults
+            # alone would start a whole run nobody asked for; `name: x` still runs on them
+            raise ConfigError(f"{path}: the config file is empty (nothing but comments or "
+                              f"whitespace); start from {STARTER_CONFIG} (copy it and edit)")
+        _merge(cfg, data, SCHEMA, where)
+        if "name" not in data:
             cfg["name"] = os.path.splitext(os.path.basename(path))[0]
     for text in overrides:
         parts, value = parse_override(text)
@@ -312,8 +241,6 @@ def validate(cfg, where="config:", check_paths=True):
                               "checkpoint dir made by `harness.py train` or null")
 
     if cfg["variants"]:
-        from bench.run.variants import resolve_variants
-
         device = cfg["device"]
         if device == "auto":
             device = "cuda" if cuda_device_present()[0] else "cpu"

@@ -1,7 +1,7 @@
 """The config schema: every key with its type, default, constraints and documentation.
 
 One source for three things: the defaults a config is merged onto (`defaults()`), the
-checks bench/run/config.py applies to every key, and docs/CONFIG.md's key table
+checks bench/run/checks.py and config.py apply to every key, and docs/CONFIG.md's key table
 (`python -m bench.run.schema` prints it; a test checks every key is documented there).
 """
 import copy
@@ -21,6 +21,17 @@ SKIP_TYPES = ("uniform", "quadratic")
 # Native image shapes (H, W, C) of the fixed-size datasets: a model that does not match them is
 # rejected at validation time instead of minutes later inside a worker.
 DATASET_SHAPES = {"fashion_mnist": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
+# The built-in defaults are the quick model on the CPU, sized as configs/quick.yaml's model,
+# data, train and sample sections: a config that sets little runs in minutes, not the hours the
+# DDPM paper's CIFAR-10 UNet (UNetSpec's own defaults, 35.7M parameters) takes on a CPU. That
+# model is configs/cifar10-ddpm.yaml, every key spelled out.
+QUICK_MODEL = {"image_size": 16, "in_channels": 3, "base_channels": 32, "ch_mult": (1, 2, 2),
+               "num_res_blocks": 1, "attn_resolutions": (8,), "dropout": 0.0, "norm_groups": 8}
+QUICK_SAMPLE_RUNS = [
+    {"sampler": "ddim", "steps": [10, 20], "eta": 0.0, "skip": "uniform", "variance": None},
+    {"sampler": "ddpm", "steps": [50], "eta": None, "skip": "uniform",
+     "variance": "fixed_large"},   # respaced to 50 steps
+]
 # NVML's utilisation counter is a duty cycle over 1/6-1 s: sampling faster only repeats values.
 MIN_MONITOR_INTERVAL_S = 0.1
 
@@ -47,11 +58,12 @@ class Field:
     unique: bool = False  # a list whose entries must not repeat (matrix axes)
 
 
-def _spec_fields(cls, docs):
-    """Config fields mirroring a spec dataclass (types from its defaults)."""
+def _spec_fields(cls, docs, defaults=None):
+    """Config fields mirroring a spec dataclass (types from its defaults); `defaults` replaces
+    the spec's own default of the fields it names."""
     out = {}
     for f in fields(cls):
-        d = f.default
+        d = (defaults or {}).get(f.name, f.default)
         if isinstance(d, bool):
             out[f.name] = Field("bool", d, docs[f.name])
         elif isinstance(d, int):
@@ -154,7 +166,7 @@ SCHEMA = {
                         choices_fn=known_frameworks, unique=True),
     "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality | profile",
                        scalar_ok=True, unique=True, item=Field("str", None, "", choices=WORKLOADS)),
-    "model": _spec_fields(UNetSpec, _UNET_DOCS),
+    "model": _spec_fields(UNetSpec, _UNET_DOCS, QUICK_MODEL),
     "diffusion": _spec_fields(DiffusionSpec, _DIFFUSION_DOCS),
     "optim": _spec_fields(OptimSpec, _OPTIM_DOCS),
     "data": {
@@ -162,9 +174,9 @@ SCHEMA = {
                         "folder (real readers live in bench/datasets.py)", choices=DATA_SOURCES),
         "path": Field("str", None, "dataset root; null = the reader's documented search "
                       "order (required for folder)", nullable=True),
-        "num_samples": Field("int", 512, "images to use (synthetic: to generate); null = the "
+        "num_samples": Field("int", 256, "images to use (synthetic: to generate); null = the "
                              "whole dataset", nullable=True, minimum=2),
-        "val_fraction": Field("float", 0.1, "fraction held out for the validation loss",
+        "val_fraction": Field("float", 0.125, "fraction held out for the validation loss",
                               above=0.0),
         "loader": Field("list", ["shared"], "shared (numpy batches, timesteps and noise "
                         "identical for every framework) | native (the framework's own "
@@ -179,7 +191,7 @@ SCHEMA = {
     },
     "train": {
         "epochs": Field("int", 2, "benchmark epochs", minimum=1),
-        "steps_per_epoch": Field("int", None, "optimizer steps per epoch; null = one pass over "
+        "steps_per_epoch": Field("int", 15, "optimizer steps per epoch; null = one pass over "
                                  "the training split", nullable=True, minimum=1),
         "batch_size": Field("int", 8, "training batch size", minimum=1),
         "warmup_steps": Field("int", 2, "steps after iteration 0 (compile) recorded as "
@@ -204,13 +216,12 @@ SCHEMA = {
     },
     "sample": {
         # every key of RUN_SCHEMA spelled out: a config without sample.runs gets this whole
-        "runs": Field("runs", [{"sampler": "ddim", "steps": [10], "eta": 0.0,
-                                "skip": "uniform", "variance": None}],
+        "runs": Field("runs", QUICK_SAMPLE_RUNS,
                       "list of sampler settings, each {sampler, steps, eta, skip, variance}"),
         "batch_sizes": Field("list", [8], "batch sizes to time every run at", scalar_ok=True,
                              unique=True,
                              item=Field("int", None, "", minimum=1)),
-        "repeats": Field("int", 3, "measured chains per (run, steps, batch size)", minimum=1),
+        "repeats": Field("int", 2, "measured chains per (run, steps, batch size)", minimum=1),
         "warmup": Field("int", 1, "unmeasured full chains before the measured ones",
                         minimum=0),
         "ema": Field("bool", True, "sample with the EMA weights (when optim.ema_decay > 0)"),

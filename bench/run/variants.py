@@ -9,7 +9,7 @@ import importlib.util
 import re
 import shutil
 
-from bench.run.config import ConfigError, _check_value, check_mapping
+from bench.run.checks import ConfigError, check_mapping, check_value
 from bench.run.schema import LOADERS, VARIANT_SCHEMA
 from models.common.variants import (JITTOR_FLAGS, PRECISION_DEVICES, SUPPORTED,
                                     UNSUPPORTED_WHY, VariantSpec)
@@ -17,11 +17,19 @@ from models.common.variants import (JITTOR_FLAGS, PRECISION_DEVICES, SUPPORTED,
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
+def check_variants(value, key):
+    """The `variants` list: each entry checked by check_variant."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of mappings like "
+                          "[{name: bf16, precision: bf16}]")
+    return [check_variant(v, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
 def check_variant(entry, key):
     """One `variants` entry, type-checked, with every key filled in."""
     out = check_mapping(entry, VARIANT_SCHEMA, key, "{name: bf16, precision: bf16}",
                         check=lambda v, f, k: _check_flags(v, k) if f.kind == "flags"
-                        else _check_value(v, f, k))
+                        else check_value(v, f, k))
     name = out["name"]
     if not name or not NAME.match(name):
         raise ConfigError(f"{key}.name: {name!r} is not a valid variant name; letters, digits, "
