@@ -75,10 +75,12 @@ def _cell(root, cell_id, framework, workload, events, monitor, status="ok", erro
 
 def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sample=True,
              fid=False, failed=True, grids=False, config_name="quick", epochs=3,
-             steps_per_epoch=10, batch=8, evil_framework=False, replicates=None):
+             steps_per_epoch=10, batch=8, evil_framework=False, replicates=None,
+             sample_runs=(("ddim", (10, 50, 250)), ("ddpm", (1000,))), fid_steps=(10, 50, 250)):
     """A results directory with real-shaped records. Returns its path. replicates=N writes N
     processes per train/sample cell (cells/<cell>.r<k>), each with its own process-level
-    speed (a lognormal factor, as re-runs differ); None writes one, in the plain layout."""
+    speed (a lognormal factor, as re-runs differ); None writes one, in the plain layout.
+    sample_runs: (sampler, step counts) the sample cells time; fid_steps: the quality cells'."""
     root = Path(root)
     rng = np.random.default_rng(0)
     run_dir = root / "results" / f"20261123-120000-{'x' if config_name != 'quick' else 'quick'}"
@@ -134,7 +136,7 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
         if sample:
             t = T0 + 1000 * fi + 500
             ev = [dict(start, workload="sample", t_wall=t)]
-            for sampler, steps_list in (("ddim", (10, 50, 250)), ("ddpm", (1000,))):
+            for sampler, steps_list in sample_runs:
                 for n in steps_list:
                     for rep in range(4):
                         per = speed.get(fw, 0.1) * 0.5 * process_speed * rng.lognormal(0, 0.05)
@@ -153,7 +155,7 @@ def make_run(root, *, gpu=False, frameworks=("torch", "jittor"), train=True, sam
         if fid and k == 1:
             t = T0 + 1000 * fi + 800
             ev = [dict(start, workload="quality", t_wall=t)]
-            for n in (10, 50, 250):
+            for n in fid_steps:
                 ev.append({"type": "fid", "t_wall": t + n, "framework": fw, "sampler": "ddim",
                            "steps": n, "eta": 0.0, "fid": 300.0 / np.sqrt(n) + fi, "kid": 0.01,
                            "is": None, "num_images": 500, "sample_time_s": 0.1 * n * (1 + fi),
@@ -519,14 +521,129 @@ def test_headline_says_when_there_is_no_interval(tmp_path):
     assert step[2] == "unclear" and "no interval" in step[3]
 
 
-def test_environment_is_a_compact_summary_with_the_manifest_folded(tmp_path):
+def _md_tables_in(md, heading):
+    """Every pipe table of the markdown section under `heading`: [(header, rows)]."""
+    part = md.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+    tables_, block = [], []
+    for ln in part.splitlines() + [""]:
+        if ln.startswith("|"):
+            block.append(ln)
+        elif block:
+            rows = [[c.strip() for c in re.split(r"(?<!\\)\|", x)[1:-1]] for x in block]
+            tables_.append((rows[0], rows[2:]))
+            block = []
+    return tables_
+
+
+def _set_start(run_dir, unit, **versions):
+    """Change the versions a process reported in its stored start record (events.jsonl)."""
+    path = run_dir / "cells" / unit / "events.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    for i, ln in enumerate(lines):
+        rec = json.loads(ln) if ln.endswith("}\n") else {}
+        if rec.get("type") == "start":
+            rec["versions"] = dict(rec["versions"], **versions)
+            lines[i] = json.dumps(rec) + "\n"
+            break
+    path.write_text("".join(lines))
+
+
+def test_environment_is_a_compact_summary_with_the_framework_settings_as_a_table(tmp_path):
     _, _, md, html_text = _report(tmp_path, failed=False)
-    header, rows = _md_table_after(md, "## Environment")
-    facts = {r[0]: r[1] for r in rows}
-    assert set(facts) >= {"device", "CPU", "frameworks", "threads", "git", "started"}
+    (summary, settings, *more) = _md_tables_in(md, "## Environment")
+    facts = {r[0]: r[1] for r in summary[1]}
+    assert set(facts) == {"device", "CPU", "math mode", "threads", "git", "started", "python"}
     assert facts["git"] == "deadbeef" and facts["started"] == "2026-09-21T12:00:00+0000"
-    assert "Test CPU" in facts["CPU"] and "torch on cpu" in facts["frameworks"]
+    assert "Test CPU" in facts["CPU"]
+    # one column per framework (the baseline first), one row per setting; a setting a
+    # framework does not have is a dash
+    header, rows = settings
+    assert header == ["setting", "torch", "jittor"]
+    by_setting = {r[0]: r[1:] for r in rows}
+    assert list(by_setting)[0] == "device" and by_setting["device"] == ["cpu", "cpu"]
+    assert by_setting["python"] == ["3.12.3", "3.12.3"]
+    assert by_setting["torch"] == ["1.0", "—"] and by_setting["jittor"] == ["—", "1.0"]
+    assert "torch on cpu" not in md                      # no long one-line summary any more
+    # every cell of a framework ran alike: no per-cell table, one sentence says so
+    assert more == []
+    assert "All cells of each framework ran with the same settings" in md
+    env = md.split("## Environment", 1)[1].split("\n## ", 1)[0]
+    assert "Full manifest" not in env and "Full configuration" not in env
     assert "<details><summary>Full manifest" in html_text
+
+
+def test_cells_that_ran_with_other_settings_get_a_table(tmp_path):
+    """Two processes of jittor-sample report another python than the rest of jittor's: a
+    table names that cell and setting only; the framework's column keeps the majority."""
+    run_dir = make_run(tmp_path, replicates=2, failed=False)
+    for unit in ("jittor-sample.r1", "jittor-sample.r2"):
+        _set_start(run_dir, unit, python="3.11.7")
+    _set_start(run_dir, "torch-train.r2", torch="1.1")         # one process of a cell
+    md = write_report(run_dir, tmp_path / "r")["markdown"].read_text()
+    (_, settings, diffs) = _md_tables_in(md, "## Environment")
+    assert {r[0]: r[1:] for r in settings[1]}["python"] == ["3.12.3", "3.12.3"]
+    assert {r[0]: r[1:] for r in settings[1]}["torch"] == ["1.0", "—"]
+    header, rows = diffs
+    assert header == ["cell", "framework", "setting", "value", "framework's value"]
+    assert rows == [["jittor-sample", "jittor", "python", "3.11.7", "3.12.3"],
+                    ["torch-train.r2", "torch", "torch", "1.1", "1.0"]]
+    assert "All cells of each framework ran with the same settings" not in md
+
+
+def test_sections_index_and_the_appendix_last(tmp_path):
+    _, _, md, html_text = _report(tmp_path, fid=True)
+    headings = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert headings[-1] == "Appendix: manifest and configuration"
+    index = next(ln for ln in md.splitlines() if ln.startswith("Sections: "))
+    assert re.findall(r"\[([^\]]+)\]\(#([^)]+)\)", index) == \
+        [(h, re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-")) for h in headings]
+    appendix = md.split("## Appendix: manifest and configuration", 1)[1]
+    assert "**Full manifest (manifest.json without config and processes)**" in appendix
+    assert '"run_id": "20261123-120000-quick"' in appendix
+    assert "**Full configuration of the run**" in appendix and "name: quick" in appendix
+    assert md.count("Full manifest (manifest.json") == 1 and md.count("Full configuration") == 1
+    # HTML: the same order, the appendix last in the navigation, its blocks folded
+    sections = re.findall(r'<section id="([^"]+)">', html_text)
+    assert sections[-1] == "appendix" and len(sections) == len(headings)
+    assert re.findall(r'<nav>.*</nav>', html_text)[0].endswith(
+        '<a href="#appendix">Appendix: manifest and configuration</a></nav>')
+    tail = html_text.split('<section id="appendix">', 1)[1]
+    assert tail.count("<details><summary>Full") == 2 and "<details open" not in tail
+
+
+def test_a_plot_against_a_single_x_value_is_left_out(tmp_path):
+    """One sampling step count (and one FID step count, one epoch): no curve to draw, so no
+    sampling_vs_steps.png / fid_vs_steps.png / per-epoch plots, and the report says why. Two
+    step counts (two epochs): drawn and linked."""
+    one = make_run(tmp_path / "one", sample_runs=(("ddim", (50,)),), fid=True, fid_steps=(50,),
+                   epochs=1, failed=False)
+    paths = write_report(one, tmp_path / "one" / "report")
+    md = paths["markdown"].read_text()
+    for name in ("sampling_vs_steps.png", "fid_vs_steps.png", "loss_per_epoch.png",
+                 "time_per_epoch.png"):
+        assert not (paths["out_dir"] / name).exists(), name
+        assert name not in md, name
+    assert "No plot of sampling time vs steps: each sampler ran at a single step count (50)" in md
+    assert "No plot of FID vs steps" in md and "No loss-per-epoch plot" in md
+    _, rows = _md_table_after(md, "## Sampling")
+    assert [r[:2] for r in rows] == [["ddim", "50"], ["ddim", "50"]]   # the table keeps it
+    assert "loss_per_step.png" in md                # steps within the epoch: still a curve
+    # two samplers at one step count each: two x values, but each curve is a single point
+    from bench.report import plots
+    mixed = load_run(make_run(tmp_path / "mixed", train=False, failed=False,
+                              sample_runs=(("ddim", (50,)), ("ddpm", (1000,)))))
+    note = plots.sampling_vs_steps(mixed, tmp_path)
+    assert note.kind == "note" and "(50, 1000)" in note.text
+    assert not (tmp_path / "sampling_vs_steps.png").exists()
+
+    two = make_run(tmp_path / "two", sample_runs=(("ddim", (10, 50)),), fid=True,
+                   fid_steps=(10, 50), epochs=2, failed=False)
+    paths = write_report(two, tmp_path / "two" / "report")
+    md = paths["markdown"].read_text()
+    for name in ("sampling_vs_steps.png", "fid_vs_steps.png", "loss_per_epoch.png",
+                 "time_per_epoch.png"):
+        assert (paths["out_dir"] / name).read_bytes()[:8] == PNG, name
+        assert f"]({name})" in md, name
 
 
 def test_headline_shows_the_recorded_parity_check_for_these_settings(tmp_path, monkeypatch):

@@ -77,6 +77,10 @@ def scaling_plot(frame: pd.DataFrame, out_dir):
     ok = frame[frame["images_per_s"].notna()]
     if ok.empty:
         return fmt.Note("No scaling plot: no data-parallel cell finished a measured step.")
+    if plots.longest_curve(g["world_size"] for _, g in ok.groupby("framework")) < 2:
+        return fmt.Note("No scaling plot: each framework finished measured steps at a single "
+                        f"world size ({plots.values_text(ok['world_size'])}); the table has its "
+                        "numbers.")
     colors = plots.framework_colors(ok["framework"])
     fig, (left, right) = plots._new(2, width=4.6)
     for fw, g in ok.groupby("framework"):

@@ -3,11 +3,15 @@ cell, the environment, the cells and their processes, and what failed.
 
 Same conventions as bench/report/tables.py (the timing tables), whose helpers these share.
 """
+from collections import Counter
+import json
+
 import pandas as pd
 
 from bench.report import fmt
 from bench.report.load import RunData, of_type
-from bench.report.tables import NO_GPU, NOT_MEASURED, _key, cell_records, col, has_gpu
+from bench.report.tables import (NO_GPU, NOT_MEASURED, _key, cell_records, col, has_gpu,
+                                 units_of)
 
 
 # ---------------------------------------------------------------- quality (FID)
@@ -94,7 +98,8 @@ def memory_table(run: RunData) -> fmt.Table | None:
 # ---------------------------------------------------------------- environment, cells, failures
 
 def environment_summary(run: RunData) -> fmt.Table | None:
-    """What a reader needs to place the numbers: device, CPU, frameworks, threads, git, time."""
+    """What a reader needs to place the numbers: device, CPU, threads, git, time. The
+    frameworks' own settings have a table of their own (framework_settings_table)."""
     m = run.manifest
     if not m:
         return None
@@ -105,14 +110,8 @@ def environment_summary(run: RunData) -> fmt.Table | None:
         device += f" (driver {gpu['driver']}, CUDA {gpu.get('cuda_driver', '?')})"
     cpu = f"{host.get('cpu_model') or fmt.DASH}, {host.get('cpu_count_usable', '?')} usable " \
           f"of {host.get('cpu_count_logical', '?')} CPUs"
-    fws = []
-    for fw, v in (m.get("frameworks") or {}).items():
-        if isinstance(v, dict):
-            ver = ", ".join(f"{k} {x}" for k, x in v.items() if k not in ("framework", "device"))
-            fws.append(f"{fw} on {v.get('device', '?')}: {ver}")
     sha = git.get("sha")
     rows = [["device", device], ["CPU", cpu],
-            ["frameworks", "; ".join(fws) or fmt.DASH],
             ["math mode", math_mode_line(m)],
             ["threads", str(m.get("threads", fmt.DASH))],
             ["git", (f"{sha[:12]}{' (dirty: uncommitted changes)' if git.get('dirty') else ''}"
@@ -140,21 +139,153 @@ def math_mode_line(m) -> str:
     return (f"{mode} ({what}; NVIDIA_TF32_OVERRIDE={override}; " + "; ".join(bits) + ")")
 
 
-def frameworks_table(run: RunData) -> fmt.Table | None:
-    """Per cell: device and versions as the worker reported them in its `start` record."""
-    rows = []
-    for _, c in run.cells.iterrows():
-        start = cell_records(run, c["cell"], "start")
-        if start.empty:
+# ---------------------------------------------------------------- framework settings
+
+# Rows that lead the settings table; the rest follow in the order the frameworks report them.
+FIRST_SETTINGS = ("device", "version")
+
+
+def _present(x) -> bool:
+    return x is not None and not (isinstance(x, float) and x != x)
+
+
+def _same_key(value) -> str:
+    """A comparable form of a setting's value (values may be lists or dicts)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def setting_text(value) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def process_settings(run: RunData) -> dict:
+    """{unit: {setting: value}} for every process that wrote a `start` record: its versions
+    (the framework's name left out), device and the math mode it applied (as
+    math_mode_applied): the fields the runner copies into manifest.json `frameworks` from a
+    framework's first process. Units in the order they ran."""
+    starts = of_type(run.records, "start")
+    if starts.empty or "unit" not in starts:
+        return {}
+    order = run.units.assign(_t=pd.to_numeric(run.units["t_start"], errors="coerce")) \
+        .sort_values(["_t", "unit"], na_position="last")["unit"] \
+        if run.units is not None and len(run.units) else sorted(set(starts["unit"]))
+    out = {}
+    for unit in order:
+        rows = starts[starts["unit"] == unit]
+        if rows.empty:
             continue
-        s = start.iloc[0]
+        s = rows.iloc[0]
+        settings = {}
+        if _present(s.get("device")):
+            settings["device"] = s.get("device")
         versions = s.get("versions")
-        versions = ", ".join(f"{k} {v}" for k, v in versions.items() if k != "framework") \
-            if isinstance(versions, dict) else (fmt.DASH if versions is None else str(versions))
-        rows.append([c["cell"], c["framework"], str(s.get("device", fmt.DASH)), versions])
-    if not rows:
+        if isinstance(versions, dict):
+            settings.update((k, v) for k, v in versions.items() if k != "framework")
+        if _present(s.get("math_mode")):
+            settings["math_mode_applied"] = s.get("math_mode")
+        out[unit] = settings
+    return out
+
+
+def framework_settings(run: RunData, processes: dict = None) -> dict:
+    """{framework: {setting: value}}: per setting, the value most of the framework's processes
+    reported in their `start` record (a tie goes to manifest.json's value, i.e. its first
+    process's, then to the earlier process); a framework no process reported for keeps
+    manifest.json's entry. Frameworks in manifest order, then those only the cells name."""
+    processes = process_settings(run) if processes is None else processes
+    manifest = {fw: {k: v for k, v in entry.items() if k != "framework"}
+                for fw, entry in (run.manifest.get("frameworks") or {}).items()
+                if isinstance(entry, dict)}
+    fw_of = dict(zip(run.units["unit"], run.units["framework"])) \
+        if run.units is not None and len(run.units) else {}
+    frameworks = list(dict.fromkeys(list(manifest) + [fw_of[u] for u in processes if u in fw_of]))
+    out = {}
+    for fw in frameworks:
+        reported = [s for u, s in processes.items() if fw_of.get(u) == fw]
+        known = manifest.get(fw, {})
+        keys = list(dict.fromkeys([k for s in reported for k in s] + list(known)))
+        common = {}
+        for k in keys:
+            values = [s[k] for s in reported if k in s]
+            if not values:
+                common[k] = known[k]
+                continue
+            counts = Counter(_same_key(v) for v in values)
+            top = max(counts.values())
+            tied = [v for v in values if counts[_same_key(v)] == top]
+            common[k] = next((v for v in tied if k in known
+                              and _same_key(v) == _same_key(known[k])), tied[0])
+        if common:
+            out[fw] = common
+    return out
+
+
+def framework_settings_table(run: RunData, baseline: str = None,
+                             settings: dict = None) -> fmt.Table | None:
+    """One row per setting, one column per framework (the baseline first, then by name);
+    '—' where a framework has no such setting."""
+    settings = framework_settings(run) if settings is None else settings
+    if not settings:
         return None
-    return fmt.Table(["cell", "framework", "device", "versions"], rows, numeric=False)
+    fws = sorted(settings, key=lambda fw: (fw != baseline, fw))
+    keys = list(dict.fromkeys([k for k in FIRST_SETTINGS if any(k in settings[fw] for fw in fws)]
+                              + [k for fw in fws for k in settings[fw]]))
+    rows = [[k] + [setting_text(settings[fw][k]) if k in settings[fw] else fmt.DASH
+                   for fw in fws] for k in keys]
+    return fmt.Table(["setting"] + fws, rows, numeric=False, caption=(
+        "Each framework's settings as its worker processes reported them when they started "
+        "(their `start` record: versions, device, math-mode flags; manifest.json `frameworks` "
+        "keeps the first process's). Where processes differ, the value most of them reported; "
+        "— : the framework has no such setting."))
+
+
+def _units_or_cell(run: RunData, cell: str, units: list) -> list:
+    """The cell's name when `units` are all of its processes, else the units themselves."""
+    return [cell] if sorted(units) == sorted(units_of(run, cell)) else units
+
+
+def settings_differences(run: RunData, settings: dict = None,
+                         processes: dict = None) -> tuple:
+    """(table or None, notes): the processes whose `start` settings differ from their
+    framework's (framework_settings), one row per differing setting, named by cell when every
+    process of the cell differs alike; and a note naming the cells that reported none."""
+    processes = process_settings(run) if processes is None else processes
+    settings = framework_settings(run, processes) if settings is None else settings
+    rows, silent = [], []
+    for _, c in run.cells.iterrows():
+        units = units_of(run, c["cell"])
+        common = settings.get(c["framework"], {})
+        diffs = {}
+        for u in units:
+            if u not in processes:
+                continue
+            d = tuple((k, _same_key(v)) for k, v in processes[u].items()
+                      if k not in common or _same_key(v) != _same_key(common[k]))
+            diffs.setdefault(d, []).append(u)
+        missing = [u for u in units if u not in processes]
+        if missing:
+            silent += _units_or_cell(run, c["cell"], missing)
+        for d, us in diffs.items():
+            who = ", ".join(_units_or_cell(run, c["cell"], us))
+            for k, _ in d:
+                value = processes[us[0]][k]
+                rows.append([who, c["framework"], k, setting_text(value),
+                             setting_text(common[k]) if k in common else fmt.DASH])
+    notes = []
+    if silent:
+        whose = "its" if len(silent) == 1 else "their"
+        notes.append(fmt.Note(f"No settings reported by {', '.join(silent)}: none of {whose} "
+                              "processes wrote a `start` record (a process that failed before "
+                              "it, or never started)."))
+    if not rows:
+        return None, notes
+    return fmt.Table(["cell", "framework", "setting", "value", "framework's value"],
+                     rows, numeric=False, caption=(
+                         "Processes that reported a setting other than their framework's "
+                         "column above (their `start` record); every other process of the "
+                         "run matches its framework's column.")), notes
 
 
 def cells_table(run: RunData) -> fmt.Table | None:

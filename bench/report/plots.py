@@ -60,6 +60,18 @@ def _new(ncols=1, width=6.0, height=3.6):
     return fig, list(axes)
 
 
+def longest_curve(xs_by_curve) -> int:
+    """The most distinct x values of any one curve: a plot against x needs a curve with two
+    (a single x value per curve is a column of dots the table already lists)."""
+    return max((len({float(x) for x in xs if fmt.is_num(x)}) for xs in xs_by_curve), default=0)
+
+
+def values_text(values) -> str:
+    """'10, 50' for the note of a plot not drawn."""
+    return ", ".join(fmt_key(float(v)) for v in sorted({float(v) for v in values
+                                                         if fmt.is_num(v)}))
+
+
 def _draw_order(cell) -> tuple:
     """torch first, so thinner markers of other frameworks are drawn on top of it and stay
     visible where curves coincide (parity mode)."""
@@ -118,6 +130,10 @@ def _first_last_epoch_plot(run, out_dir, name, column, ylabel, caption, drop_com
         return fmt.Note(f"No plot of {ylabel.lower()} per step: no training cell recorded `{column}`.")
     first = min(s["epoch"].min() for _, s in series.values())
     last = max(s["epoch"].max() for _, s in series.values())
+    if longest_curve(s[s["epoch"] == e]["i"] for _, s in series.values()
+                     for e in (first, last)) < 2:
+        return fmt.Note(f"No plot of {ylabel.lower()} per step: each plotted epoch (the first "
+                        "and the last) has a single step (the table has the numbers).")
     panels = [("first epoch", first)] + ([("last epoch", last)] if last != first else [])
     fig, axes = _new(len(panels))
     styles = _styles(c for c, _ in series.values())
@@ -139,6 +155,21 @@ def _first_last_epoch_plot(run, out_dir, name, column, ylabel, caption, drop_com
     return save_figure(fig, out_dir, name, caption)
 
 
+def _epochs_by_cell(run) -> dict:
+    """{train cell: the epochs its `epoch` records name}."""
+    out = {}
+    for c in _train_cells(run):
+        ep = cell_records(run, c["cell"], "epoch")
+        out[c["cell"]] = list(col(ep, "epoch").dropna()) if "epoch" in ep else []
+    return out
+
+
+def _single_epoch_reason(epochs: dict) -> str:
+    if not any(epochs.values()):
+        return "no training cell finished an epoch"
+    return "each training cell recorded a single epoch, nothing to draw a line through"
+
+
 def loss_per_step(run, out_dir):
     return _first_last_epoch_plot(run, out_dir, "loss_per_step.png", "loss", "Training loss",
                                   "Training loss per step, first and last epoch.", False)
@@ -152,6 +183,10 @@ def time_per_step(run, out_dir):
 
 
 def loss_per_epoch(run, out_dir):
+    epochs = _epochs_by_cell(run)
+    if longest_curve(epochs.values()) < 2:
+        return fmt.Note("No loss-per-epoch plot: " + _single_epoch_reason(epochs)
+                        + "; the table has the final training and validation loss.")
     colors = framework_colors(run.cells["framework"])
     fig, (ax,) = _new()
     drawn = 0
@@ -180,6 +215,10 @@ def loss_per_epoch(run, out_dir):
 
 
 def time_per_epoch(run, out_dir):
+    epochs = _epochs_by_cell(run)
+    if longest_curve(epochs.values()) < 2:
+        return fmt.Note("No time-per-epoch plot: " + _single_epoch_reason(epochs)
+                        + " (the table has the step and epoch times).")
     colors = framework_colors(run.cells["framework"])
     fig, (ax,) = _new()
     drawn = 0
@@ -224,10 +263,10 @@ def _monitor_panels(run, out_dir, name, rows, caption):
     colors = framework_colors(run.cells["framework"])
     by_cell = list(_monitor_by_cell(run))
 
-    def series(g, columns):
+    def series(g, columns):   # a single sample is no line: such a cell is left out
         for c in columns:
             y = col(g, c)
-            if y.notna().any():
+            if y.notna().sum() >= 2:
                 return y
         return None
 
@@ -274,7 +313,8 @@ def utilisation(run, out_dir):
                "per workload, one line per cell. No GPU in this run, so no GPU utilisation.")
     fig = _monitor_panels(run, out_dir, "utilisation.png",
                           [((column,), f"{what} utilisation (%)", 1.0)], caption)
-    return fig or fmt.Note(f"No utilisation plot: the monitor recorded no `{column}` samples.")
+    return fig or fmt.Note(f"No utilisation plot: the monitor recorded no `{column}` samples "
+                           "(or a single one per cell: no line to draw).")
 
 
 def memory_over_time(run, out_dir):
@@ -285,7 +325,8 @@ def memory_over_time(run, out_dir):
     caption = "Memory over time: host RSS of the worker process" + (
         " and its GPU memory (NVML)." if gpu else ". No GPU in this run, so no device memory.")
     fig = _monitor_panels(run, out_dir, "memory_over_time.png", rows, caption)
-    return fig or fmt.Note("No memory-over-time plot: the monitor recorded no memory samples.")
+    return fig or fmt.Note("No memory-over-time plot: the monitor recorded no memory samples "
+                           "(or a single one per cell: no line to draw).")
 
 
 def sampling_vs_steps(run, out_dir):
@@ -295,6 +336,11 @@ def sampling_vs_steps(run, out_dir):
     m = m[pd.to_numeric(m["steps"], errors="coerce").notna()]
     if m.empty:
         return fmt.Note("No sampling plot: sampling records carry no step counts.")
+    curves = m.groupby([m[k].astype(str) for k in ("framework", "batch_size") if k in m]
+                       + [m.apply(_sampler_name, axis=1)])["steps"]
+    if longest_curve(list(g) for _, g in curves) < 2:
+        return fmt.Note(f"No plot of sampling time vs steps: each sampler ran at a single step "
+                        f"count ({values_text(m['steps'])}); the table above has its times.")
     colors = framework_colors(run.cells["framework"])
     batches = sorted(m["batch_size"].unique(), key=str)[-3:] if "batch_size" in m else [None]
     fig, axes = _new(len(batches), width=5.5)
@@ -374,6 +420,10 @@ def fid_vs_steps(run, out_dir):
     m = m[pd.to_numeric(m["fid"], errors="coerce").notna() & pd.to_numeric(m["steps"], errors="coerce").notna()]
     if m.empty:
         return fmt.Note("No FID plot: the FID records hold no numbers.")
+    curves = m.groupby([m["framework"].astype(str), m.apply(_sampler_name, axis=1)])["steps"]
+    if longest_curve(list(g) for _, g in curves) < 2:
+        return fmt.Note(f"No plot of FID vs steps: FID was computed at a single step count "
+                        f"per sampler ({values_text(m['steps'])}); the table above has it.")
     colors = framework_colors(run.cells["framework"].tolist() + m["framework"].tolist())
     fig, (ax,) = _new()
     samplers = sorted({_sampler_name(r) for _, r in m.iterrows()})

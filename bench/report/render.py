@@ -32,13 +32,13 @@ def _safe(name: str) -> str:
 # ---------------------------------------------------------------- sections
 
 def build_sections(run: RunData, out_dir: Path, baseline: str) -> list:
-    return [headline(run, baseline), overview(run), environment(run),
+    return [headline(run, baseline), overview(run), environment(run, baseline),
             training(run, out_dir, baseline),
             sampling(run, out_dir, baseline), variants.section(run, out_dir, baseline),
             distributed.section(run, out_dir, baseline),
             profile.section(run, out_dir, baseline),
             resources(run, out_dir),
-            quality(run, out_dir), failures(run)]
+            quality(run, out_dir), failures(run), appendix(run)]
 
 
 def overview(run: RunData) -> fmt.Section:
@@ -79,26 +79,55 @@ def replication_note(run: RunData) -> str:
     return text
 
 
-def environment(run: RunData) -> fmt.Section:
+def environment(run: RunData, baseline: str = None) -> fmt.Section:
+    """Where the numbers come from, for a person: the machine and run in one small table, the
+    frameworks' settings as a table with one column per framework, and only the processes
+    that ran otherwise. The full manifest and the configuration are in the appendix."""
     s = fmt.Section("Environment", "environment")
     t = facts.environment_summary(run)
-    if t:
-        s.blocks.append(t)
-        # config and processes have blocks of their own (the config below, the cells above)
+    s.blocks.append(t or fmt.Note("manifest.json is missing or unreadable: the environment of "
+                                  "this run is unknown."))
+    processes = facts.process_settings(run)
+    settings = facts.framework_settings(run, processes)
+    ft = facts.framework_settings_table(run, baseline, settings)
+    if ft:
+        s.blocks.append(ft)
+    else:
+        s.blocks.append(fmt.Note("No framework settings: no process reported its versions "
+                                 "(`start` record) and manifest.json has none."))
+    table, notes = facts.settings_differences(run, settings, processes)
+    if table:
+        s.blocks.append(table)
+    elif settings:
+        s.blocks.append(fmt.Note(
+            "All cells of each framework ran with the same settings: every process that "
+            "reported them matched its framework's column above." if notes else
+            "All cells of each framework ran with the same settings: every process matched "
+            "its framework's column above."))
+    s.blocks += notes
+    s.blocks.append(fmt.Note("The full manifest and the configuration of the run are in the "
+                             "appendix at the end of this report."))
+    return s
+
+
+def appendix(run: RunData) -> fmt.Section:
+    """The full manifest (without the config and the process list, shown elsewhere) and the
+    configuration, last: for whoever needs a detail the sections above leave out."""
+    s = fmt.Section("Appendix: manifest and configuration", "appendix")
+    if run.manifest:
+        # config and processes have blocks of their own (the config below, the cells in the
+        # overview)
         full = {k: v for k, v in run.manifest.items() if k not in ("config", "cells")}
         s.blocks.append(fmt.Code(json.dumps(full, indent=2, default=str),
                                  summary="Full manifest (manifest.json without config and "
                                          "processes)"))
     else:
-        s.blocks.append(fmt.Note("manifest.json is missing or unreadable: the environment of "
-                                 "this run is unknown."))
-    ft = facts.frameworks_table(run)
-    if ft:
-        ft.caption = "Device and versions as each worker reported them when it started."
-        s.blocks.append(ft)
+        s.blocks.append(fmt.Note("manifest.json is missing or unreadable: no manifest to show."))
     config = run.manifest.get("config")
     if config is not None:
         s.blocks.append(fmt.Code(_as_yaml(config), summary="Full configuration of the run"))
+    elif run.manifest:
+        s.blocks.append(fmt.Note("manifest.json holds no configuration."))
     return s
 
 
