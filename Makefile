@@ -18,7 +18,7 @@ MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.
 REGRESS_ARGS ?= --threshold 25%
 
-.PHONY: setup bench test parity report regress regress-stored regress-baseline gpu-check offline-bundle clean
+.PHONY: setup bench test test-fast parity report regress regress-stored regress-baseline gpu-check offline-bundle clean
 
 setup:
 	@VENV=$(VENV) bash tools/setup.sh
@@ -42,6 +42,11 @@ report: setup
 
 test: setup
 	$(PY) -m pytest -q $(ARGS)
+
+# The edit loop's tier (<= 2 min): config, statistics, reports from stored records, layering,
+# specs, the math and bad input; no framework process, nothing slow (tests/conftest.py).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not process" --durations=5 $(ARGS)
 
 parity: setup
 	$(PY) harness.py parity --config $(CONFIG)

@@ -24,6 +24,24 @@ if REPO not in sys.path:
 # and their compile time is reported apart.
 os.environ.setdefault("use_parallel_op_compiler", "1")
 
+# The tiers (docs/ARCHITECTURE.md, "Tests"): `make test` runs everything; `make test-fast` leaves
+# out the tests marked `process` (they start a real framework process: a harness run, a
+# worker, both frameworks' parity) and `slow` (over ~20 s on 2 cores). A test is `process`
+# when its module is listed here or it uses one of the real-run fixtures; a test elsewhere that
+# starts one carries the marker itself.
+PROCESS_MODULES = {"test_ab", "test_distributed", "test_fid", "test_harness",
+                   "test_integration", "test_new_user", "test_offline", "test_parity",
+                   "test_regress", "test_sample", "test_timing", "test_train", "test_variants"}
+PROCESS_FIXTURES = {"both_frameworks_run", "profiled_run"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in PROCESS_MODULES or PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.process)
+
+
 # A UNet small enough for tests on 2 shared cores, big enough to exercise attention and both
 # resolution levels.
 TINY_MODEL = {"image_size": 8, "in_channels": 1, "base_channels": 8, "ch_mult": [1, 2],

@@ -646,6 +646,7 @@ def test_a_plot_against_a_single_x_value_is_left_out(tmp_path):
         assert f"]({name})" in md, name
 
 
+@pytest.mark.process
 def test_headline_shows_the_recorded_parity_check_for_these_settings(tmp_path, monkeypatch):
     """A real `harness.py parity --config` run records its verdict; a report of a run with
     the same model, diffusion and optimiser settings shows it, another does not."""

