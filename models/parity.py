@@ -7,6 +7,10 @@ Each framework runs in its own process (they must never share one):
 
 A case holds canonical weights, a batch, timesteps and every noise draw, all made in numpy.
 Errors are relative: ||a - b|| / ||b||, with the first framework as b.
+
+The model is a UNet (UNetSpec) or a DiT (DiTSpec, docs/DIT.md): a class-conditional DiT's
+case adds the labels, the label-dropout masks of the training steps (numpy-made, so both
+frameworks drop the same labels) and a DDIM chain with classifier-free guidance.
 """
 import argparse
 import json
@@ -18,6 +22,8 @@ import tempfile
 import numpy as np
 
 from models.common.diffusion import sampler_plan
+from models.common.dit_spec import DiTSpec, dit_preset
+from models.common.dit_weights import init_dit_weights
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
 from models.common.weights import init_weights
 
@@ -33,23 +39,59 @@ TINY_OPTIM = OptimSpec(lr=1e-3, warmup_steps=2, grad_clip=0.5, ema_decay=0.9)
 OPT_STEPS = 3
 SAMPLERS = {"ddim_eta0": ("ddim", 10, 0.0), "ddim_eta1": ("ddim", 10, 1.0), "ddpm": ("ddpm", 20, None)}
 
+# The DiT's parity case: DiT-T/2 on 8x8x3 inputs (16 tokens), 10 classes plus the null class.
+TINY_DIT = dit_preset("DiT-T/2", image_size=8, in_channels=3, num_classes=10,
+                      class_dropout=0.25)
+# A class-conditional DiT's extra chain: DDIM (eta 1, so the noise path is used too) with
+# classifier-free guidance at this scale; compared at the chains' tolerance.
+CFG_SCALE = 4.0
+CFG_SAMPLERS = {"ddim_cfg": ("ddim", 10, 1.0)}
+EXTRA_TOLERANCES = {"ddim_cfg": 1e-3}
+
+
+def tolerance(category):
+    """The tolerance of a category (None: reported, not judged)."""
+    return TOLERANCES.get(category, EXTRA_TOLERANCES.get(category))
+
+
+def model_spec(specs):
+    """The model spec of a specs dict (specs_dict's form): a UNetSpec or a DiTSpec."""
+    return DiTSpec(**specs["dit"]) if "dit" in specs else UNetSpec(**specs["unet"])
+
+
+def _conditional(spec):
+    return isinstance(spec, DiTSpec) and spec.num_classes > 0
+
 
 def specs_dict(unet, diffusion, optim):
     """The settings a parity case depends on, as plain JSON-able dicts (the case file, the
-    record, its hash and `check --specs` all use this form)."""
-    return {"unet": unet.to_dict(), "diffusion": diffusion.to_dict(), "optim": optim.to_dict()}
+    record, its hash and `check --specs` all use this form). The model is under "unet" or,
+    for a DiTSpec, "dit"."""
+    key = "dit" if isinstance(unet, DiTSpec) else "unet"
+    return {key: unet.to_dict(), "diffusion": diffusion.to_dict(), "optim": optim.to_dict()}
 
 
 def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM, batch=4):
     rng = np.random.default_rng(seed)
     shape = (batch, unet.in_channels, unet.image_size, unet.image_size)
-    case = {f"w.{k}": v for k, v in init_weights(unet, seed=seed, scheme="random").items()}
+    init = init_dit_weights if isinstance(unet, DiTSpec) else init_weights
+    case = {f"w.{k}": v for k, v in init(unet, seed=seed, scheme="random").items()}
     case["x0"] = rng.uniform(-1, 1, size=(OPT_STEPS,) + shape).astype(np.float32)
     case["t"] = rng.integers(0, diffusion.timesteps, size=(OPT_STEPS, batch)).astype(np.int64)
     case["noise"] = rng.standard_normal((OPT_STEPS,) + shape).astype(np.float32)
     case["x_T"] = rng.standard_normal(shape).astype(np.float32)
     for key, (_, steps, _) in SAMPLERS.items():
         case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(np.float32)
+    if _conditional(unet):
+        case["y"] = rng.integers(0, unet.num_classes, size=(OPT_STEPS, batch)).astype(np.int64)
+        case["y_sample"] = rng.integers(0, unet.num_classes, size=batch).astype(np.int64)
+        if unet.class_dropout > 0:
+            drop = rng.random((OPT_STEPS, batch)) < unet.class_dropout
+            drop[0, 0], drop[0, 1] = True, False  # the gradients see both kinds of row
+            case["drop"] = drop
+            for key, (_, steps, _) in CFG_SAMPLERS.items():
+                case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(
+                    np.float32)
     case["specs"] = np.array(json.dumps(specs_dict(unet, diffusion, optim)))
     return case
 
@@ -59,7 +101,7 @@ def run_case(framework, case):
     from models.registry import load_backend
 
     specs = json.loads(str(case["specs"]))
-    unet, diffusion = UNetSpec(**specs["unet"]), DiffusionSpec(**specs["diffusion"])
+    unet, diffusion = model_spec(specs), DiffusionSpec(**specs["diffusion"])
     optim = OptimSpec(**specs["optim"])
     # DIFFBENCH_PARITY_DEVICE=cuda: the same check on the GPU (harness.py gpu-check).
     be = load_backend(framework)(unet, diffusion, optim, seed=0,
@@ -70,18 +112,31 @@ def run_case(framework, case):
     exported = be.export_weights()
     out = {"roundtrip_max_abs_diff": np.array(max(
         float(np.max(np.abs(exported[k] - weights[k]))) for k in weights))}
+
+    # a class-conditional DiT's labels (step i) and label-dropout masks; nothing for a UNet
+    def labels(i):
+        return {"y": case["y"][i], "drop": case["drop"][i] if "drop" in case else None} \
+            if "y" in case else {}
+
+    forward_y = {"y": case["y"][0]} if "y" in case else {}
+    sample_y = {"y": case["y_sample"]} if "y" in case else {}
     x0, t, noise = be.to_device(case["x0"][0]), case["t"][0], be.to_device(case["noise"][0])
-    out["forward"] = be.to_numpy(be.eps(x0, t))
-    loss, grads = be.loss_and_grads(x0, t, noise)
+    out["forward"] = be.to_numpy(be.eps(x0, t, **forward_y))
+    loss, grads = be.loss_and_grads(x0, t, noise, **labels(0))
     out["loss"] = np.array(loss)
     out.update({f"grad.{k}": v for k, v in grads.items()})
-    for key, (sampler, steps, eta) in SAMPLERS.items():
+    chains = dict(SAMPLERS, **{k: v for k, v in CFG_SAMPLERS.items()
+                               if f"chain_noise.{k}" in case})
+    for key, (sampler, steps, eta) in chains.items():
         plan = sampler_plan(diffusion, sampler, steps=steps, eta=eta)
         noises = [be.to_device(n) for n in case[f"chain_noise.{key}"]]
-        out[key] = be.to_numpy(be.sample(be.to_device(case["x_T"]), plan, noises, ema=False))
+        cfg = {"cfg_scale": CFG_SCALE} if key in CFG_SAMPLERS else {}
+        out[key] = be.to_numpy(be.sample(be.to_device(case["x_T"]), plan, noises, ema=False,
+                                         **sample_y, **cfg))
     losses = []
     for i in range(OPT_STEPS):
-        step_loss = be.train_step(be.to_device(case["x0"][i]), case["t"][i], be.to_device(case["noise"][i]))
+        step_loss = be.train_step(be.to_device(case["x0"][i]), case["t"][i],
+                                  be.to_device(case["noise"][i]), **labels(i))
         losses.append(be.loss_value(step_loss))
     out["train_losses"] = np.array(losses)
     out.update({f"params_after_steps.{k}": v for k, v in be.export_weights().items()})
@@ -90,15 +145,17 @@ def run_case(framework, case):
 
 
 def describe(framework, unet, forward=False):
-    """Parameter name -> shape of the framework's UNet for `unet`, and optionally the shape
-    of a forward pass on one zero image (checks the model runs at that size)."""
+    """Parameter name -> shape of the framework's model for `unet` (a UNetSpec or DiTSpec),
+    and optionally the shape of a forward pass on one zero image (checks the model runs at
+    that size)."""
     from models.registry import load_backend
 
     be = load_backend(framework)(unet, DiffusionSpec(), OptimSpec(ema_decay=0), device="cpu")
     info = {"shapes": {k: list(v.shape) for k, v in be.export_weights().items()}}
     if forward:
         x = be.to_device(np.zeros((1, unet.in_channels, unet.image_size, unet.image_size)))
-        info["forward_shape"] = list(be.to_numpy(be.eps(x, np.array([10]))).shape)
+        y = {"y": np.array([0])} if _conditional(unet) else {}
+        info["forward_shape"] = list(be.to_numpy(be.eps(x, np.array([10]), **y)).shape)
     return info
 
 
@@ -108,18 +165,33 @@ def rel_error(a, b):
     return float(np.linalg.norm(a - b) / (denom if denom > 0 else 1.0))
 
 
+_TRAINED = ("grad.", "params_after_steps.", "ema_after_steps.")
+
+
 def analytically_inert(key):
     """Attention key biases add the same q.b_k to every logit of a softmax row, which the
     softmax cancels: their true gradient is exactly 0 and both frameworks return float noise
     (~1e-9) there, which Adam then normalises into lr-sized steps in random directions.
-    Relative error is meaningless for them; `inert_gradients_are_zero` checks them instead."""
-    return key.endswith(".k.bias") and key.startswith(("grad.", "params_after_steps.", "ema_after_steps."))
+    Relative error is meaningless for them; `inert_gradients_are_zero` checks them instead.
+    The DiT's key bias is the middle third of each qkv bias: `_split_inert`."""
+    return key.endswith(".k.bias") and key.startswith(_TRAINED)
+
+
+def _split_inert(key, arr):
+    """(the comparable part, the inert part) of a tensor: a DiT's attn.qkv.bias is [q; k; v]
+    biases, whose k third is inert (see analytically_inert)."""
+    if key.endswith(".attn.qkv.bias") and key.startswith(_TRAINED):
+        d = arr.shape[0] // 3
+        return np.concatenate([arr[:d], arr[2 * d:]]), arr[d:2 * d]
+    return arr, None
 
 
 def inert_gradients_are_zero(out, rtol=1e-5):
     """The inert gradients are ~0 relative to the whole gradient's norm."""
     total = np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for k, v in out.items() if k.startswith("grad.")))
     inert = [np.linalg.norm(v) for k, v in out.items() if k.startswith("grad.") and analytically_inert(k)]
+    inert += [np.linalg.norm(_split_inert(k, v)[1]) for k, v in out.items()
+              if k.startswith("grad.") and _split_inert(k, v)[1] is not None]
     return max(inert, default=0.0) <= rtol * total
 
 
@@ -131,7 +203,7 @@ def compare(a, b):
             continue
         cat = key.split(".", 1)[0]
         cat = "loss" if cat == "train_losses" else cat
-        err = rel_error(a[key], b[key])
+        err = rel_error(_split_inert(key, a[key])[0], _split_inert(key, b[key])[0])
         if cat not in worst or err > worst[cat][0]:
             worst[cat] = (err, key)
     return worst
@@ -203,7 +275,7 @@ def verdicts(errors):
     for fw, worst in errors.items():
         out[fw] = {}
         for cat, (err, key) in sorted(worst.items()):
-            tol = TOLERANCES.get(cat)
+            tol = tolerance(cat)
             ok = tol is None or err <= tol
             passed &= ok
             out[fw][cat] = {"error": err, "tensor": key, "tolerance": tol, "ok": ok}
@@ -245,14 +317,20 @@ def main(argv=None):
     r.add_argument("--framework", required=True)
     r.add_argument("--case", required=True)
     r.add_argument("--out", required=True)
-    d = sub.add_parser("describe", help="print a framework's parameter shapes for a UNet spec")
+    d = sub.add_parser("describe", help="print a framework's parameter shapes for a UNet or "
+                       "DiT spec")
     d.add_argument("--framework", required=True)
-    d.add_argument("--unet", required=True, help="UNetSpec fields as JSON")
+    which = d.add_mutually_exclusive_group(required=True)
+    which.add_argument("--unet", help="UNetSpec fields as JSON")
+    which.add_argument("--dit", help="DiTSpec fields as JSON")
     d.add_argument("--forward", action="store_true")
     c = sub.add_parser("check", help="run a fresh case in torch and jittor and compare")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--specs", help="JSON {unet, diffusion, optim} to check instead of the "
-                   "tiny default (harness.py parity --config builds it from a config)")
+                   "tiny default (harness.py parity --config builds it from a config); "
+                   "{dit, diffusion, optim} checks a DiT")
+    c.add_argument("--dit", action="store_true",
+                   help="check the tiny class-conditional DiT (TINY_DIT) instead of the UNet")
     c.add_argument("--record-dir", default=None,
                    help="where the verdict is recorded (default results/parity/, or "
                         "$DIFFBENCH_PARITY_DIR)")
@@ -261,12 +339,13 @@ def main(argv=None):
         _save(args.out, run_case(args.framework, _load(args.case)))
         return 0
     if args.cmd == "describe":
-        print(json.dumps(describe(args.framework, UNetSpec(**json.loads(args.unet)), args.forward)))
+        spec = DiTSpec(**json.loads(args.dit)) if args.dit else UNetSpec(**json.loads(args.unet))
+        print(json.dumps(describe(args.framework, spec, args.forward)))
         return 0
-    specs = (TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
+    specs = (TINY_DIT if args.dit else TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
     if args.specs:
         d = json.loads(args.specs)
-        specs = (UNetSpec(**d["unet"]), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
+        specs = (model_spec(d), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
     _, errors = check(seed=args.seed, specs=specs)
     rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors)
     for fw, table in rec["errors"].items():

@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from .diffusion import Schedule, StepCoefficients, sampler_step
+from .dit_spec import DiTSpec
 from .specs import DiffusionSpec, OptimSpec, UNetSpec
 from .variants import MATCHED, VariantSpec
 from .weights import check_weights
@@ -22,7 +23,9 @@ class BackendBase:
         if device not in DEVICES:
             raise ValueError(f"device={device!r} is invalid: one of {list(DEVICES)}")
         self.variant = variant or MATCHED  # models/common/variants.py; default: matched
-        self.unet_spec = unet
+        # the model's spec: a UNetSpec, or a DiTSpec (models/common/dit_spec.py); the name
+        # stays unet_spec for the harness, model_spec says what it is
+        self.unet_spec = self.model_spec = unet
         self.diffusion_spec = diffusion
         self.optim_spec = optim or OptimSpec()
         self.schedule = Schedule(diffusion)
@@ -54,10 +57,47 @@ class BackendBase:
         """a @ b for two 2-D device tensors (the measured peak of bench/measure/peak.py)."""
         raise NotImplementedError
 
-    def _net(self, model, x, t):
+    def _net(self, model, x, t, **cond):
         """The network's noise prediction, float32. A backend's variant (precision, compiled
-        module, memory format) applies here; the matched comparison calls the model as is."""
-        return model(x, t)
+        module, memory format) applies here; the matched comparison calls the model as is.
+        cond: a DiT's labels y, drop_ids, cfg_scale (`_cond`), native; empty for the UNet."""
+        return model(x, t, **cond)
+
+    def _labels(self, y):
+        """Class labels (numpy ints) as the framework's integer tensor on the device."""
+        raise NotImplementedError
+
+    def _mask(self, drop):
+        """A boolean numpy vector as the framework's bool tensor on the device."""
+        raise NotImplementedError
+
+    # -- conditioning (the DiT; docs/DIT.md) ------------------------------------------------
+    def _cond(self, y=None, drop=None, cfg_scale=None):
+        """The model's keyword arguments beyond (x, t): labels y (numpy ints), drop (numpy
+        bools: labels replaced by the null class; None in training = drawn by the model with
+        the framework's RNG when class_dropout > 0), cfg_scale (classifier-free guidance)."""
+        if y is None and drop is None and cfg_scale is None:
+            return {}
+        spec = self.model_spec
+        if not (isinstance(spec, DiTSpec) and spec.num_classes):
+            raise ValueError("labels, label dropout and guidance need a class-conditional "
+                             "DiT (DiTSpec with num_classes > 0)")
+        if y is None:
+            raise ValueError("drop and cfg_scale need the labels y")
+        cond = {"y": self._labels(np.asarray(y))}
+        if drop is not None:
+            cond["drop_ids"] = self._mask(np.asarray(drop, dtype=bool))
+        if cfg_scale is not None:
+            cond["cfg_scale"] = float(cfg_scale)
+        return cond
+
+    def _eps_part(self, out):
+        """The noise prediction of a model output: a DiT with learn_sigma also returns its
+        variance channels after the first in_channels, which the DDPM objective and the
+        samplers here do not use."""
+        if getattr(self.model_spec, "learn_sigma", False):
+            return out[:, :self.model_spec.in_channels]
+        return out
 
     # -- data parallelism (docs/DISTRIBUTED.md); one process unless a launcher started N --
     rank = 0
@@ -103,19 +143,21 @@ class BackendBase:
             check_weights(self.unet_spec, ema, where="EMA weights")
         self._load_weights(weights, ema)
 
-    def train_step(self, x0, t, noise=None):
-        """One optimizer step on x0 at timesteps t (numpy int64). Returns the unsynced loss."""
+    def train_step(self, x0, t, noise=None, y=None, drop=None):
+        """One optimizer step on x0 at timesteps t (numpy int64). Returns the unsynced loss.
+        y, drop: a class-conditional DiT's labels and label-dropout mask (numpy; `_cond`)."""
         t = np.asarray(t, dtype=np.int64)
         if noise is None:
             noise = self.randn(tuple(x0.shape))
         self.step += 1
-        return self._train_step(x0, t, noise, self.optim_spec.lr_at(self.step))
+        return self._train_step(x0, t, noise, self.optim_spec.lr_at(self.step),
+                                **self._cond(y, drop))
 
-    def _training_loss(self, x0, t, noise):
+    def _training_loss(self, x0, t, noise, **cond):
         """The DDPM objective: noise x0 to x_t (Ho et al. eq. 4), predict the noise."""
         a, b = self.schedule.q_sample_coefficients(t)
         x_t = self._vec(a) * x0 + self._vec(b) * noise
-        pred = self._net(self.model, x_t, self._t(t))
+        pred = self._eps_part(self._net(self.model, x_t, self._t(t), **cond))
         with self.region("loss"):
             return self._loss(pred, noise)
 
@@ -123,34 +165,38 @@ class BackendBase:
         """The loss as a float; reading it forces the framework to finish the step."""
         return float(loss.item())
 
-    def eval_loss(self, x0, t, noise=None):
+    def eval_loss(self, x0, t, noise=None, y=None):
         """The training objective without gradients and with dropout off (validation)."""
         if noise is None:
             noise = self.randn(tuple(x0.shape))
         self.model.eval()
         with self._no_grad():
-            return float(self._training_loss(x0, t, noise).item())
+            return float(self._training_loss(x0, t, noise, **self._cond(y)).item())
 
-    def eps(self, x, t, ema=False):
-        """Noise prediction in eval mode, from the EMA weights when ema=True and EMA is on."""
+    def eps(self, x, t, ema=False, y=None, cfg_scale=None):
+        """Noise prediction in eval mode, from the EMA weights when ema=True and EMA is on.
+        y: a class-conditional DiT's labels; cfg_scale: classifier-free guidance with them."""
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
         model.eval()
         with self._no_grad():
-            return self._net(model, x, self._t(t))
+            return self._eps_part(self._net(model, x, self._t(t),
+                                            **self._cond(y, cfg_scale=cfg_scale)))
 
-    def sample_step(self, x, coeffs: StepCoefficients, noise=None, ema=True):
+    def sample_step(self, x, coeffs: StepCoefficients, noise=None, ema=True, y=None,
+                    cfg_scale=None):
         """One reverse step (DDPM or DDIM, by the coefficients). Returns (x_prev, x0_pred)."""
         t = np.full((x.shape[0],), coeffs.t, dtype=np.int64)
-        eps = self.eps(x, t, ema=ema)
+        eps = self.eps(x, t, ema=ema, y=y, cfg_scale=cfg_scale)
         if coeffs.sigma > 0 and noise is None:
             noise = self.randn(tuple(x.shape))
         clamp = self._clamp if self.diffusion_spec.clip_x0 else None
         return sampler_step(x, eps, coeffs, noise, clamp)
 
-    def sample(self, x, plan, noises=None, ema=True):
+    def sample(self, x, plan, noises=None, ema=True, y=None, cfg_scale=None):
         """Run a whole chain from x_T; noises (optional) supplies each step's noise."""
         for i, coeffs in enumerate(plan):
-            x, _ = self.sample_step(x, coeffs, None if noises is None else noises[i], ema=ema)
+            x, _ = self.sample_step(x, coeffs, None if noises is None else noises[i], ema=ema,
+                                    y=y, cfg_scale=cfg_scale)
         return x
 
     def ema_enabled(self):

@@ -11,6 +11,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .dit_spec import DiTSpec
+from .dit_weights import dit_param_shapes
 from .specs import UNetSpec
 
 INIT_SCHEMES = ("ddpm", "random")
@@ -106,7 +108,9 @@ def param_shapes(spec: UNetSpec):
 
 
 def count_params(spec: UNetSpec):
-    return int(sum(np.prod(s) for s in param_shapes(spec).values()))
+    """Parameters of the spec's model (a UNetSpec or a DiTSpec: its fixed pos_embed counts,
+    as the DiT reference counts it)."""
+    return int(sum(np.prod(s) for s in model_param_shapes(spec).values()))
 
 
 def _is_norm(name):
@@ -147,15 +151,23 @@ def init_weights(spec: UNetSpec, seed=0, scheme="ddpm"):
     return out
 
 
-def check_weights(spec: UNetSpec, weights, where="weights"):
-    """Raise ValueError unless `weights` has exactly the canonical names and shapes."""
-    want = param_shapes(spec)
+def model_param_shapes(spec):
+    """The canonical name -> shape list of either model family: a UNetSpec's or a
+    DiTSpec's (models/common/dit_weights.py)."""
+    return dit_param_shapes(spec) if isinstance(spec, DiTSpec) else param_shapes(spec)
+
+
+def check_weights(spec, weights, where="weights"):
+    """Raise ValueError unless `weights` has exactly the canonical names and shapes of the
+    spec's model (a UNetSpec or a DiTSpec)."""
+    want = model_param_shapes(spec)
     missing = [n for n in want if n not in weights]
     extra = [n for n in weights if n not in want]
     bad = [f"{n}: {tuple(weights[n].shape)} != {want[n]}"
            for n in want if n in weights and tuple(weights[n].shape) != tuple(want[n])]
     if missing or extra or bad:
-        raise ValueError(f"{where} do not match the UNet spec: missing {missing[:5]}, "
+        kind = "DiT" if isinstance(spec, DiTSpec) else "UNet"
+        raise ValueError(f"{where} do not match the {kind} spec: missing {missing[:5]}, "
                          f"unexpected {extra[:5]}, wrong shape {bad[:5]}")
 
 

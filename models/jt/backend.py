@@ -49,18 +49,29 @@ class JittorBackend(BackendBase):
         if self.world_size > 1:
             self.dist_engine = "jittor mpi"
         jt.set_seed(seed + self.rank)  # dropout and noise differ per rank, reproducibly
-        from models.jt.unet import UNet
+        from models.common.dit_spec import DiTSpec
 
-        self.model = UNet(unet)
+        if isinstance(unet, DiTSpec):
+            from models.jt.dit import DiT as net
+        else:
+            from models.jt.unet import UNet as net
+        self.model = net(unet)
+        # Jittor lists every Var attribute as a parameter: those made with stop_grad (a
+        # DiT's fixed pos_embed) are canonical weights, loaded and exported, never trained.
+        # Read before any eval(), which marks every parameter stop_grad until train().
+        named = self.model.named_parameters()
+        self.fixed = {n for n, p in named if p.is_stop_grad()}
         self.ema_model = None
         if self.ema_enabled():
-            self.ema_model = UNet(unet)
+            self.ema_model = net(unet)
             self.ema_model.eval()
             for p in self.ema_model.parameters():
                 p.stop_grad()
         self._copy_to_ema()
-        self.names = [n for n, _ in self.model.named_parameters()]
-        self.params = [p for _, p in self.model.named_parameters()]
+        self.names = [n for n, _ in named if n not in self.fixed]
+        self.params = [p for n, p in named if n not in self.fixed]
+        self.ema_params = [] if self.ema_model is None else [
+            p for n, p in self.ema_model.named_parameters() if n not in self.fixed]
         self.reset_optimizer()
 
     def reset_optimizer(self):
@@ -90,6 +101,8 @@ class JittorBackend(BackendBase):
         jt = self.jt
         for name, p in self.model.named_parameters():
             p.assign(jt.array(np.asarray(weights[name], dtype=np.float32)))
+            if name in self.fixed:
+                p.stop_grad()
         self._copy_to_ema(ema)
         if self.low_dtype:
             for m in (self.model, self.ema_model):
@@ -144,11 +157,11 @@ class JittorBackend(BackendBase):
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
 
-    def _net(self, model, x, t):
+    def _net(self, model, x, t, **cond):
         v = self.variant
         if not (self.low_dtype or v.debug_output_scale != 1.0):
-            return model(x, t)  # the matched comparison: the model, called as is
-        out = model(x.cast(self.low_dtype) if self.low_dtype else x, t).float32()
+            return model(x, t, **cond)  # the matched comparison: the model, called as is
+        out = model(x.cast(self.low_dtype) if self.low_dtype else x, t, **cond).float32()
         return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
 
     def _allreduce_op(self, numel):
@@ -170,6 +183,12 @@ class JittorBackend(BackendBase):
     def _t(self, t):
         return self.jt.array(np.asarray(t, dtype=np.int64))
 
+    def _labels(self, y):
+        return self.jt.array(np.asarray(y, dtype=np.int32))
+
+    def _mask(self, drop):
+        return self.jt.array(np.asarray(drop, dtype=bool))
+
     def _loss(self, pred, target):
         kind = self.diffusion_spec.loss
         if kind == "l2":
@@ -182,9 +201,9 @@ class JittorBackend(BackendBase):
         return self.to_device(a).reshape(-1, 1, 1, 1)
 
     # -- training ----------------------------------------------------------------------------
-    def _train_step(self, x0, t, noise, lr):
+    def _train_step(self, x0, t, noise, lr, **cond):
         self.model.train()
-        loss = self._training_loss(x0, t, noise)
+        loss = self._training_loss(x0, t, noise, **cond)
         self.opt.lr = lr
         with self.region("backward"):
             self.opt.backward(loss)
@@ -194,14 +213,14 @@ class JittorBackend(BackendBase):
             self.opt.step()
             if self.ema_model is not None:
                 d = self.optim_spec.ema_decay
-                for e, p in zip(self.ema_model.parameters(), self.params):
+                for e, p in zip(self.ema_params, self.params):
                     e.update(e * d + p.detach() * (1.0 - d))
         return loss
 
-    def loss_and_grads(self, x0, t, noise):
+    def loss_and_grads(self, x0, t, noise, y=None, drop=None):
         """Training loss and every parameter's gradient, without stepping (parity checks)."""
         self.model.train()
-        loss = self._training_loss(x0, t, noise)
+        loss = self._training_loss(x0, t, noise, **self._cond(y, drop))
         grads = self.jt.grad(loss, self.params)
         self.jt.sync_all(True)
         return float(loss.item()), OrderedDict((n, g.numpy().copy()) for n, g in zip(self.names, grads))

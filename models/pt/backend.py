@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from models.common.backend_base import BackendBase
 from models.common.distributed import rank_env
+from models.common.dit_spec import DiTSpec
+from models.pt.dit import DiT
 from models.pt.unet import UNet
 from models.registry import MATH_MODES
 
@@ -65,7 +67,8 @@ class TorchBackend(BackendBase):
         torch.manual_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         v = self.variant
-        self.model = UNet(unet, attention=v.attention).to(
+        net = DiT if isinstance(unet, DiTSpec) else UNet
+        self.model = net(unet, attention=v.attention).to(
             self.device, memory_format=torch.channels_last if v.channels_last
             else torch.contiguous_format)
         self.ema_model = None
@@ -107,12 +110,14 @@ class TorchBackend(BackendBase):
                 "threads": torch.get_num_threads(), **math_settings()}
 
     # -- weights ---------------------------------------------------------------------------
+    # The canonical weights are the state dict: the parameters and the persistent buffers (a
+    # DiT's fixed pos_embed; the UNet has none), in state-dict order.
     def _load_weights(self, weights, ema=None):
         with torch.no_grad():
-            for name, p in self.model.named_parameters():
+            for name, p in self.model.state_dict(keep_vars=True).items():
                 p.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
             if self.ema_model is not None:
-                for name, p in self.ema_model.named_parameters():
+                for name, p in self.ema_model.state_dict(keep_vars=True).items():
                     p.copy_(torch.from_numpy(np.asarray((ema or weights)[name], dtype=np.float32)))
 
     def reseed(self, seed):
@@ -122,7 +127,8 @@ class TorchBackend(BackendBase):
 
     def export_weights(self, ema=False):
         model = self.ema_model if (ema and self.ema_model is not None) else self.model
-        return OrderedDict((n, p.detach().cpu().numpy().copy()) for n, p in model.named_parameters())
+        return OrderedDict((n, p.detach().cpu().numpy().copy())
+                           for n, p in model.state_dict().items())
 
     def optimizer_state(self):
         state = {"step": np.array(self.step, dtype=np.int64)}
@@ -162,19 +168,19 @@ class TorchBackend(BackendBase):
     def _clamp(self, x):
         return x.clamp(-1.0, 1.0)
 
-    def _net(self, model, x, t):
+    def _net(self, model, x, t, **cond):
         v = self.variant
         if self.ddp is not None and model is self.model and model.training:
-            return self.ddp(x, t)  # data-parallel cells run no variant (docs/DISTRIBUTED.md)
+            return self.ddp(x, t, **cond)  # data-parallel: no variant (docs/DISTRIBUTED.md)
         if not (self.compiled or v.channels_last or self.amp_dtype or v.debug_output_scale != 1.0):
-            return model(x, t)  # the matched comparison: the model, called as is
+            return model(x, t, **cond)  # the matched comparison: the model, called as is
         fn = self.compiled.get(id(model), model)
         if v.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         amp = (torch.autocast(self.device, dtype=self.amp_dtype) if self.amp_dtype
                else contextlib.nullcontext())
         with amp:
-            out = fn(x, t)
+            out = fn(x, t, **cond)
         out = out.float().contiguous()
         return out * v.debug_output_scale if v.debug_output_scale != 1.0 else out
 
@@ -206,6 +212,12 @@ class TorchBackend(BackendBase):
     def _t(self, t):
         return torch.from_numpy(np.asarray(t, dtype=np.int64)).to(self.device)
 
+    def _labels(self, y):
+        return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(self.device)
+
+    def _mask(self, drop):
+        return torch.from_numpy(np.asarray(drop, dtype=bool)).to(self.device)
+
     def _vec(self, a):
         return self.to_device(a).view(-1, 1, 1, 1)
 
@@ -218,9 +230,9 @@ class TorchBackend(BackendBase):
         return F.smooth_l1_loss(pred, target, beta=1.0)  # huber with delta 1
 
     # -- training ----------------------------------------------------------------------------
-    def _train_step(self, x0, t, noise, lr):
+    def _train_step(self, x0, t, noise, lr, **cond):
         self.model.train()
-        loss = self._training_loss(x0, t, noise)
+        loss = self._training_loss(x0, t, noise, **cond)
         self.opt.zero_grad(set_to_none=True)
         with self.region("backward"):
             (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -244,11 +256,11 @@ class TorchBackend(BackendBase):
                     torch._foreach_add_(ema, self.params, alpha=1.0 - d)
         return loss.detach()
 
-    def loss_and_grads(self, x0, t, noise):
+    def loss_and_grads(self, x0, t, noise, y=None, drop=None):
         """Training loss and every parameter's gradient, without stepping (parity checks)."""
         self.model.train()
         self.model.zero_grad(set_to_none=True)
-        loss = self._training_loss(x0, t, noise)
+        loss = self._training_loss(x0, t, noise, **self._cond(y, drop))
         loss.backward()
         grads = OrderedDict((n, p.grad.cpu().numpy().copy()) for n, p in self.model.named_parameters())
         self.model.zero_grad(set_to_none=True)
