@@ -13,7 +13,8 @@ the micro settings, so `harness.py compare` can warn when two files are not comp
 
 Debug knobs for testing the regression gate (never set them for a real baseline):
 --micro-inject-delay-s adds a fixed sleep to every timed call; --micro-inject-slowdown F
-sleeps F x the call's own measured time (a proportional slowdown of F, e.g. 0.1 = 10%).
+sleeps F x the call's own measured time (a proportional slowdown of F, e.g. 0.1 = 10%);
+--micro-inject-skip-warmup leaves the (never measured) warm-up calls unslowed.
 """
 import os
 import sys
@@ -50,6 +51,10 @@ def pytest_addoption(parser):
     g.addoption("--micro-inject-only", default="*", metavar="GLOB",
                 help="DEBUG: inject only into benchmarks whose name matches, e.g. "
                      "'test_train_step*' (default: all)")
+    g.addoption("--micro-inject-skip-warmup", action="store_true",
+                help="DEBUG: inject only into the measured calls, not the warm-up ones (a "
+                     "slowed first call that compiles just costs time: with 9x, ~10 s a "
+                     "Jittor train step)")
 
 
 class MicroSettings:
@@ -81,6 +86,7 @@ class MicroSettings:
         self.inject_delay_s = config.getoption("micro_inject_delay_s")
         self.inject_slowdown = config.getoption("micro_inject_slowdown")
         self.inject_only = config.getoption("micro_inject_only")
+        self.inject_skip_warmup = config.getoption("micro_inject_skip_warmup")
         for name, value, low in (("--micro-batch", self.batch_size, 1),
                                  ("--micro-rounds", self.rounds, 1),
                                  ("--micro-warmup", self.warmup_rounds, 0),
@@ -101,7 +107,8 @@ class MicroSettings:
                 "batch_size": self.batch_size, "rounds": self.rounds,
                 "warmup_rounds": self.warmup_rounds, "threads": self.threads,
                 "device": self.cfg["device"], "inject_delay_s": self.inject_delay_s,
-                "inject_slowdown": self.inject_slowdown, "inject_only": self.inject_only}
+                "inject_slowdown": self.inject_slowdown, "inject_only": self.inject_only,
+                "inject_skip_warmup": self.inject_skip_warmup}
 
     def injection(self, benchmark_name):
         """(delay_s, slowdown) for one benchmark: the debug knobs, if its name matches."""

@@ -12,17 +12,21 @@ import pytest
 from bench.measure.micro import micro_batch, middle_step
 
 
-def timed(backend, delay_s, slowdown, work):
-    """work() followed by sync(), plus the debug slowdowns when asked for."""
+def timed(backend, delay_s, slowdown, work, unslowed_calls=0):
+    """work() followed by sync(), plus the debug slowdowns when asked for (not in the first
+    `unslowed_calls` calls: the warm-up rounds, with --micro-inject-skip-warmup)."""
+    calls = [0]
 
     def call():
+        calls[0] += 1
         t0 = time.perf_counter()
         out = work()  # kept referenced until after sync: Jittor drops unreferenced results
         backend.sync()
-        if slowdown:
-            time.sleep(slowdown * (time.perf_counter() - t0))
-        if delay_s:
-            time.sleep(delay_s)
+        if calls[0] > unslowed_calls:
+            if slowdown:
+                time.sleep(slowdown * (time.perf_counter() - t0))
+            if delay_s:
+                time.sleep(delay_s)
         return out
 
     return call
@@ -34,7 +38,9 @@ def run(benchmark, backend, micro, work, **extra):
     delay_s, slowdown = micro.injection(benchmark.name)
     if delay_s or slowdown:
         benchmark.extra_info.update(inject_delay_s=delay_s, inject_slowdown=slowdown)
-    benchmark.pedantic(timed(backend, delay_s, slowdown, work), rounds=micro.rounds,
+    # pedantic runs the warm-up rounds first, one call each (iterations=1)
+    unslowed = micro.warmup_rounds if micro.inject_skip_warmup else 0
+    benchmark.pedantic(timed(backend, delay_s, slowdown, work, unslowed), rounds=micro.rounds,
                        warmup_rounds=micro.warmup_rounds, iterations=1)
 
 

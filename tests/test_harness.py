@@ -8,11 +8,13 @@ import time
 
 import numpy as np
 import psutil
+import pytest
 
 from bench.records import results as R
 from tests.conftest import REPO, harness, run_dirs, tiny_config, write_config
 
 
+@pytest.mark.slow  # both_frameworks_run (shared, once per session)
 def test_both_frameworks_run_produces_every_file(both_frameworks_run):
     proc, run_dir = both_frameworks_run["proc"], both_frameworks_run["run_dir"]
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -114,6 +116,7 @@ def _records(run_dir, cell, type_):
     return [r for r in recs if r["type"] == type_]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_cell_then_resume_finishes_only_what_is_missing(tmp_path):
     # A delay per step/sampling step makes the cells slow enough to be killed mid-way.
     cfg = tiny_config(tmp_path / "results", debug={"inject_delay_s": 0.25})

@@ -3,10 +3,13 @@ a training run -> `harness.py fid`."""
 import os
 import re
 
+import pytest
+
 from bench.records.results import read_records
 from tests.conftest import harness, run_dirs, tiny_config, write_config
 
 
+@pytest.mark.slow  # both_frameworks_run (shared, once per session)
 def test_report_of_a_real_run(both_frameworks_run, tmp_path):
     run_dir = both_frameworks_run["run_dir"]
     out = tmp_path / "report"
@@ -28,11 +31,14 @@ def test_report_of_a_missing_dir_is_bad_input(tmp_path):
     assert proc.returncode == 2 and "no such results directory" in proc.stderr
 
 
+@pytest.mark.slow
 def test_quality_workload_writes_fid_records_for_both_frameworks(tmp_path):
+    # Each step count is scored in a FID child process (~10 s: torch's import, an Inception
+    # pass per image, a 2048 x 2048 eigenproblem): 3 images, the pipeline is what is checked.
     cfg = tiny_config(tmp_path / "results", name="quality", frameworks=["torch", "jittor"],
                       workloads=["quality"],
-                      quality={"steps": [2, 4], "num_images": 6, "batch_size": 6,
-                               "num_reference": 6, "reference": "synthetic:test"})
+                      quality={"steps": [2, 4], "num_images": 3, "batch_size": 3,
+                               "num_reference": 3, "reference": "synthetic:test"})
     proc = harness("bench", write_config(tmp_path / "q.yaml", cfg), "--quiet", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = run_dirs(tmp_path / "results")
@@ -41,12 +47,13 @@ def test_quality_workload_writes_fid_records_for_both_frameworks(tmp_path):
         fids = [r for r in recs if r["type"] == "fid"]
         assert [r["steps"] for r in fids] == [2, 4]
         for r in fids:
-            assert r["framework"] == fw and r["num_images"] == 6 and r["fid"] > 0
+            assert r["framework"] == fw and r["num_images"] == 3 and r["fid"] > 0
             assert r["extractor"] and r["reference"].startswith("synthetic")
         assert os.path.isfile(os.path.join(run, "cells", f"{fw}-quality.r1", "samples",
                                            "ddim-0002.png"))
 
 
+@pytest.mark.slow  # both_frameworks_run
 def test_fid_command_rejects_a_run_without_checkpoints(tmp_path, both_frameworks_run):
     run_dir = both_frameworks_run["run_dir"]
     proc = harness("fid", run_dir, "--frameworks", "torch")

@@ -9,6 +9,7 @@ compute_s would collapse onto its dispatch_s and the first assertion would fail.
 import contextlib
 
 import numpy as np
+import pytest
 
 from bench.records import results as R
 from bench.measure.timer import timed_train_step
@@ -19,6 +20,7 @@ def _measured(run_dir, framework):
     return steps[(steps.framework == framework) & (steps.phase == "measure")]
 
 
+@pytest.mark.slow  # both_frameworks_run (shared, once per session)
 def test_jittor_unsynced_clock_reads_far_less_than_synced(both_frameworks_run):
     assert both_frameworks_run["proc"].returncode == 0
     steps = _measured(both_frameworks_run["run_dir"], "jittor")
@@ -27,6 +29,7 @@ def test_jittor_unsynced_clock_reads_far_less_than_synced(both_frameworks_run):
     assert np.median(ratio) < 0.5, steps[["dispatch_s", "compute_s"]]
 
 
+@pytest.mark.slow  # both_frameworks_run
 def test_eager_cpu_torch_has_done_the_work_when_the_call_returns(both_frameworks_run):
     steps = _measured(both_frameworks_run["run_dir"], "torch")
     assert np.median(steps.dispatch_s / steps.compute_s) > 0.8

@@ -3,11 +3,14 @@ synthetic records, the model-level equivalence of the torch variants, and one re
 every variant this CPU supports (both frameworks, tiny model) down to the report section,
 with a deliberately broken variant the guard must fail."""
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
 
-from tests.conftest import TINY_MODEL, harness, run_dirs, tiny_config, write_config
+from tests.conftest import REPO, TINY_MODEL, harness, run_dirs, tiny_config, write_config
 from bench.report import variants as report_variants
 from bench.report.load import load_run
 from bench.run.config import ConfigError, load_config
@@ -124,15 +127,23 @@ def test_torch_variant_paths_compute_the_matched_model():
 
 # ------------------------------------------------------------------ one real run
 
-@pytest.fixture(scope="module")
-def variants_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("variants")
+def _variants_config(root):
+    """One harness run: 16 processes (the train and sample cell of each framework's matched
+    comparison and of each variant), the slowest thing in this module, shared by the three
+    tests at the end. Every size is the least that still exercises a path: one epoch of 3
+    steps (compile, warm-up, one measured step: a median and a speed-up), one 2-step DDIM
+    chain, a guard of 2 training steps and a 2-step chain of 2 images, no validation pass,
+    no peak-matmul timing (none of it is what these tests read), one thread (two OpenMP
+    threads on two cores that others also use can spin-wait a tiny step into seconds). The
+    compiled variant is still compiled, in both its cells; each variant still gets both."""
     cfg = tiny_config(root / "results", name="variants", frameworks=["torch", "jittor"],
-                      train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
-                             "warmup_steps": 1, "val_batches": 1},
+                      train={"epochs": 1, "steps_per_epoch": 3, "batch_size": 4,
+                             "warmup_steps": 1, "val_batches": 0},
                       sample={"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0}],
                               "batch_sizes": [2], "repeats": 1, "warmup": 1},
-                      variant_guard={"train_steps": 4, "sample_steps": 3})
+                      variant_guard={"train_steps": 2, "sample_steps": 2,
+                                     "sample_batch_size": 2},
+                      runner={"peak_matmul_n": 0}, threads=1)
     cfg["monitor"] = {"enabled": False}
     cfg["variants"] = [
         # every torch path this CPU runs, bf16 + channels_last + sdpa in one variant
@@ -142,12 +153,45 @@ def variants_run(tmp_path_factory):
         {"name": "idx32", "jittor_flags": {"try_use_32bit_index": 1}},
         {"name": "broken", "debug_output_scale": 3.0},
     ]
-    proc = harness("bench", write_config(root / "v.yaml", cfg), timeout=1500)
+    return write_config(root / "v.yaml", cfg)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def variants_run_started(request, tmp_path_factory):
+    """Starts the real run before this module's first test, so that the quick tests above
+    (config checks, harness calls that exit 2, in-process model math; none of them timed)
+    run while it does; variants_run waits for it. Only when a selected test reads it."""
+    module = request.module
+    if not any(item.module is module and "variants_run" in item.fixturenames
+               for item in request.session.items):
+        yield None
+        return
+    root = tmp_path_factory.mktemp("variants")
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    cmd = [sys.executable, os.path.join(REPO, "harness.py"), "bench", _variants_config(root)]
+    job = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=REPO)
+    try:
+        yield {"root": root, "cmd": cmd, "job": job, "out": out, "err": err}
+    finally:
+        if job.poll() is None:
+            job.kill()
+        job.wait()
+
+
+@pytest.fixture(scope="module")
+def variants_run(variants_run_started):
+    started = variants_run_started
+    started["job"].wait(timeout=1500)
+    started["out"].seek(0)
+    started["err"].seek(0)
+    proc = subprocess.CompletedProcess(started["cmd"], started["job"].returncode,
+                                       started["out"].read(), started["err"].read())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = run_dirs(root / "results")
+    (run_dir,) = run_dirs(started["root"] / "results")
     return run_dir
 
 
+@pytest.mark.slow  # the shared real run (whichever test comes first waits for it)
 def test_every_supported_variant_runs_and_the_guard_judges_it(variants_run):
     frame = report_variants.variants_frame(load_run(variants_run))
     got = {(r["framework"], r["variant"]): r for _, r in frame.iterrows()}
@@ -169,6 +213,7 @@ def test_every_supported_variant_runs_and_the_guard_judges_it(variants_run):
     assert all(r["variant"] != "broken" for r in best.values())
 
 
+@pytest.mark.slow  # the shared real run (whichever test comes first waits for it)
 def test_variant_cells_stay_out_of_the_matched_tables(variants_run):
     from bench.report import tables
     run = load_run(variants_run)
@@ -176,6 +221,7 @@ def test_variant_cells_stay_out_of_the_matched_tables(variants_run):
     assert set(tables.sampling_metrics(run)["cell"]) == {"torch-sample", "jittor-sample"}
 
 
+@pytest.mark.slow  # the shared real run (whichever test comes first waits for it)
 def test_report_section_with_and_without_variants(variants_run, tmp_path):
     out = tmp_path / "report"
     proc = harness("report", variants_run, "--out", out)
