@@ -332,16 +332,30 @@ def cmd_parity(args):
     from models.parity import main as parity_main, specs_dict
 
     argv = ["check", "--seed", str(args.seed)]
-    if args.config:
-        from bench.run import config as C
+    if not args.config:
+        return parity_main(argv)
+    from bench.run import config as C
 
+    try:
+        cfg = C.load_config(args.config, check_paths=False)
+        points = C.point_configs(cfg) or {None: cfg}
+        specs = {p: C.build_specs(pcfg) for p, pcfg in points.items()}
+    except C.ConfigError as e:
+        raise BadInput(str(e)) from None
+    worst = 0
+    for point, (unet, diffusion, optim) in specs.items():
+        # a sweep: every point's model, each a short check (docs/CONFIG.md "Sweeps")
+        extra = ["--short"] if point is not None else []
+        if point is not None:
+            print(f"sweep point {point}:", flush=True)
         try:
-            cfg = C.load_config(args.config, check_paths=False)
-            unet, diffusion, optim = C.build_specs(cfg)
-        except C.ConfigError as e:
-            raise BadInput(str(e)) from None
-        argv += ["--specs", json.dumps(specs_dict(unet, diffusion, optim))]
-    return parity_main(argv)
+            code = parity_main(argv + extra + ["--specs", json.dumps(
+                specs_dict(unet, diffusion, optim))])
+        except RuntimeError as e:  # a framework's process failed (e.g. out of memory)
+            print(f"parity check did not run to the end: {e}", flush=True)
+            code = EXIT_FAILED
+        worst = max(worst, code)
+    return worst
 
 
 # ------------------------------------------------------------------------------- gpu-check

@@ -71,25 +71,29 @@ def specs_dict(unet, diffusion, optim):
     return {key: unet.to_dict(), "diffusion": diffusion.to_dict(), "optim": optim.to_dict()}
 
 
-def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM, batch=4):
+def make_case(seed=0, unet=TINY_UNET, diffusion=TINY_DIFFUSION, optim=TINY_OPTIM, batch=4,
+              short=False):
+    """short: the sweep's check of a point (forward, loss, every gradient, one Adam step; no
+    sampling chains): a big model's whole case costs minutes, its model is what it checks."""
     rng = np.random.default_rng(seed)
+    n_steps = 1 if short else OPT_STEPS
     shape = (batch, unet.in_channels, unet.image_size, unet.image_size)
     init = init_dit_weights if isinstance(unet, DiTSpec) else init_weights
     case = {f"w.{k}": v for k, v in init(unet, seed=seed, scheme="random").items()}
-    case["x0"] = rng.uniform(-1, 1, size=(OPT_STEPS,) + shape).astype(np.float32)
-    case["t"] = rng.integers(0, diffusion.timesteps, size=(OPT_STEPS, batch)).astype(np.int64)
-    case["noise"] = rng.standard_normal((OPT_STEPS,) + shape).astype(np.float32)
+    case["x0"] = rng.uniform(-1, 1, size=(n_steps,) + shape).astype(np.float32)
+    case["t"] = rng.integers(0, diffusion.timesteps, size=(n_steps, batch)).astype(np.int64)
+    case["noise"] = rng.standard_normal((n_steps,) + shape).astype(np.float32)
     case["x_T"] = rng.standard_normal(shape).astype(np.float32)
-    for key, (_, steps, _) in SAMPLERS.items():
+    for key, (_, steps, _) in ({} if short else SAMPLERS).items():
         case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(np.float32)
     if _conditional(unet):
-        case["y"] = rng.integers(0, unet.num_classes, size=(OPT_STEPS, batch)).astype(np.int64)
+        case["y"] = rng.integers(0, unet.num_classes, size=(n_steps, batch)).astype(np.int64)
         case["y_sample"] = rng.integers(0, unet.num_classes, size=batch).astype(np.int64)
         if unet.class_dropout > 0:
-            drop = rng.random((OPT_STEPS, batch)) < unet.class_dropout
+            drop = rng.random((n_steps, batch)) < unet.class_dropout
             drop[0, 0], drop[0, 1] = True, False  # the gradients see both kinds of row
             case["drop"] = drop
-            for key, (_, steps, _) in CFG_SAMPLERS.items():
+            for key, (_, steps, _) in ({} if short else CFG_SAMPLERS).items():
                 case[f"chain_noise.{key}"] = rng.standard_normal((steps,) + shape).astype(
                     np.float32)
     case["specs"] = np.array(json.dumps(specs_dict(unet, diffusion, optim)))
@@ -125,8 +129,8 @@ def run_case(framework, case):
     loss, grads = be.loss_and_grads(x0, t, noise, **labels(0))
     out["loss"] = np.array(loss)
     out.update({f"grad.{k}": v for k, v in grads.items()})
-    chains = dict(SAMPLERS, **{k: v for k, v in CFG_SAMPLERS.items()
-                               if f"chain_noise.{k}" in case})
+    chains = {k: v for k, v in dict(SAMPLERS, **CFG_SAMPLERS).items()
+              if f"chain_noise.{k}" in case}   # none in a short case
     for key, (sampler, steps, eta) in chains.items():
         plan = sampler_plan(diffusion, sampler, steps=steps, eta=eta)
         noises = [be.to_device(n) for n in case[f"chain_noise.{key}"]]
@@ -134,7 +138,7 @@ def run_case(framework, case):
         out[key] = be.to_numpy(be.sample(be.to_device(case["x_T"]), plan, noises, ema=False,
                                          **sample_y, **cfg))
     losses = []
-    for i in range(OPT_STEPS):
+    for i in range(len(case["x0"])):
         step_loss = be.train_step(be.to_device(case["x0"][i]), case["t"][i],
                                   be.to_device(case["noise"][i]), **labels(i))
         losses.append(be.loss_value(step_loss))
@@ -232,13 +236,29 @@ def run_in_subprocess(framework, case_path, out_path):
     return _load(out_path)
 
 
-def check(frameworks=("torch", "jittor"), seed=0, workdir=None, specs=None):
+def without_dropout(unet):
+    """The UNet a check compares: dropout off. Each framework draws its own dropout masks
+    (their RNGs differ), so with dropout on only the forward pass and the parameters after
+    a step of lr-warm-up size would agree; the masks are not the model. The record keeps the
+    configured spec (its report finds it) and says so (`dropout_note`)."""
+    if isinstance(unet, UNetSpec) and unet.dropout > 0:
+        return UNetSpec(**dict(unet.to_dict(), dropout=0.0))
+    return unet
+
+
+def dropout_note(unet):
+    return (f"dropout {unet.dropout:g} set to 0 for the check: each framework draws its own "
+            "masks") if without_dropout(unet) is not unet else None
+
+
+def check(frameworks=("torch", "jittor"), seed=0, workdir=None, specs=None, short=False):
     """Make a case, run it in each framework's own process, return (outputs, worst errors).
-    specs: (UNetSpec, DiffusionSpec, OptimSpec) to check instead of the tiny default."""
+    specs: (UNetSpec, DiffusionSpec, OptimSpec) to check instead of the tiny default;
+    short: make_case's short case (no chains, one Adam step)."""
     workdir = workdir or tempfile.mkdtemp(prefix="diffbench-parity-")
     case_path = os.path.join(workdir, "case.npz")
     unet, diffusion, optim = specs or (TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
-    _save(case_path, make_case(seed, unet, diffusion, optim))
+    _save(case_path, make_case(seed, without_dropout(unet), diffusion, optim, short=short))
     outs = {fw: run_in_subprocess(fw, case_path, os.path.join(workdir, f"{fw}.npz"))
             for fw in frameworks}
     ref = outs[frameworks[0]]
@@ -282,7 +302,7 @@ def verdicts(errors):
     return out, passed
 
 
-def write_record(path, specs, seed, errors):
+def write_record(path, specs, seed, errors, short=False):
     """The verdicts of one check, written atomically; returns the record."""
     from datetime import datetime, timezone
 
@@ -291,6 +311,9 @@ def write_record(path, specs, seed, errors):
     rec = {"settings_key": settings_key(unet, diffusion, optim), "seed": seed,
            "checked_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "passed": passed, "reference": "torch", "errors": table,
+           "checked": "short: forward, loss, gradients, one Adam step" if short else
+           f"whole: forward, loss, gradients, {OPT_STEPS} Adam steps, sampling chains",
+           "note": dropout_note(unet),
            "specs": specs_dict(unet, diffusion, optim)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
@@ -331,6 +354,9 @@ def main(argv=None):
                    "{dit, diffusion, optim} checks a DiT")
     c.add_argument("--dit", action="store_true",
                    help="check the tiny class-conditional DiT (TINY_DIT) instead of the UNet")
+    c.add_argument("--short", action="store_true",
+                   help="forward, loss, gradients and one Adam step only (no sampling "
+                        "chains): the check of each sweep point")
     c.add_argument("--record-dir", default=None,
                    help="where the verdict is recorded (default results/parity/, or "
                         "$DIFFBENCH_PARITY_DIR)")
@@ -346,8 +372,9 @@ def main(argv=None):
     if args.specs:
         d = json.loads(args.specs)
         specs = (model_spec(d), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
-    _, errors = check(seed=args.seed, specs=specs)
-    rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors)
+    _, errors = check(seed=args.seed, specs=specs, short=args.short)
+    rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors,
+                       short=args.short)
     for fw, table in rec["errors"].items():
         print(f"{fw} vs torch (relative error ||a-b||/||b||, worst tensor per category):")
         for cat, v in table.items():

@@ -134,6 +134,11 @@ def test_dry_run_from_a_clean_copy_offline(bundle, tmp_path):
         names = t.getnames()
     runs = {n.split("/")[1] for n in names if n.startswith("results/") and
             n.endswith("manifest.json")}
-    assert len(runs) == 4  # quick-gpu, paper fp32, tf32, bf16
-    assert sum(n.startswith("reports/") and n.endswith("report.md") for n in names) == 4
+    # quick-gpu, paper fp32, tf32, bf16, and the size sweep (configs/sweep-gpu.yaml)
+    assert sorted(r.split("-", 2)[2] for r in runs) == ["gpu-paper"] * 3 + ["quick-gpu",
+                                                                           "sweep-gpu"]
+    reports = [n for n in names if n.startswith("reports/") and n.endswith("report.md")]
+    # a report per run, and the sweep's has every point's own beside it
+    assert len(reports) == 5 + sum("/points/" in n for n in reports)
+    assert sum("/points/" in n for n in reports) == 5
     assert "paper-fp32.log" in names and "run.log" in names

@@ -6,6 +6,12 @@ Layout (docs/ARCHITECTURE.md):
       manifest.json
       cells/<cell-id>.r<k>/{spec.json, events.jsonl, monitor.jsonl, summary.json, stderr.log}
 
+A sweep (bench/run/sweep.py) keeps one such folder per point, beside the sweep's manifest:
+
+    results/<run>/manifest.json                    the sweep: config, points, every process
+    results/<run>/points/<point>/manifest.json     that point's config and processes
+    results/<run>/points/<point>/cells/<cell-id>.r<k>/...
+
 One folder per process ("unit"): replicate k (1-based) of a cell. `harness.py train` runs have
 one folder per framework, cells/<fw>-train/, which loads as replicate 1.
 
@@ -25,6 +31,7 @@ MONITOR = "monitor.jsonl"
 SUMMARY = "summary.json"
 STDERR = "stderr.log"
 SPEC = "spec.json"
+POINTS_DIR = "points"
 
 CELL_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant"]
 
@@ -97,6 +104,11 @@ def read_records(path):
 def cell_dir(run_dir, unit_id):
     """The folder of one process: cells/<unit id> (a Cell's unit_id, or <fw>-train)."""
     return os.path.join(run_dir, CELLS_DIR, unit_id)
+
+
+def point_dir(run_dir, point):
+    """The folder of one sweep point: points/<point>, laid out like a whole run."""
+    return os.path.join(run_dir, POINTS_DIR, point)
 
 
 def read_summary(run_dir, unit_id):

@@ -106,8 +106,9 @@ def parity_verdict(run: RunData):
             if v:
                 worst.append(f"{cat} {v['error']:.1e} (≤ {v['tolerance']:g})")
         verdict = "passed" if rec["passed"] else "FAILED"
+        note = f" ({rec['note']})" if rec.get("note") else ""
         return (f"{verdict}: {fw} vs {rec['reference']} on the same weights and inputs, "
-                f"relative errors {', '.join(worst)}; checked {rec['checked_at']}"), rec
+                f"relative errors {', '.join(worst)}; checked {rec['checked_at']}{note}"), rec
     return "not checked", rec
 
 

@@ -233,6 +233,39 @@ def top_ops_table(summary: dict, fw: str, phase: str) -> fmt.Table | None:
                      numeric=True)
 
 
+def draw_stack(ax, summary: dict, phase: str, baseline: str, colors: dict) -> None:
+    """One phase's horizontal stacked bars on `ax`: a bar per framework (baseline first),
+    op categories then the overhead's classes, in ms per step (the sweep report draws one
+    such axis per point)."""
+    fws = sorted({fw for fw, ph in summary if ph == phase}, key=lambda f: (f != baseline, f))
+    y = np.arange(len(fws))
+    left = np.zeros(len(fws))
+    for c in LABELS:
+        v = np.array([max(0.0, summary[(fw, phase)]["categories"].get(c, 0.0)) * 1e3
+                      for fw in fws])
+        if not v.any():
+            continue
+        ax.barh(y, v, left=left, color=CATEGORY_COLORS[c], label=LABELS[c], height=0.6)
+        left += v
+    ax.set_yticks(y, [label(f) for f in fws])
+    for tick, fw in zip(ax.get_yticklabels(), fws):
+        tick.set_color(colors[fw])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per step")
+    ax.grid(True, axis="x", alpha=0.3)
+
+
+def shared_legend(fig, axes, ncols=4) -> None:
+    """One legend below the figure for the categories of all its axes."""
+    handles, names = [], []
+    for ax in axes:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, loc="outside lower center", ncols=ncols, fontsize="small")
+
+
 def stacked_bars(summary: dict, out_dir: Path, baseline: str) -> fmt.Figure | fmt.Note:
     phases = [p for p in PHASES if any(ph == p for _, ph in summary)]
     if not phases:
@@ -241,30 +274,9 @@ def stacked_bars(summary: dict, out_dir: Path, baseline: str) -> fmt.Figure | fm
     axes = fig.subplots(1, len(phases), squeeze=False)[0]
     colors = framework_colors([fw for fw, _ in summary])
     for ax, phase in zip(axes, phases):
-        fws = sorted({fw for fw, ph in summary if ph == phase}, key=lambda f: (f != baseline, f))
-        y = np.arange(len(fws))
-        left = np.zeros(len(fws))
-        for c in LABELS:
-            v = np.array([max(0.0, summary[(fw, phase)]["categories"].get(c, 0.0)) * 1e3
-                          for fw in fws])
-            if not v.any():
-                continue
-            ax.barh(y, v, left=left, color=CATEGORY_COLORS[c], label=LABELS[c], height=0.6)
-            left += v
-        ax.set_yticks(y, [label(f) for f in fws])
-        for tick, fw in zip(ax.get_yticklabels(), fws):
-            tick.set_color(colors[fw])
-        ax.invert_yaxis()
-        ax.set_xlabel("ms per step")
+        draw_stack(ax, summary, phase, baseline, colors)
         ax.set_title(f"one {PHASES[phase]} (profiled)")
-        ax.grid(True, axis="x", alpha=0.3)
-    handles, names = [], []
-    for ax in axes:
-        for h, n in zip(*ax.get_legend_handles_labels()):
-            if n not in names:
-                handles.append(h)
-                names.append(n)
-    fig.legend(handles, names, loc="outside lower center", ncols=4, fontsize="small")
+    shared_legend(fig, axes)
     return save_figure(fig, out_dir, "where_time_goes.png",
                  "Where a step's time goes, per framework: op self time by category, then the "
                  "framework overhead (greys): the code outside ops a perf sample found, where "

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from bench.report import distributed, facts, fmt, plots, profile, tables, variants
+from bench.report import distributed, facts, fmt, plots, profile, sweep, tables, variants
 from bench.report.headline import headline
 from bench.report.load import ReportInputError, RunData, first_replicate, load_run
 from bench.stats.replicates import MIN_REPLICATES
@@ -306,28 +306,78 @@ def write_report(run_dir, out_dir=None, baseline: str | None = None) -> dict:
     Raises ReportInputError (a ValueError) for an unusable run_dir or a baseline that is not
     a framework of the run."""
     run = load_run(run_dir)
+    if sweep.is_sweep(run.manifest):
+        return write_sweep_report(run, out_dir, baseline)
     frameworks = sorted(set(run.cells["framework"])) if len(run.cells) else []
-    if baseline is None:
-        baseline = DEFAULT_BASELINE if DEFAULT_BASELINE in frameworks or not frameworks \
-            else frameworks[0]
-    elif frameworks and baseline not in frameworks:
-        raise ReportInputError(f"baseline={baseline!r} is not a framework of {run.run_dir}; "
-                               f"valid: {', '.join(frameworks)}")
+    baseline = _baseline(run, frameworks, baseline)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run)
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = build_sections(run, out_dir, baseline)
+    return _write(run, sections, out_dir, baseline, frameworks, f"diffbench report: {run.run_id}")
 
+
+def _baseline(run: RunData, frameworks: list, baseline: str | None) -> str:
+    """The framework ratios divide by: as asked (one of the run's), else torch, else the
+    first by name."""
+    if baseline is None:
+        return DEFAULT_BASELINE if DEFAULT_BASELINE in frameworks or not frameworks \
+            else frameworks[0]
+    if frameworks and baseline not in frameworks:
+        raise ReportInputError(f"baseline={baseline!r} is not a framework of {run.run_dir}; "
+                               f"valid: {', '.join(frameworks)}")
+    return baseline
+
+
+def _write(run: RunData, sections: list, out_dir: Path, baseline: str, frameworks: list,
+           title: str, images=()) -> dict:
+    """report.md and report.html of `sections` in out_dir; the paths written."""
     context = {"run": run, "baseline": baseline,
                "config_name": run.manifest.get("config_name") or run.manifest.get("config_path"),
-               "colors": plots.framework_colors(run.cells["framework"]) if len(run.cells) else {}}
-    title = f"diffbench report: {run.run_id}"
+               "colors": plots.framework_colors(frameworks)}
     md_path = out_dir / "report.md"
     md_path.write_text(_env(False).get_template("report.md.j2").render(
         sections=sections, title=title, **context), encoding="utf-8")
     html_path = write_html(sections, out_dir / "report.html", title, **context)
     figures = [b for s in sections for b in s.blocks if isinstance(b, fmt.Figure)]
     return {"out_dir": out_dir, "markdown": md_path, "html": html_path,
-            "images": [out_dir / f.name for f in figures]}
+            "images": [out_dir / f.name for f in figures] + list(images)}
+
+
+def write_sweep_report(run: RunData, out_dir=None, baseline: str | None = None) -> dict:
+    """A sweep (bench/run/sweep.py): each point's whole report in points/<point>/, then the
+    sweep's own report.md/html: how the gap changes with size, the points, the first point's
+    environment, every point's failures, the sweep's manifest."""
+    points = sweep.load_points(run.run_dir, run.manifest)
+    frameworks = sorted({fw for pt in points if pt.run is not None
+                         for fw in pt.run.cells["framework"]})
+    baseline = _baseline(run, frameworks, baseline)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_names, images = {}, []
+    for pt in points:
+        if pt.run is None or pt.run.cells.empty:
+            continue
+        sub = Path("points") / _safe(pt.name)
+        paths = write_report(pt.run.run_dir, out_dir / sub, baseline=baseline)
+        out_names[pt.name] = f"{sub}/report.md · {sub}/report.html"
+        images += paths["images"]
+    sections = sweep.section(points, out_dir, baseline, out_names)
+    first = next((pt.run for pt in points if pt.run is not None and len(pt.run.cells)), None)
+    if first is not None:
+        sections.append(environment(first, baseline))
+    fails = fmt.Section("Failed cells", "failures")
+    for pt in points:
+        if pt.run is not None:
+            for block in failures(pt.run).blocks:
+                if isinstance(block, fmt.Table):
+                    block.rows = [[f"{pt.name}/{r[0]}"] + r[1:] for r in block.rows]
+                if not (isinstance(block, fmt.Note) and block.text.startswith("No ")):
+                    fails.blocks.append(block)
+    if not fails.blocks:
+        fails.blocks.append(fmt.Note("No failed cells."))
+    sections += [fails, appendix(run)]
+    return _write(run, sections, out_dir, baseline, frameworks,
+                  f"diffbench sweep report: {run.run_id}", images)
 
 
 def write_html(sections, html_path, title, *, meta=None, baseline=None, config_name=None,

@@ -11,6 +11,7 @@ bench/run/checks.py (also used by bench/run/variants.py, which checks the `varia
 the cells a config expands into in bench/run/matrix.py. The resolved config is a plain
 JSON-able dict (it travels to the worker as JSON and is hashed into the manifest).
 """
+import copy
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from bench.measure.env import cuda_device_present
 from bench.run.checks import ConfigError, check_value, unknown_key
 from bench.run.schema import (DATASET_SHAPES, LOADERS, SCHEMA, WORKLOADS, defaults,
                               known_frameworks)
+from bench.run import sweep as sweep_axis
 from bench.run.variants import check_variants, resolve_variants
 from models.common.diffusion import select_timesteps
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
@@ -39,6 +41,8 @@ def _check_value(value, f, key):
     kind by bench/run/checks.py."""
     if f.kind == "variants" and value is not None:
         return check_variants(value, key)
+    if f.kind == "sweep":
+        return sweep_axis.normalize(value, key)
     return check_value(value, f, key)
 
 
@@ -132,8 +136,31 @@ def load_config(path=None, overrides=(), check_paths=True):
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(cfg, parts, value, text)
+    if len(cfg["sweep"]) == 1:
+        # one point is the run its overrides describe: today's config, cells and folders
+        cfg = point_config(cfg, cfg["sweep"][0], f"{where or 'config:'}sweep[0].")
     validate(cfg, where or "config:", check_paths=check_paths)
     return cfg
+
+
+# ------------------------------------------------------------------------------------- sweeps
+
+def point_config(cfg, point, where="config:sweep[i]."):
+    """The resolved config of one sweep point (bench/run/sweep.py): the run's config with the
+    point's overrides merged and no sweep of its own; the worker of a point's cell gets it."""
+    out = copy.deepcopy(cfg)
+    out["sweep"] = []
+    for section, overrides in point.items():
+        if section != "name":
+            _merge(out[section], overrides, SCHEMA[section], where, f"{section}.")
+    return out
+
+
+def point_configs(cfg):
+    """{point name: its resolved config} of a sweep, in the config's order ({} without one)."""
+    where = "config:"
+    return {p["name"]: point_config(cfg, p, f"{where}sweep[{i}].")
+            for i, p in enumerate(cfg.get("sweep") or [])}
 
 
 def build_specs(cfg, where="config:"):
@@ -245,6 +272,11 @@ def validate(cfg, where="config:", check_paths=True):
         if device == "auto":
             device = "cuda" if cuda_device_present()[0] else "cpu"
         resolve_variants(cfg, device, where)
+
+    for i, point in enumerate(cfg.get("sweep") or []):
+        # every point is a whole config of its own: the same checks, naming sweep[i].<key>
+        p_where = f"{where}sweep[{i}]."
+        validate(point_config(cfg, point, p_where), p_where, check_paths=check_paths)
 
     if check_paths:
         check_results_dir(cfg["runner"]["results_dir"], where)

@@ -8,7 +8,7 @@ in a balanced order so that the minute a process ran in is not confounded with i
 import fnmatch
 from dataclasses import dataclass, field
 
-from bench.run.config import ConfigError, _train_count
+from bench.run.config import ConfigError, _train_count, point_configs
 
 @dataclass
 class Cell:
@@ -24,6 +24,7 @@ class Cell:
     options: dict = field(default_factory=dict)  # what the variant changes: loader, setting
     # (options["setting"]: the name of a `variants` entry; absent for the matched cells)
     replicate: int = 1
+    point: str = ""  # the sweep point (bench/run/sweep.py) this cell belongs to; "" = no sweep
 
     @property
     def cell_id(self):
@@ -33,10 +34,18 @@ class Cell:
     def unit_id(self):
         return f"{self.cell_id}.r{self.replicate}"
 
+    @property
+    def label(self):
+        """The process as the terminal and --only name it: <point>/<unit> in a sweep."""
+        return f"{self.point}/{self.unit_id}" if self.point else self.unit_id
+
     def to_dict(self):
-        return {"cell": self.cell_id, "framework": self.framework, "workload": self.workload,
-                "variant": self.variant, "options": dict(self.options),
-                "replicate": self.replicate, "unit": self.unit_id}
+        out = {"cell": self.cell_id, "framework": self.framework, "workload": self.workload,
+               "variant": self.variant, "options": dict(self.options),
+               "replicate": self.replicate, "unit": self.unit_id}
+        if self.point:  # a run without a sweep records exactly what it always did
+            out["point"] = self.point
+        return out
 
 
 def thue_morse(k):
@@ -60,7 +69,20 @@ ORDER_SCHEME = ("rounds; in each round every workload's frameworks run back to b
 
 def expand_cells(cfg):
     """The matrix as the processes will run, in order: runner.replicates rounds, each running
-    every cell once; within a workload (and variant) the frameworks follow balanced_order."""
+    every cell once; within a workload (and variant) the frameworks follow balanced_order.
+    A sweep: each point's cells, round by round, the points of a round in balanced_order too
+    (so a point is not always measured first, or last, in a round)."""
+    points = point_configs(cfg)
+    if not points:
+        return _expand_point(cfg)
+    rounds = cfg["runner"]["replicates"]
+    per_point = {name: _expand_point(pcfg, name) for name, pcfg in points.items()}
+    return [c for k, order in enumerate(balanced_order(points, rounds)) for name in order
+            for c in per_point[name] if c.replicate == k + 1]
+
+
+def _expand_point(cfg, point=""):
+    """One config's (or sweep point's) cells in round order."""
     groups = []
     for wl in cfg["workloads"]:
         variants = [("", {})]
@@ -87,7 +109,7 @@ def expand_cells(cfg):
     for g in groups:
         by_workload.setdefault(g[0], []).append(g)
     group_orders = {wl: balanced_order(gs, rounds) for wl, gs in by_workload.items()}
-    return [Cell(fw, wl, variant, dict(options), replicate=k + 1)
+    return [Cell(fw, wl, variant, dict(options), replicate=k + 1, point=point)
             for k in range(rounds) for wl in by_workload
             for _, variant, options, fws in group_orders[wl][k]
             for fw in orders[k] if fw in fws]
@@ -95,16 +117,22 @@ def expand_cells(cfg):
 
 def select_cells(cells, patterns, where="--only"):
     """Keep cells whose id (every replicate) or unit id (one replicate, e.g. 'torch-*.r2')
-    matches any glob; a pattern that matches nothing is bad input."""
+    matches any glob; in a sweep also '<point>/<cell or unit>' (e.g. 'b64-32px/*'), a
+    pattern without '/' matching that cell at every point. A pattern that matches nothing is
+    bad input."""
     if not patterns:
         return cells
 
     def hit(cell, p):
-        return fnmatch.fnmatch(cell.cell_id, p) or fnmatch.fnmatch(cell.unit_id, p)
+        names = [cell.cell_id, cell.unit_id]
+        if cell.point:
+            names += [f"{cell.point}/{cell.cell_id}", cell.label]
+        return any(fnmatch.fnmatch(n, p) for n in names)
 
     for p in patterns:
         if not any(hit(c, p) for c in cells):
-            ids = list(dict.fromkeys(c.cell_id for c in cells))
+            ids = list(dict.fromkeys(f"{c.point}/{c.cell_id}" if c.point else c.cell_id
+                                     for c in cells))
             raise ConfigError(f"{where} {p}: matches no cell; cells are {ids} (one replicate: "
                               f"<cell>.r<k>)")
     return [c for c in cells if any(hit(c, p) for p in patterns)]

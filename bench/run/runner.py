@@ -21,7 +21,7 @@ from bench.measure.monitor import Monitor
 from bench.measure.monitor import summarize as monitor_summary
 from bench.records import results as res
 from bench.run import distributed
-from bench.run.config import config_hash
+from bench.run.config import config_hash, point_configs
 from bench.run.matrix import ORDER_SCHEME, Cell, expected_records
 
 STDERR_TAIL_CHARS = 2000
@@ -55,12 +55,18 @@ def machine_calibration(threads):
         return None
 
 
-def write_manifest(run_dir, cfg, cells, argv=None):
+_NOT_GIVEN = object()
+
+
+def write_manifest(run_dir, cfg, cells, argv=None, *, run_id=None, calibration=_NOT_GIVEN,
+                   extra=None):
     """The run's identity: environment, full config + hash, seed, cells (Cells, or their dicts
     where a task lays out its folders itself). Framework versions are
-    filled in from each cell's start record as cells finish (see _record_versions)."""
+    filled in from each cell's start record as cells finish (see _record_versions).
+    A sweep's points pass their run id (<run>/<point>), the sweep's calibration (one machine,
+    one job: measured once) and `extra` (the point's name and overrides)."""
     manifest = {
-        "run_id": os.path.basename(os.path.normpath(run_dir)),
+        "run_id": run_id or os.path.basename(os.path.normpath(run_dir)),
         "created": time.time(),
         "created_iso": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": list(argv) if argv else None,
@@ -78,8 +84,10 @@ def write_manifest(run_dir, cfg, cells, argv=None):
         "gpu": gpu_info() if cfg["device"] != "cpu" else {"gpu": "absent",
                                                            "reason": "device=cpu"},
         "git": git_info(),
-        "calibration": machine_calibration(resolved_threads(cfg)),
+        "calibration": machine_calibration(resolved_threads(cfg))
+        if calibration is _NOT_GIVEN else calibration,
         "frameworks": {},
+        **(extra or {}),
     }
     res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
     return manifest
@@ -231,7 +239,7 @@ def run_cell(run_dir, cfg, cell, progress):
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
     stderr_path = os.path.join(d, res.STDERR)
     timeout_s = cfg["runner"]["timeout_s"]
-    progress.cell_start(cell.unit_id, expected_records(cfg, cell))
+    progress.cell_start(cell.label, expected_records(cfg, cell))
     tail = EventTail(os.path.join(d, res.EVENTS))
 
     started = time.time()
@@ -258,7 +266,7 @@ def run_cell(run_dir, cfg, cell, progress):
                 timed_out = True
                 _kill_tree(proc)
                 break
-            progress.records(cell.unit_id, tail.poll())
+            progress.records(cell.label, tail.poll())
             time.sleep(POLL_S)
     except BaseException:  # Ctrl-C: don't leave the worker running
         _kill_tree(proc)
@@ -266,7 +274,7 @@ def run_cell(run_dir, cfg, cell, progress):
     finally:
         if mon is not None:
             mon.stop()
-    progress.records(cell.unit_id, tail.poll())
+    progress.records(cell.label, tail.poll())
     wall_s = time.perf_counter() - t0
     rc = proc.returncode
 
@@ -296,6 +304,8 @@ def run_cell(run_dir, cfg, cell, progress):
     summary.setdefault("metrics", {})
     summary["wall_s"] = wall_s
     summary["returncode"] = rc
+    if cell.point:
+        summary["point"] = cell.point
     if mon is not None:
         samples, _ = res.read_records(os.path.join(d, res.MONITOR))
         epochs = [r for r in events if r.get("type") == "epoch"]
@@ -310,7 +320,7 @@ def run_cell(run_dir, cfg, cell, progress):
             else {"gpu": "present", "gpu_name": status["name"],
                   "gpu_watched": {k: v for k, v in status.items() if k != "gpu"}})
     res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
-    progress.cell_end(cell.unit_id, summary["status"], wall_s)
+    progress.cell_end(cell.label, summary["status"], wall_s)
     return summary
 
 
@@ -390,39 +400,68 @@ def _failed(cell, status, error, started, stderr_path):
 
 
 def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
-    """Run (or resume) a matrix into run_dir. Returns (exit code, list of summaries)."""
+    """Run (or resume) a matrix into run_dir. Returns (exit code, list of summaries).
+    A sweep's cells run in the folders of their points (records/results.point_dir), each
+    point with its own manifest and config, in the one interleaved order of `cells`."""
+    points = point_configs(cfg)
     if resume:
-        manifest = res.read_json(os.path.join(run_dir, res.MANIFEST))
-        manifest.setdefault("resumed", []).append({"at": time.time(),
-                                                   "command": list(argv) if argv else None})
-        res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
+        manifest = _resumed(run_dir, argv)
+        point_manifests = {p: _resumed(res.point_dir(run_dir, p), argv) for p in points}
     else:
-        os.makedirs(os.path.join(run_dir, res.CELLS_DIR))
-        manifest = write_manifest(run_dir, cfg, cells, argv)
+        manifest = _start_run(run_dir, cfg, cells, argv, sweep=list(points))
+        point_manifests = {
+            p: _start_run(res.point_dir(run_dir, p), pcfg, [c for c in cells if c.point == p],
+                          argv, run_id=f"{manifest['run_id']}/{p}",
+                          calibration=manifest["calibration"],
+                          extra={"point": p, "sweep_run": manifest["run_id"]})
+            for p, pcfg in points.items()}
     prog = Progress(len(cells), enabled=progress)
-    n_cells = len({c.cell_id for c in cells})
-    prog.line(f"run {run_dir}: {n_cells} cell(s) x {cfg['runner']['replicates']} replicate(s) "
+    n_cells = len({c.label.rsplit(".r", 1)[0] for c in cells})
+    prog.line(f"run {run_dir}: {n_cells} cell(s)" + (f" over {len(points)} sweep points"
+                                                     if points else "") +
+              f" x {cfg['runner']['replicates']} replicate(s) "
               f"= {len(cells)} process(es), {resolved_threads(cfg)} thread(s)")
     summaries = []
     try:
         for cell in cells:
-            done = res.read_summary(run_dir, cell.unit_id) if resume else None
+            where = res.point_dir(run_dir, cell.point) if cell.point else run_dir
+            done = res.read_summary(where, cell.unit_id) if resume else None
             if done is not None and done.get("status") == "ok":
-                prog.cell_end(cell.unit_id, "ok (kept from the earlier attempt)",
+                prog.cell_end(cell.label, "ok (kept from the earlier attempt)",
                               done.get("wall_s") or 0.0)
                 summaries.append(done)
                 continue
-            summaries.append(run_cell(run_dir, cfg, cell, prog))
-            _record_versions(run_dir, manifest, cell)
+            summaries.append(run_cell(where, points.get(cell.point, cfg), cell, prog))
+            _record_versions(where, point_manifests.get(cell.point, manifest), cell)
+            if cell.point:
+                _record_versions(run_dir, manifest, cell)
     finally:
         prog.close()
     failed = [s for s in summaries if s.get("status") != "ok"]
     return (1 if failed else 0), summaries
 
 
+def _start_run(run_dir, cfg, cells, argv, *, sweep=(), **manifest_args):
+    """A new run folder (or sweep point folder) with its manifest; a sweep's own folder
+    holds no cells/, only its points' folders."""
+    os.makedirs(os.path.join(run_dir, res.POINTS_DIR if sweep else res.CELLS_DIR))
+    extra = dict(manifest_args.pop("extra", None) or {})
+    if sweep:
+        extra["sweep"] = list(sweep)
+    return write_manifest(run_dir, cfg, cells, argv, extra=extra, **manifest_args)
+
+
+def _resumed(run_dir, argv):
+    manifest = res.read_json(os.path.join(run_dir, res.MANIFEST))
+    manifest.setdefault("resumed", []).append({"at": time.time(),
+                                               "command": list(argv) if argv else None})
+    res.write_json_atomic(os.path.join(run_dir, res.MANIFEST), manifest)
+    return manifest
+
+
 def cells_from_manifest(manifest):
     return [Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {},
-                 c.get("replicate") or 1) for c in manifest["cells"]]
+                 c.get("replicate") or 1, c.get("point") or "") for c in manifest["cells"]]
 
 
 def format_table(summaries):
@@ -444,7 +483,8 @@ def format_table(summaries):
                             f"{r['time_median_s']:.3f} s" for r in m.get("runs", [])[:4])
         if (m.get("others_cpu_percent_mean") or 0) > BUSY_OTHERS_CPU_PERCENT:
             key += f"  [busy machine: other processes used {m['others_cpu_percent_mean']:.0f}% CPU]"
-        rows.append((s.get("unit") or s["cell"], s.get("status", "?"),
+        unit = s.get("unit") or s["cell"]
+        rows.append((f"{s['point']}/{unit}" if s.get("point") else unit, s.get("status", "?"),
                      f"{s.get('wall_s') or 0:.1f}", key))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}"

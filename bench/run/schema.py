@@ -45,7 +45,7 @@ def known_frameworks():
 class Field:
     """One config leaf: its kind, default, constraints and the line docs/CONFIG.md shows."""
 
-    kind: str  # int | float | bool | str | list | runs | variants | flags
+    kind: str  # int | float | bool | str | list | runs | variants | flags | sweep
     default: object
     doc: str
     choices: tuple = None
@@ -269,6 +269,10 @@ SCHEMA = {
                       "...), each run as its own train/sample cells beside the matched ones; "
                       "entries {name, frameworks, precision, compile, channels_last, attention, "
                       "jittor_flags, debug_output_scale} (docs/VARIANTS.md)"),
+    "sweep": Field("sweep", [], "named points, each overriding model / train / sample / "
+                   "profile / data keys (and runner.timeout_s), run as their own cells "
+                   "beside the frameworks; or {product: {dotted.key: [values]}} "
+                   "(docs/CONFIG.md \"Sweeps\"); [] = no sweep"),
     "variant_guard": {
         # the quality guard of the variants (docs/VARIANTS.md): runs only when variants are
         # configured, after each train (else sample) cell's workload
@@ -358,7 +362,8 @@ def schema_keys(schema=SCHEMA, prefix=""):
 def _type_name(f):
     names = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "runs": "a list of mappings",
-             "variants": "a list of mappings", "flags": "a mapping"}
+             "variants": "a list of mappings", "flags": "a mapping",
+             "sweep": "a list of points or {product: ...}"}
     if f.kind == "list":
         plural = {"int": "integers", "float": "numbers", "str": "strings"}[f.item.kind]
         return f"a list of {plural}" + (" (or one value)" if f.scalar_ok else "")

@@ -64,8 +64,10 @@ def run_cell(cell_dir, spec):
     backend = None
     with RecordWriter(os.path.join(cell_dir, EVENTS)) as out:
         try:
+            names = [cell["cell"]] + ([f"{cell['point']}/{cell['cell']}"]
+                                      if cell.get("point") else [])
             for pattern in cfg["debug"]["raise_in"]:
-                if fnmatch.fnmatch(cell["cell"], pattern):
+                if any(fnmatch.fnmatch(n, pattern) for n in names):
                     raise RuntimeError(f"debug.raise_in: cell {cell['cell']} matches "
                                        f"{pattern!r} (deliberate failure)")
             unet, diffusion, optim = build_specs(cfg)
@@ -137,6 +139,7 @@ def run_cell(cell_dir, spec):
             if backend is not None:
                 backend.close()  # leaves the process group (data-parallel cells)
     summary = {"cell": cell["cell"], "replicate": cell.get("replicate", 1),
+               **({"point": cell["point"]} if cell.get("point") else {}),
                "unit": cell.get("unit", cell["cell"]), "framework": cell["framework"],
                "workload": cell["workload"], "variant": cell["variant"],
                "setting": cell["options"].get("setting"), "world_size": world, "rank": rank,
