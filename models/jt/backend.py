@@ -209,13 +209,31 @@ class JittorBackend(BackendBase):
             self.opt.backward(loss)
         with self.region("optimizer"):
             if self.optim_spec.grad_clip > 0:
-                self.opt.clip_grad_norm(self.optim_spec.grad_clip, 2)
+                self._clip_grad_norm(self.optim_spec.grad_clip)
             self.opt.step()
             if self.ema_model is not None:
                 d = self.optim_spec.ema_decay
                 for e, p in zip(self.ema_params, self.params):
                     e.update(e * d + p.detach() * (1.0 - d))
         return loss
+
+    def _clip_grad_norm(self, max_norm):
+        """Scale every gradient by min(1, max_norm / (||all gradients||_2 + 1e-6)), as
+        jt.optim.Optimizer.clip_grad_norm and torch.nn.utils.clip_grad_norm_ do. Jittor's
+        concatenates every gradient into one array (a copy of the whole model: a setitem per
+        parameter) and reduces it in one op; the sweep's profile of the paper UNet (35.7M
+        parameters) put that at 105 ms of a 730 ms step on 2 cores, 0.2 of torch's whole
+        step (reports/reference/sweep-cpu). The same norm from per-parameter sums of
+        squares, as torch computes it, copies nothing."""
+        jt = self.jt
+        grads = [g for pg in self.opt.param_groups
+                 for p, g in zip(pg["params"], pg["grads"]) if not p.is_stop_grad()]
+        if not grads:
+            return
+        total = jt.sqrt(sum((g * g).sum() for g in grads))
+        coef = jt.minimum(max_norm / (total + 1e-6), 1.0)
+        for g in grads:
+            g.update(g * coef)
 
     def loss_and_grads(self, x0, t, noise, y=None, drop=None):
         """Training loss and every parameter's gradient, without stepping (parity checks)."""
