@@ -209,6 +209,9 @@ def cmd_train(args):
         steps = args.steps or cfg["train"]["total_steps"]
         if steps < 1:
             raise C.ConfigError(f"--steps {steps}: must be >= 1")
+        if cfg["model"]["family"] == "dit" and cfg["model"]["num_classes"]:
+            raise C.ConfigError("model.num_classes: `harness.py train` trains an unconditional "
+                                "model (no loader carries labels yet); set it to 0")
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
     codes = run_training(cfg, run_dir, frameworks, steps, resume=bool(args.resume), argv=sys.argv)

@@ -32,7 +32,7 @@ os.environ.setdefault("use_parallel_op_compiler", "1")
 PROCESS_MODULES = {"test_ab", "test_distributed", "test_fid", "test_harness",
                    "test_integration", "test_new_user", "test_offline", "test_parity",
                    "test_regress", "test_sample", "test_timing", "test_train", "test_variants"}
-PROCESS_FIXTURES = {"both_frameworks_run", "profiled_run", "sweep_run"}
+PROCESS_FIXTURES = {"both_frameworks_run", "profiled_run", "sweep_run", "dit_run"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -93,6 +93,15 @@ def harness(*args, timeout=600, **kw):
     """Run harness.py with the project's python; returns the CompletedProcess."""
     return subprocess.run([sys.executable, os.path.join(REPO, "harness.py"), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO, **kw)
+
+
+def bench_and_report(tmp, cfg, timeout=600):
+    """harness.py bench of cfg (written to tmp/c.yaml, quiet), then harness.py report of
+    the run into tmp/report: (bench process, run dir, report process, tmp)."""
+    proc = harness("bench", write_config(tmp / "c.yaml", cfg), "--quiet", timeout=timeout)
+    run_dir = run_dirs(cfg["runner"]["results_dir"])[0]
+    report = harness("report", run_dir, "--out", tmp / "report", timeout=300)
+    return proc, run_dir, report, tmp
 
 
 def run_dirs(results_dir):

@@ -15,7 +15,7 @@ from bench.report import sweep as sweep_report
 from bench.run import config as C
 from bench.run import matrix
 from bench.stats.replicates import Ratio
-from tests.conftest import harness, run_dirs, tiny_config, write_config
+from tests.conftest import bench_and_report, harness, tiny_config, write_config
 
 WIDE = {"name": "wide", "model": {"base_channels": 16}, "train": {"batch_size": 8}}
 
@@ -164,10 +164,7 @@ def sweep_run(tmp_path_factory):
     survives."""
     tmp = tmp_path_factory.mktemp("sweep")
     cfg = tiny_config(tmp / "results", debug={"raise_in": ["wide/jittor-train"]}, **SWEEP_CFG)
-    proc = harness("bench", write_config(tmp / "c.yaml", cfg), "--quiet", timeout=600)
-    run_dir = run_dirs(tmp / "results")[0]
-    report = harness("report", run_dir, "--out", tmp / "report", timeout=300)
-    return proc, run_dir, report, tmp
+    return bench_and_report(tmp, cfg)
 
 
 @pytest.mark.slow

@@ -148,6 +148,49 @@ def validation_batches(val_images, batch_size, n_batches, timesteps, seed=0):
     return out
 
 
+LABEL_SEED_OFFSET = 4
+
+
+class BenchmarkLabels:
+    """Class labels for a class-conditional model (a DiT with num_classes > 0): seeded
+    numpy draws, the same in every framework, and the label-dropout masks with them (numpy
+    too, so both frameworks drop the same labels, as the parity check does). A speed
+    benchmark needs labels of the right shape and distribution, not true ones: the synthetic
+    images have no classes, and no loader carries labels (docs/DIT.md "In the harness").
+
+    Each call returns the backend's keyword arguments for one batch; data-parallel cells
+    draw the global batch's labels and keep their rank's rows (as RankSlice does)."""
+
+    def __init__(self, num_classes, class_dropout, seed=0, rank=0, world_size=1):
+        self.num_classes, self.class_dropout = num_classes, class_dropout
+        self.rank, self.world_size = rank, world_size
+        self.rng = np.random.default_rng(seed + LABEL_SEED_OFFSET)
+
+    def _rows(self, arr):
+        n = len(arr) // self.world_size
+        return arr[self.rank * n:(self.rank + 1) * n]
+
+    def train(self, batch_size):
+        """{y, drop} for a training step of the global batch size."""
+        y = self.rng.integers(0, self.num_classes, size=batch_size, dtype=np.int64)
+        drop = self.rng.random(batch_size) < self.class_dropout if self.class_dropout else None
+        return {"y": self._rows(y), "drop": None if drop is None else self._rows(drop)}
+
+    def sample(self, batch_size, cfg_scale=None):
+        """{y[, cfg_scale]} for a sampling chain (or a validation batch: no guidance)."""
+        y = self.rng.integers(0, self.num_classes, size=batch_size, dtype=np.int64)
+        return {"y": y, **({"cfg_scale": cfg_scale} if cfg_scale is not None else {})}
+
+
+def benchmark_labels(spec, seed=0, rank=0, world_size=1):
+    """BenchmarkLabels for a class-conditional spec, else None (the UNet, an unconditional
+    DiT: no labels)."""
+    classes = getattr(spec, "num_classes", 0)
+    if not classes:
+        return None
+    return BenchmarkLabels(classes, spec.class_dropout, seed, rank, world_size)
+
+
 class RankSlice:
     """A rank's share of a stream of global (x0, t, noise) numpy batches: rows
     [rank * B/N, (rank + 1) * B/N) of each (data-parallel cells, docs/DISTRIBUTED.md)."""

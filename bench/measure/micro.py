@@ -39,10 +39,15 @@ def micro_calls(backend, unet, diffusion, sample_runs, batch_size, sampler_plan)
     x, t = micro_batch(unet, diffusion, batch_size)
     xd = backend.to_device(x)
     fw = backend.name
-    calls = {f"test_unet_forward[{fw}]": lambda: backend.eps(xd, t, ema=False),
-             f"test_train_step[{fw}]": lambda: backend.train_step(xd, t)}
+    # a class-conditional DiT's labels (fixed, numpy-made); nothing for other models. The
+    # names stay the UNet's ("unet_forward" is the model's forward) so baselines carry over.
+    classes = getattr(unet, "num_classes", 0)
+    cond = {"y": np.random.default_rng(INPUT_SEED).integers(0, classes, batch_size)} \
+        if classes else {}
+    calls = {f"test_unet_forward[{fw}]": lambda: backend.eps(xd, t, ema=False, **cond),
+             f"test_train_step[{fw}]": lambda: backend.train_step(xd, t, **cond)}
     for sampler in SAMPLERS:
         coeffs, _ = middle_step(diffusion, sample_runs, sampler, sampler_plan)
         calls[f"test_sample_step[{fw}-{sampler}]"] = (
-            lambda c=coeffs: backend.sample_step(xd, c, noise=None, ema=True))
+            lambda c=coeffs: backend.sample_step(xd, c, noise=None, ema=True, **cond))
     return calls

@@ -25,24 +25,27 @@ class StepTiming:
     dispatch_s: float
 
 
-def timed_train_step(backend, batches, inject_delay_s=0.0, sync=True):
+def timed_train_step(backend, batches, inject_delay_s=0.0, sync=True, labels=None):
     """Fetch one batch and take one optimizer step. Returns (loss tensor, x0, StepTiming).
 
     inject_delay_s sleeps inside the compute window (a known, documented slowdown for the
     regression gate). sync=False exists only to demonstrate what an unsynced clock reads.
+    labels: a class-conditional model's BenchmarkLabels (bench/data/loaders.py), drawn with
+    the batch, inside the data window; None for a model without labels.
     """
     sync_fn = backend.sync if sync else (lambda: None)
     sync_fn()
     t0 = time.perf_counter()
     with backend.region("data"):  # a no-op outside profile cells
         x0, t, noise = next(batches)
+        cond = labels.train(len(t) * labels.world_size) if labels is not None else {}
         if isinstance(x0, np.ndarray):  # shared loader: numpy -> device here, inside data-wait
             x0 = backend.to_device(x0)
         if noise is not None:
             noise = backend.to_device(noise)
         sync_fn()
     t1 = time.perf_counter()
-    loss = backend.train_step(x0, t, noise)
+    loss = backend.train_step(x0, t, noise, **cond)
     t_dispatch = time.perf_counter()
     if inject_delay_s:
         time.sleep(inject_delay_s)
@@ -63,8 +66,9 @@ def timed_call(backend, call):
     return dt
 
 
-def timed_chain(backend, plan, batch_size, shape, ema=True, inject_delay_s=0.0):
-    """One full sampling chain from fresh x_T. Returns (seconds, x0).
+def timed_chain(backend, plan, batch_size, shape, ema=True, inject_delay_s=0.0, cond=None):
+    """One full sampling chain from fresh x_T. Returns (seconds, x0). cond: a
+    class-conditional model's labels (and guidance scale), BenchmarkLabels.sample's.
 
     x_T is drawn and synced before the clock starts; noise comes from the framework's RNG on
     the device (benchmark mode). One sync at the end, so consecutive steps can pipeline as
@@ -74,7 +78,7 @@ def timed_chain(backend, plan, batch_size, shape, ema=True, inject_delay_s=0.0):
     backend.sync()
     t0 = time.perf_counter()
     for coeffs in plan:
-        x, _ = backend.sample_step(x, coeffs, noise=None, ema=ema)
+        x, _ = backend.sample_step(x, coeffs, noise=None, ema=ema, **(cond or {}))
         if inject_delay_s:
             time.sleep(inject_delay_s)
     backend.sync()

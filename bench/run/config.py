@@ -23,11 +23,13 @@ import yaml
 from bench.data.datasets import dataset_info, search_dirs
 from bench.measure.env import cuda_device_present
 from bench.run.checks import ConfigError, check_value, unknown_key
-from bench.run.schema import (DATASET_SHAPES, LOADERS, SCHEMA, WORKLOADS, defaults,
-                              known_frameworks)
+from bench.run.schema import (DATASET_SHAPES, DIT_KEYS, LOADERS, SCHEMA, UNET_KEYS, WORKLOADS,
+                              defaults, known_frameworks)
 from bench.run import sweep as sweep_axis
 from bench.run.variants import check_variants, resolve_variants
 from models.common.diffusion import select_timesteps
+from models.common.dit_spec import PRESETS as DIT_PRESETS
+from models.common.dit_spec import DiTSpec, dit_spec_from_dict
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
 
 # The config an empty config file is pointed to (the built-in defaults are its sizes).
@@ -114,6 +116,7 @@ def load_config(path=None, overrides=(), check_paths=True):
     """
     cfg = defaults()
     where = ""
+    given = set()   # the model keys the file and --set name (checked against model.family)
     if path is not None:
         where = f"{path}:"
         try:
@@ -133,9 +136,14 @@ def load_config(path=None, overrides=(), check_paths=True):
         _merge(cfg, data, SCHEMA, where)
         if "name" not in data:
             cfg["name"] = os.path.splitext(os.path.basename(path))[0]
+        if isinstance(data.get("model"), dict):
+            given |= set(data["model"])
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(cfg, parts, value, text)
+        if parts[0] == "model":
+            given |= set(value) if len(parts) == 1 and isinstance(value, dict) else {parts[-1]}
+    check_model_keys(given, cfg["model"], f"{where or 'config:'}model.")
     if len(cfg["sweep"]) == 1:
         # one point is the run its overrides describe: today's config, cells and folders
         cfg = point_config(cfg, cfg["sweep"][0], f"{where or 'config:'}sweep[0].")
@@ -153,7 +161,27 @@ def point_config(cfg, point, where="config:sweep[i]."):
     for section, overrides in point.items():
         if section != "name":
             _merge(out[section], overrides, SCHEMA[section], where, f"{section}.")
+    check_model_keys(set(point.get("model") or {}), out["model"], f"{where}model.")
     return out
+
+
+def check_model_keys(given, model, where):
+    """The model keys a mapping names must belong to its family (docs/DIT.md "In the
+    harness"), and a DiT preset fixes four keys that must then be left out."""
+    family = model["family"]
+    foreign = sorted(given & set(UNET_KEYS if family == "dit" else DIT_KEYS))
+    if foreign:
+        other = "unet" if family == "dit" else "dit"
+        raise ConfigError(f"{where}{foreign[0]}: a {other} key, but model.family is {family!r}; "
+                          f"drop it or set model.family: {other} ({family} keys: "
+                          f"{', '.join(DIT_KEYS if family == 'dit' else UNET_KEYS)})")
+    preset = model.get("preset")
+    if family == "dit" and preset:
+        fixed = sorted(given & set(DIT_PRESETS[preset]))
+        if fixed:
+            raise ConfigError(f"{where}{fixed[0]}: model.preset {preset} sets it "
+                              f"({', '.join(sorted(DIT_PRESETS[preset]))}); drop it or the "
+                              "preset")
 
 
 def point_configs(cfg):
@@ -163,12 +191,31 @@ def point_configs(cfg):
             for i, p in enumerate(cfg.get("sweep") or [])}
 
 
+def model_spec_keys(model):
+    """(spec class, its keyword arguments) of a resolved `model` section: the family's keys
+    and the shared ones; a DiT preset's four keys come from the preset."""
+    shared = {"image_size": model["image_size"], "in_channels": model["in_channels"]}
+    if model["family"] == "dit":
+        keys = dict(shared, **{k: model[k] for k in DIT_KEYS})
+        if keys["preset"]:
+            keys = {k: v for k, v in keys.items() if k not in DIT_PRESETS[keys["preset"]]}
+        else:
+            keys.pop("preset")
+        return DiTSpec, keys
+    return UNetSpec, dict(shared, **{k: model[k] for k in UNET_KEYS})
+
+
 def build_specs(cfg, where="config:"):
-    """(UNetSpec, DiffusionSpec, OptimSpec) from a resolved config, errors naming the key."""
+    """(model spec, DiffusionSpec, OptimSpec) from a resolved config, errors naming the key;
+    the model spec is a UNetSpec or, with model.family dit, a DiTSpec."""
     out = []
-    for section, cls in (("model", UNetSpec), ("diffusion", DiffusionSpec), ("optim", OptimSpec)):
+    model_cls, model_keys = model_spec_keys(cfg["model"])
+    for section, cls, data in (("model", model_cls, model_keys),
+                               ("diffusion", DiffusionSpec, cfg["diffusion"]),
+                               ("optim", OptimSpec, cfg["optim"])):
         try:
-            out.append(spec_from_dict(cls, cfg[section], where=section))
+            out.append(dit_spec_from_dict(data, where=section) if cls is DiTSpec
+                       else spec_from_dict(cls, data, where=section))
         except (ValueError, TypeError) as e:
             # e.g. "UNetSpec.image_size=30 is invalid: ..." -> name the config key.
             msg = str(e)
@@ -247,6 +294,12 @@ def validate(cfg, where="config:", check_paths=True):
     if "train" in cfg["workloads"]:
         _check_world_sizes(cfg, where)
 
+    if cfg["sample"]["cfg_scale"] is not None and not (
+            isinstance(unet, DiTSpec) and unet.num_classes and unet.class_dropout > 0):
+        raise ConfigError(f"{where}sample.cfg_scale: guidance needs a class-conditional DiT "
+                          "trained with label dropout (model.family: dit, num_classes > 0, "
+                          "class_dropout > 0: the null class); set it to null")
+
     if "sample" in cfg["workloads"]:
         for i, run in enumerate(cfg["sample"]["runs"]):
             _check_steps(f"{where}sample.runs[{i}]", run["steps"] or [], run["sampler"],
@@ -260,6 +313,10 @@ def validate(cfg, where="config:", check_paths=True):
             raise ConfigError(f"{where}train.batch_size: {cfg['train']['batch_size']} exceeds "
                               f"the {n_train} training images the profile cells train on")
 
+    if "quality" in cfg["workloads"] and getattr(unet, "num_classes", 0):
+        raise ConfigError(f"{where}workloads: quality scores an unconditional model (its "
+                          "images have no labels to draw from); set model.num_classes: 0 "
+                          "for the DiT, or leave quality out")
     if "quality" in cfg["workloads"]:
         validate_quality(cfg, where)
         ckpt = cfg["quality"]["checkpoint"]

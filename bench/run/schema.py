@@ -8,6 +8,7 @@ import copy
 import json
 from dataclasses import dataclass, fields
 
+from models.common.dit_spec import PRESETS as DIT_PRESETS
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
 from models.common.variants import ATTENTION, COMPILE_MODES, PRECISIONS
 from models.registry import FRAMEWORKS, MATH_MODES
@@ -81,15 +82,43 @@ def _spec_fields(cls, docs, defaults=None):
 
 
 _UNET_DOCS = {
-    "image_size": "input height = width in pixels; divisible by 2^(len(ch_mult)-1)",
+    "image_size": "input height = width in pixels; (unet) divisible by 2^(len(ch_mult)-1), "
+                  "(dit) by patch_size",
     "in_channels": "image channels (1 grey, 3 RGB)",
-    "base_channels": "channels of the first level (DDPM CIFAR-10: 128); even",
-    "ch_mult": "channel multiplier per resolution level, e.g. [1, 2, 2, 2]",
-    "num_res_blocks": "residual blocks per level",
-    "attn_resolutions": "feature-map sizes that get self-attention, e.g. [16]",
-    "dropout": "dropout probability in the residual blocks, in [0, 1)",
-    "norm_groups": "GroupNorm groups; must divide every channel count",
+    "base_channels": "(unet) channels of the first level (DDPM CIFAR-10: 128); even",
+    "ch_mult": "(unet) channel multiplier per resolution level, e.g. [1, 2, 2, 2]",
+    "num_res_blocks": "(unet) residual blocks per level",
+    "attn_resolutions": "(unet) feature-map sizes that get self-attention, e.g. [16]",
+    "dropout": "(unet) dropout probability in the residual blocks, in [0, 1)",
+    "norm_groups": "(unet) GroupNorm groups; must divide every channel count",
 }
+# model.family (docs/DIT.md "In the harness"): which spec the `model` keys build. Each family
+# owns its keys; image_size and in_channels are both's; a key of the other family is bad input.
+MODEL_FAMILIES = ("unet", "dit")
+SHARED_MODEL_KEYS = ("family", "image_size", "in_channels")
+UNET_KEYS = tuple(k for k in _UNET_DOCS if k not in SHARED_MODEL_KEYS)
+_DIT_FIELDS = {
+    "preset": Field("str", None, "(dit) a named size: DiT-S/2, DiT-B/4, ... and DiT-T/2 (tiny, "
+                    "for tests); sets patch_size, hidden_size, depth and num_heads, which must "
+                    "then be left out; null = give them", nullable=True,
+                    choices=tuple(DIT_PRESETS)),
+    "patch_size": Field("int", 2, "(dit) patch side in pixels; divides image_size", minimum=1),
+    "hidden_size": Field("int", 64, "(dit) token width; divisible by num_heads and by 4",
+                         minimum=1),
+    "depth": Field("int", 2, "(dit) transformer blocks", minimum=1),
+    "num_heads": Field("int", 2, "(dit) attention heads", minimum=1),
+    "mlp_ratio": Field("float", 4.0, "(dit) MLP width ÷ hidden_size", above=0.0),
+    "num_classes": Field("int", 0, "(dit) classes of the label embedder; 0 = unconditional "
+                         "(the benchmark draws seeded labels for a conditional model)",
+                         minimum=0),
+    "class_dropout": Field("float", 0.0, "(dit) training label dropout for classifier-free "
+                           "guidance (adds the null class); needs num_classes > 0",
+                           minimum=0.0),
+    "learn_sigma": Field("bool", False, "(dit) also output the variance channels (unused by "
+                         "the samplers: ε-prediction with the fixed variances)"),
+}
+DIT_KEYS = tuple(_DIT_FIELDS)
+
 _DIFFUSION_DOCS = {
     "timesteps": "T, the number of diffusion steps",
     "beta_schedule": "linear | cosine | quadratic",
@@ -166,7 +195,13 @@ SCHEMA = {
                         choices_fn=known_frameworks, unique=True),
     "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality | profile",
                        scalar_ok=True, unique=True, item=Field("str", None, "", choices=WORKLOADS)),
-    "model": _spec_fields(UNetSpec, _UNET_DOCS, QUICK_MODEL),
+    "model": {
+        "family": Field("str", "unet", "unet (the DDPM UNet) | dit (the diffusion transformer, "
+                        "docs/DIT.md); each has its own keys below, marked (unet) / (dit)",
+                        choices=MODEL_FAMILIES),
+        **_spec_fields(UNetSpec, _UNET_DOCS, QUICK_MODEL),
+        **_DIT_FIELDS,
+    },
     "diffusion": _spec_fields(DiffusionSpec, _DIFFUSION_DOCS),
     "optim": _spec_fields(OptimSpec, _OPTIM_DOCS),
     "data": {
@@ -225,6 +260,10 @@ SCHEMA = {
         "warmup": Field("int", 1, "unmeasured full chains before the measured ones",
                         minimum=0),
         "ema": Field("bool", True, "sample with the EMA weights (when optim.ema_decay > 0)"),
+        "cfg_scale": Field("float", None, "classifier-free guidance scale (a class-conditional "
+                           "DiT with class_dropout > 0: each step runs the model on the "
+                           "labels and the null class); null = none", nullable=True,
+                           minimum=0.0),
     },
     "quality": {
         "sampler": Field("str", "ddim", "sampler whose samples are scored", choices=SAMPLERS),

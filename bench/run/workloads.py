@@ -86,6 +86,9 @@ def run_train(backend, cfg, loader, out):
     if world > 1:  # every rank draws the same global batch and trains on its slice
         batches = datamod.RankSlice(batches, rank, world)
     val = datamod.validation_batches(val_images, bs, tcfg["val_batches"], T, seed)
+    # a class-conditional DiT's labels (seeded, the same in every framework); None otherwise
+    labels = datamod.benchmark_labels(unet, seed, rank, world)
+    val_labels = [labels.sample(len(t)) if labels else {} for _, t, _ in val]
     steps_per_epoch = tcfg["steps_per_epoch"] or len(train_images) // bs
     flops = train_step_flops(unet, bs)  # the global batch: what the N ranks compute together
     out.write("train_info", loader=loader, train_images=len(train_images),
@@ -105,7 +108,8 @@ def run_train(backend, cfg, loader, out):
             if fail == rank and global_step == cfg["debug"]["fail_at_step"]:
                 _fail_here(cfg["debug"]["fail_mode"], rank)
             phase = phase_of(global_step, tcfg["warmup_steps"])
-            loss_t, _, tm = timed_train_step(backend, batches, inject_delay_s=delay_s)
+            loss_t, _, tm = timed_train_step(backend, batches, inject_delay_s=delay_s,
+                                             labels=labels)
             loss = backend.loss_value(loss_t)  # after the clock stopped (it syncs)
             losses.append(loss)
             out.write("step", phase=phase, epoch=epoch, step=global_step, wall_s=tm.wall_s,
@@ -127,8 +131,8 @@ def run_train(backend, cfg, loader, out):
         val_loss = None
         if val:
             val_loss = float(np.mean([
-                backend.eval_loss(backend.to_device(x0), t, backend.to_device(noise))
-                for x0, t, noise in val]))
+                backend.eval_loss(backend.to_device(x0), t, backend.to_device(noise),
+                                  **vl) for (x0, t, noise), vl in zip(val, val_labels)]))
         val_s = time.perf_counter() - tv
         images_done = steps_per_epoch * bs
         row = out.write("epoch", epoch=epoch, t_start=t_start, time_s=epoch_s,
@@ -181,6 +185,7 @@ def run_sample(backend, cfg, out):
     scfg = cfg["sample"]
     delay_s = cfg["debug"]["inject_delay_s"]
     shape = (unet.in_channels, unet.image_size, unet.image_size)
+    labels = datamod.benchmark_labels(unet, cfg["seed"])
     results = []
     for run in scfg["runs"]:
         for steps in run["steps"] or [spec.timesteps]:
@@ -193,8 +198,9 @@ def run_sample(backend, cfg, out):
                 times = []
                 for i in range(scfg["warmup"] + scfg["repeats"]):
                     phase = "warmup" if i < scfg["warmup"] else "measure"
+                    cond = labels.sample(bs, scfg["cfg_scale"]) if labels else None
                     secs, x = timed_chain(backend, plan, bs, shape, ema=scfg["ema"],
-                                          inject_delay_s=delay_s)
+                                          inject_delay_s=delay_s, cond=cond)
                     finite = bool(np.isfinite(backend.to_numpy(x)).all())
                     out.write("sample", sampler=run["sampler"], steps=len(plan), eta=eta,
                               skip=run["skip"], variance=variance, batch_size=bs, repeat=i,
@@ -270,11 +276,12 @@ def run_profile(backend, cfg, out, cell_dir):
     pc, unet = cfg["profile"], backend.unet_spec
     bs, n = cfg["train"]["batch_size"], pc["train_steps"]
     batches, _, _ = train_batches(backend, cfg, "shared")
+    labels = datamod.benchmark_labels(unet, cfg["seed"])
 
     dispatch = []
 
     def train_once():
-        tm = timed_train_step(backend, batches)[2]
+        tm = timed_train_step(backend, batches, labels=labels)[2]
         dispatch.append(tm.dispatch_s)
         return tm.wall_s
 
@@ -295,7 +302,9 @@ def run_profile(backend, cfg, out, cell_dir):
     shape = (sbs, unet.in_channels, unet.image_size, unet.image_size)
 
     def chain_once():
-        return timed_chain(backend, plan, sbs, shape[1:], ema=cfg["sample"]["ema"])[0]
+        cond = labels.sample(sbs, cfg["sample"]["cfg_scale"]) if labels else None
+        return timed_chain(backend, plan, sbs, shape[1:], ema=cfg["sample"]["ema"],
+                           cond=cond)[0]
 
     chain_once()  # warm-up chain (compile), unprofiled
     # no marked warm-up chain: sampling enters no region, so nothing new to compile
@@ -317,16 +326,19 @@ def run_guard(backend, cfg, out):
     backend.load_weights(init_weights(unet, seed=seed, scheme="random"))
     backend.reset_optimizer()
     batches, _, _ = train_batches(backend, cfg, "shared")
+    labels = datamod.benchmark_labels(unet, seed)
     losses = []
     for _ in range(g["train_steps"]):
         x0, t, noise = next(batches)
+        cond = labels.train(len(t)) if labels else {}
         losses.append(backend.loss_value(backend.train_step(
-            backend.to_device(x0), t, backend.to_device(noise))))
+            backend.to_device(x0), t, backend.to_device(noise), **cond)))
     plan = sampler_plan(backend.diffusion_spec, "ddim", steps=g["sample_steps"], eta=0.0)
     shape = (g["sample_batch_size"], unet.in_channels, unet.image_size, unet.image_size)
     x_t = np.random.default_rng(seed + GUARD_SEED_OFFSET).standard_normal(shape)
+    cond = labels.sample(shape[0]) if labels else {}
     x = backend.to_numpy(backend.sample(backend.to_device(x_t.astype(np.float32)), plan,
-                                        ema=False)).astype(np.float64)
+                                        ema=False, **cond)).astype(np.float64)
     return out.write("guard", variant=backend.variant.name, losses=losses,
                      train_steps=len(losses), sample_steps=len(plan),
                      sample_mean=float(x.mean()), sample_std=float(x.std()),

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .dit_spec import DiTSpec
-from .dit_weights import dit_param_shapes
+from .dit_weights import dit_param_shapes, init_dit_weights
 from .specs import UNetSpec
 
 INIT_SCHEMES = ("ddpm", "random")
@@ -124,13 +124,16 @@ def _is_final(name):
 
 
 def init_weights(spec: UNetSpec, seed=0, scheme="ddpm"):
-    """Seeded canonical init in float32.
+    """Seeded canonical init in float32 (a DiTSpec: models/common/dit_weights.py's, its
+    "dit" scheme for "ddpm").
 
     ddpm: the DDPM code's variance_scaling(fan_avg, uniform), zero biases, unit norms, final
           layers at scale 1e-10.
     random: every tensor random (biases and norm affines too, no near-zero layers), for
           parity tests where a zero would hide a mismatch.
     """
+    if isinstance(spec, DiTSpec):   # the DiT's own init: its "dit" scheme is the default
+        return init_dit_weights(spec, seed, "dit" if scheme == "ddpm" else scheme)
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"init scheme={scheme!r} is invalid: one of {list(INIT_SCHEMES)}")
     rng = np.random.default_rng(seed)
