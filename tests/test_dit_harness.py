@@ -142,3 +142,11 @@ def test_both_frameworks_train_sample_with_guidance_and_profile_a_dit(dit_run):
     assert report.returncode == 0, report.stderr
     md = (tmp / "report" / "report.md").read_text()
     assert "## Where the time goes" in md and "No profile in this run" not in md
+
+
+def test_a_run_recorded_before_model_family_still_builds_its_unet(tmp_path):
+    """Reports read old runs' manifests: a model section without family or DiT keys."""
+    cfg = _load(tmp_path, tiny_config("x")["model"])
+    for key in ("family",) + C.DIT_KEYS:
+        cfg["model"].pop(key)
+    assert type(C.build_specs(cfg)[0]).__name__ == "UNetSpec"

@@ -141,9 +141,11 @@ def test_sentence_follows_the_ratio_and_splits_its_change_by_category():
     text = sweep_report.sentence(points, rows, gaps, "torch")
     assert "from 1.60× [1.50, 1.70] torch's time at s" in text
     assert "to 3.00× [2.80, 3.20] at l" in text and "rising at every point" in text
-    # the ratio's change +1.40 = norm +1.20 + conv_bwd +0.20: norm named first, 86% of it
-    assert f"most is {sweep_report.profile.LABELS['norm']} (+1.20), " in text
-    assert "86% from the first" in text
+    # the ratio's change +1.40 = norm +1.20 + conv_bwd +0.20: both grew, norm first
+    labels = sweep_report.profile.LABELS
+    assert "(+1.40, in units of torch's step" in text
+    assert f"grew: {labels['norm']} (+1.20), {labels['conv_bwd']} (+0.20)." in text
+    assert "shrank" not in text
 
 
 # ------------------------------------------------------------------------------- end to end

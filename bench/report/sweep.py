@@ -206,14 +206,21 @@ def _category_sentences(points: list, gaps: dict, baseline: str) -> list:
         change = {c: b["contrib"].get(c, 0.0) - a["contrib"].get(c, 0.0)
                   for c in set(a["contrib"]) | set(b["contrib"])}
         total = b["ratio"] - a["ratio"]
-        ranked = sorted((c for c in change if change[c] * total > 0), key=lambda c: -abs(change[c]))
-        named = ", ".join(f"{profile.LABELS.get(c, c)} ({change[c]:+.2f})" for c in ranked[:3])
+        grew = sorted((c for c in change if change[c] > 0.005), key=lambda c: -change[c])
+        shrank = sorted((c for c in change if change[c] < -0.005), key=lambda c: change[c])
+
+        def named(cats):
+            return ", ".join(f"{profile.LABELS.get(c, c)} ({change[c]:+.2f})" for c in cats[:3])
+
+        parts = [f"grew: {named(grew)}" if grew else "",
+                 f"shrank: {named(shrank)}" if shrank else ""]
         out.append(f"Under the profiler {fw}'s training step goes from {a['ratio']:.2f}× "
                    f"{baseline}'s at {small.name} to {b['ratio']:.2f}× at {large.name} "
-                   f"({total:+.2f}); of that change, in units of {baseline}'s step, most is "
-                   f"{named or 'spread over many categories'}"
-                   + (f" ({abs(change[ranked[0]] / total) * 100:.0f}% from the first)"
-                      if ranked and abs(total) > 1e-9 else "") + ".")
+                   f"({total:+.2f}, in units of {baseline}'s step, the sum of the categories' "
+                   f"changes); the categories whose share "
+                   + "; ".join(p for p in parts if p) + "." if any(parts) else
+                   f"Under the profiler {fw}'s training step goes from {a['ratio']:.2f}× to "
+                   f"{b['ratio']:.2f}×, no category moving by more than 0.005.")
     return out
 
 

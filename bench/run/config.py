@@ -168,7 +168,7 @@ def point_config(cfg, point, where="config:sweep[i]."):
 def check_model_keys(given, model, where):
     """The model keys a mapping names must belong to its family (docs/DIT.md "In the
     harness"), and a DiT preset fixes four keys that must then be left out."""
-    family = model["family"]
+    family = model.get("family", "unet")
     foreign = sorted(given & set(UNET_KEYS if family == "dit" else DIT_KEYS))
     if foreign:
         other = "unet" if family == "dit" else "dit"
@@ -195,7 +195,8 @@ def model_spec_keys(model):
     """(spec class, its keyword arguments) of a resolved `model` section: the family's keys
     and the shared ones; a DiT preset's four keys come from the preset."""
     shared = {"image_size": model["image_size"], "in_channels": model["in_channels"]}
-    if model["family"] == "dit":
+    # .get: a run recorded before model.family existed is a UNet's (its report still reads)
+    if model.get("family", "unet") == "dit":
         keys = dict(shared, **{k: model[k] for k in DIT_KEYS})
         if keys["preset"]:
             keys = {k: v for k, v in keys.items() if k not in DIT_PRESETS[keys["preset"]]}
