@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bench.measure.micro import micro_batch, middle_step
+from bench.measure.micro import micro_batch, micro_cond, middle_step
 
 
 def timed(backend, delay_s, slowdown, work, unslowed_calls=0):
@@ -48,7 +48,7 @@ def run(benchmark, backend, micro, work, **extra):
 def inputs(backend, micro):
     """A fixed batch in [-1, 1] and timesteps, made in numpy (same numbers everywhere)."""
     x, t = micro_batch(micro.unet, micro.diffusion, micro.batch_size)
-    return backend.to_device(x), t
+    return backend.to_device(x), t, micro_cond(micro.unet, micro.batch_size)
 
 
 def _middle_step(micro, sampler):
@@ -58,21 +58,22 @@ def _middle_step(micro, sampler):
 
 
 def test_unet_forward(benchmark, framework, backend, micro, inputs):
-    x, t = inputs
-    run(benchmark, backend, micro, lambda: backend.eps(x, t, ema=False), what="UNet forward, "
+    x, t, cond = inputs
+    run(benchmark, backend, micro, lambda: backend.eps(x, t, ema=False, **cond), what="UNet forward, "
         "eval mode, no grad")
 
 
 def test_train_step(benchmark, framework, backend, micro, inputs):
-    x0, t = inputs
-    run(benchmark, backend, micro, lambda: backend.train_step(x0, t),
+    x0, t, cond = inputs
+    run(benchmark, backend, micro, lambda: backend.train_step(x0, t, **cond),
         what="forward + backward + grad clip + Adam + EMA (noise from the framework RNG)")
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_sample_step(benchmark, framework, backend, micro, inputs, sampler):
-    x, _ = inputs
+    x, _, cond = inputs
     coeffs, chain_steps = _middle_step(micro, sampler)
-    run(benchmark, backend, micro, lambda: backend.sample_step(x, coeffs, noise=None, ema=True),
+    run(benchmark, backend, micro, lambda: backend.sample_step(x, coeffs, noise=None, ema=True,
+                                                                **cond),
         what=f"one {sampler.upper()} reverse step (EMA weights)", sampler=sampler,
         t=coeffs.t, chain_steps=chain_steps, stochastic=coeffs.sigma > 0)

@@ -150,3 +150,16 @@ def test_a_run_recorded_before_model_family_still_builds_its_unet(tmp_path):
     for key in ("family",) + C.DIT_KEYS:
         cfg["model"].pop(key)
     assert type(C.build_specs(cfg)[0]).__name__ == "UNetSpec"
+
+
+def test_the_micro_suite_gives_a_conditional_dit_its_labels():
+    """benchmarks/test_micro.py and the A/B gate's calls pass micro_cond to every call (a
+    conditional DiT refuses to run without labels)."""
+    from bench.measure.micro import micro_cond
+    spec = DiTSpec(image_size=8, in_channels=1, patch_size=2, hidden_size=32, depth=1,
+                   num_heads=2, num_classes=4, class_dropout=0.25)
+    cond = micro_cond(spec, 6)
+    assert cond["y"].shape == (6,) and cond["y"].max() < 4
+    assert np.array_equal(cond["y"], micro_cond(spec, 6)["y"])
+    assert micro_cond(C.build_specs(C.load_config(os.path.join(
+        os.path.dirname(__file__), "..", "configs", "quick.yaml")))[0], 6) == {}

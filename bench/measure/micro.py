@@ -18,6 +18,14 @@ def micro_batch(unet, diffusion, batch_size, seed=INPUT_SEED):
     return x.astype(np.float32), t
 
 
+def micro_cond(unet, batch_size, seed=INPUT_SEED):
+    """A class-conditional DiT's fixed labels ({"y": ...}, numpy-made); {} for any other
+    model. Passed to every micro call, so a DiT config runs the same benchmarks."""
+    classes = getattr(unet, "num_classes", 0)
+    return {"y": np.random.default_rng(seed).integers(0, classes, batch_size)} if classes \
+        else {}
+
+
 def middle_step(diffusion, sample_runs, sampler, sampler_plan):
     """(coefficients, chain length) of a step from the middle of the config's chain (DDPM: all
     T steps; DDIM: the config's first DDIM step count and eta). Every step costs the same; the
@@ -39,11 +47,8 @@ def micro_calls(backend, unet, diffusion, sample_runs, batch_size, sampler_plan)
     x, t = micro_batch(unet, diffusion, batch_size)
     xd = backend.to_device(x)
     fw = backend.name
-    # a class-conditional DiT's labels (fixed, numpy-made); nothing for other models. The
-    # names stay the UNet's ("unet_forward" is the model's forward) so baselines carry over.
-    classes = getattr(unet, "num_classes", 0)
-    cond = {"y": np.random.default_rng(INPUT_SEED).integers(0, classes, batch_size)} \
-        if classes else {}
+    # the names stay the UNet's ("unet_forward" is the model's forward): baselines carry over
+    cond = micro_cond(unet, batch_size)
     calls = {f"test_unet_forward[{fw}]": lambda: backend.eps(xd, t, ema=False, **cond),
              f"test_train_step[{fw}]": lambda: backend.train_step(xd, t, **cond)}
     for sampler in SAMPLERS:
