@@ -277,3 +277,11 @@ def test_resize_and_channel_conversion_for_file_datasets(tmp_path):
     assert gray.shape == (2, 32, 32, 1)
     with pytest.raises(ValueError, match="channels"):
         ds.load_dataset("cifar10", root=tmp_path / "c", channels=2)
+
+
+def test_synthetic_images_take_any_channel_count():
+    """A latent-space model (the DiT's 32x32x4) trains on synthetic 'latents'."""
+    x = ds.load_dataset("synthetic", None, "train", image_size=8, channels=4, count=3)
+    assert x.shape == (3, 8, 8, 4) and x.dtype == np.uint8 and x.max() > 0
+    with pytest.raises(ValueError, match="channels=0 is invalid; valid: a positive integer"):
+        ds.load_dataset("synthetic", None, "train", image_size=8, channels=0, count=3)

@@ -134,11 +134,15 @@ def test_dry_run_from_a_clean_copy_offline(bundle, tmp_path):
         names = t.getnames()
     runs = {n.split("/")[1] for n in names if n.startswith("results/") and
             n.endswith("manifest.json")}
-    # quick-gpu, paper fp32, tf32, bf16, and the size sweep (configs/sweep-gpu.yaml)
-    assert sorted(r.split("-", 2)[2] for r in runs) == ["gpu-paper"] * 3 + ["quick-gpu",
-                                                                           "sweep-gpu"]
+    # quick-gpu, paper fp32, tf32, bf16, and the sweeps (configs/sweep-gpu.yaml, the DiT's
+    # configs/dit-gpu.yaml), whose dry run is their first point at 8x8
+    assert sorted(r.split("-", 2)[2] for r in runs) == ["dit-gpu"] + ["gpu-paper"] * 3 + [
+        "quick-gpu", "sweep-gpu"]
+    for step in ("sweep-gpu", "dit-gpu"):
+        assert f"| {step} | ok |" in summary, step
     reports = [n for n in names if n.startswith("reports/") and n.endswith("report.md")]
-    # a report per run, and the sweep's has every point's own beside it
-    assert len(reports) == 5 + sum("/points/" in n for n in reports)
-    assert sum("/points/" in n for n in reports) == 5
+    # a report per run, and a sweep's measured point has its own beside the sweep's
+    assert sorted(n.split("/points/")[1] for n in reports if "/points/" in n) == [
+        "DiT-S-2/report.md", "quick/report.md"]
+    assert len(reports) == 6 + 2
     assert "paper-fp32.log" in names and "run.log" in names
