@@ -163,3 +163,23 @@ def test_the_micro_suite_gives_a_conditional_dit_its_labels():
     assert np.array_equal(cond["y"], micro_cond(spec, 6)["y"])
     assert micro_cond(C.build_specs(C.load_config(os.path.join(
         os.path.dirname(__file__), "..", "configs", "quick.yaml")))[0], 6) == {}
+
+
+def test_a_dit_checkpoint_loads_back_as_a_dit(tmp_path):
+    """harness.py train's checkpoints record the spec under its family's key, so fid and
+    sample rebuild a DiT (they built a UNet from it and failed)."""
+    from bench.run.checkpoint import (load_backend_from_checkpoint, read_checkpoint,
+                                      save_checkpoint)
+    from models.common.specs import DiffusionSpec, OptimSpec
+    from models.common.weights import init_weights
+    from models.pt.backend import TorchBackend
+
+    spec = DiTSpec(image_size=8, in_channels=1, patch_size=2, hidden_size=32, depth=1,
+                   num_heads=2, num_classes=0, class_dropout=0.0)
+    be = TorchBackend(spec, DiffusionSpec(timesteps=50), OptimSpec(ema_decay=0.9), device="cpu")
+    be.load_weights(init_weights(spec, seed=1))
+    save_checkpoint(str(tmp_path), be, {"step": 0})
+    back = load_backend_from_checkpoint(read_checkpoint(str(tmp_path)), device="cpu")
+    assert back.unet_spec == spec
+    w = back.export_weights()
+    assert all(np.array_equal(w[k], v) for k, v in be.export_weights().items())

@@ -19,6 +19,7 @@ import shutil
 
 import numpy as np
 
+from models.common.dit_spec import DiTSpec
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
 from models.common.weights import load_weights, save_weights
 
@@ -33,7 +34,9 @@ def save_checkpoint(root, backend, state):
     tmp = final + f".tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    meta = {"unet": backend.unet_spec.to_dict(), "diffusion": backend.diffusion_spec.to_dict(),
+    # the model spec under its family's key: "unet" (UNetSpec) or "dit" (DiTSpec)
+    family = "dit" if isinstance(backend.unet_spec, DiTSpec) else "unet"
+    meta = {family: backend.unet_spec.to_dict(), "diffusion": backend.diffusion_spec.to_dict(),
             "optim": backend.optim_spec.to_dict(), "framework": backend.name, "step": step}
     save_weights(os.path.join(tmp, "weights.safetensors"), backend.export_weights(), metadata=meta)
     if backend.ema_enabled():
@@ -84,7 +87,8 @@ def load_backend_from_checkpoint(ckpt, framework=None, threads=None, device="aut
 
     meta = ckpt["meta"]
     framework = framework or meta["framework"]
-    unet, diffusion = UNetSpec(**meta["unet"]), DiffusionSpec(**meta["diffusion"])
+    unet = DiTSpec(**meta["dit"]) if "dit" in meta else UNetSpec(**meta["unet"])
+    diffusion = DiffusionSpec(**meta["diffusion"])
     backend = load_backend(framework)(unet, diffusion, OptimSpec(**meta["optim"]),
                                       device=device, threads=threads, seed=seed)
     backend.load_weights(ckpt["weights"], ema=ckpt["ema"])
