@@ -176,6 +176,8 @@ def test_a_sweep_runs_every_point_in_its_own_folder(sweep_run):
     manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
     assert manifest["sweep"] == ["small", "wide"]
     assert {c["point"] for c in manifest["cells"]} == {"small", "wide"}
+    # the sweep's manifest learns the versions from its points' processes
+    assert set(manifest["frameworks"]) == {"torch", "jittor"}
     for point in ("small", "wide"):
         pm = json.load(open(os.path.join(run_dir, "points", point, "manifest.json")))
         assert pm["point"] == point and pm["config"]["sweep"] == []

@@ -166,15 +166,12 @@ class BenchmarkLabels:
         self.rank, self.world_size = rank, world_size
         self.rng = np.random.default_rng(seed + LABEL_SEED_OFFSET)
 
-    def _rows(self, arr):
-        n = len(arr) // self.world_size
-        return arr[self.rank * n:(self.rank + 1) * n]
-
     def train(self, batch_size):
         """{y, drop} for a training step of the global batch size."""
         y = self.rng.integers(0, self.num_classes, size=batch_size, dtype=np.int64)
         drop = self.rng.random(batch_size) < self.class_dropout if self.class_dropout else None
-        return {"y": self._rows(y), "drop": None if drop is None else self._rows(drop)}
+        part = rank_rows(batch_size, self.rank, self.world_size)
+        return {"y": y[part], "drop": None if drop is None else drop[part]}
 
     def sample(self, batch_size, cfg_scale=None):
         """{y[, cfg_scale]} for a sampling chain (or a validation batch: no guidance)."""
@@ -191,6 +188,12 @@ def benchmark_labels(spec, seed=0, rank=0, world_size=1):
     return BenchmarkLabels(classes, spec.class_dropout, seed, rank, world_size)
 
 
+def rank_rows(batch_size, rank, world_size):
+    """Rows [rank * B/N, (rank + 1) * B/N) of a global batch: a rank's share."""
+    n = batch_size // world_size
+    return slice(rank * n, (rank + 1) * n)
+
+
 class RankSlice:
     """A rank's share of a stream of global (x0, t, noise) numpy batches: rows
     [rank * B/N, (rank + 1) * B/N) of each (data-parallel cells, docs/DISTRIBUTED.md)."""
@@ -203,6 +206,5 @@ class RankSlice:
 
     def __next__(self):
         x0, t, noise = next(self.batches)
-        n = len(t) // self.world_size
-        part = slice(self.rank * n, (self.rank + 1) * n)
+        part = rank_rows(len(t), self.rank, self.world_size)
         return x0[part], t[part], None if noise is None else noise[part]

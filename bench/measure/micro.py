@@ -6,6 +6,8 @@ process). Framework-free: the caller hands in a built backend and its revision's
 """
 import numpy as np
 
+from bench.data.loaders import benchmark_labels
+
 INPUT_SEED = 0
 SAMPLERS = ("ddpm", "ddim")
 
@@ -19,11 +21,11 @@ def micro_batch(unet, diffusion, batch_size, seed=INPUT_SEED):
 
 
 def micro_cond(unet, batch_size, seed=INPUT_SEED):
-    """A class-conditional DiT's fixed labels ({"y": ...}, numpy-made); {} for any other
-    model. Passed to every micro call, so a DiT config runs the same benchmarks."""
-    classes = getattr(unet, "num_classes", 0)
-    return {"y": np.random.default_rng(seed).integers(0, classes, batch_size)} if classes \
-        else {}
+    """A class-conditional DiT's fixed labels ({"y": ...}, the workloads' seeded
+    BenchmarkLabels); {} for any other model. Passed to every micro call, so a DiT config
+    runs the same benchmarks."""
+    labels = benchmark_labels(unet, seed)
+    return labels.sample(batch_size) if labels is not None else {}
 
 
 def middle_step(diffusion, sample_runs, sampler, sampler_plan):

@@ -93,10 +93,13 @@ def write_manifest(run_dir, cfg, cells, argv=None, *, run_id=None, calibration=_
     return manifest
 
 
-def _record_versions(run_dir, manifest, cell):
+def _record_versions(run_dir, manifest, cell, cells_root=None):
+    """The framework's versions from the cell's start record into run_dir's manifest;
+    cells_root: where the cell's folder is when not under run_dir (a sweep's point)."""
     if manifest["frameworks"].get(cell.framework):
         return  # every replicate of a framework reports the same versions
-    events, _ = res.read_records(os.path.join(res.cell_dir(run_dir, cell.unit_id), res.EVENTS))
+    events, _ = res.read_records(os.path.join(res.cell_dir(cells_root or run_dir, cell.unit_id),
+                                              res.EVENTS))
     for rec in events:
         if rec.get("type") == "start" and rec.get("versions"):
             fw = rec["framework"]
@@ -433,8 +436,8 @@ def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
                 continue
             summaries.append(run_cell(where, points.get(cell.point, cfg), cell, prog))
             _record_versions(where, point_manifests.get(cell.point, manifest), cell)
-            if cell.point:
-                _record_versions(run_dir, manifest, cell)
+            if cell.point:  # the sweep's own manifest too (its cells are in the point's)
+                _record_versions(run_dir, manifest, cell, cells_root=where)
     finally:
         prog.close()
     failed = [s for s in summaries if s.get("status") != "ok"]
