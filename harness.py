@@ -405,19 +405,28 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_BAD_INPUT)
 
 
-def build_parser():
+def command_name(add):
+    """add_gpu_check -> gpu-check: the subcommand an add_<name> function registers."""
+    return add.__name__[len("add_"):].replace("_", "-")
+
+
+def build_parser(command=None):
+    """Every subcommand's parser, or only `command`'s when it names one: some parsers import
+    their module for its defaults (ab, compare: scipy and matplotlib, ~0.5 s), which a
+    `harness.py bench` should not pay (the tests call the CLI hundreds of times)."""
     ap = _Parser(prog="harness.py", description="diffbench: PyTorch vs Jittor "
                                  "DDPM/DDIM benchmarks, measured honestly.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
+    chosen = [a for a in SUBCOMMANDS if command_name(a) == command] or SUBCOMMANDS
+    for add in chosen:
         add(sub)
     return ap
 
 
 def main(argv=None):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    ap = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    ap = build_parser(argv[0] if argv else None)
     passthrough = []
     if argv[:1] == ["ab"] and "--" in argv:  # ab: what follows -- goes to the micro-suite
         i = argv.index("--")

@@ -14,6 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from tests.tiny_models import SMALL_MODEL, TINY_MODEL  # noqa: E402 F401  (the tests import them here)
+
 # Jittor compiles new kernels in parallel threads (min(16, RAM / 3 GB) of them: 8 here, on 2
 # cores). One CI run lost a Jittor process to a segfault in such a thread ("Caught segfault
 # ... thread_name: 'C1'") while it compiled a tiny model's sampling kernels; the threads
@@ -40,15 +42,6 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module in PROCESS_MODULES or PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.process)
-
-
-# A UNet small enough for tests on 2 shared cores, big enough to exercise attention and both
-# resolution levels.
-TINY_MODEL = {"image_size": 8, "in_channels": 1, "base_channels": 8, "ch_mult": [1, 2],
-              "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0, "norm_groups": 4}
-# The quick config's model: compute clearly dominates Jittor's graph building (sync test).
-SMALL_MODEL = {"image_size": 16, "in_channels": 3, "base_channels": 32, "ch_mult": [1, 2, 2],
-               "num_res_blocks": 1, "attn_resolutions": [8], "dropout": 0.0, "norm_groups": 8}
 
 
 def tiny_config(results_dir, **sections):

@@ -13,10 +13,7 @@ from models.common.dit_spec import DiTSpec
 from models.common.flops import train_step_flops
 from models.common.weights import count_params
 from tests.conftest import bench_and_report, harness, tiny_config, write_config
-
-TINY_DIT = {"family": "dit", "image_size": 8, "in_channels": 1, "patch_size": 2,
-            "hidden_size": 32, "depth": 1, "num_heads": 2, "num_classes": 4,
-            "class_dropout": 0.25}
+from tests.tiny_models import TINY_DIT
 
 
 def _load(tmp_path, model, **sections):

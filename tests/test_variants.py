@@ -135,8 +135,11 @@ def _variants_config(root):
     chain, a guard of 2 training steps and a 2-step chain of 2 images, no validation pass,
     no peak-matmul timing (none of it is what these tests read), one thread (two OpenMP
     threads on two cores that others also use can spin-wait a tiny step into seconds). The
-    compiled variant is still compiled, in both its cells; each variant still gets both."""
+    compiled variant is still compiled, in both its cells; each variant still gets both. The
+    model is the tiny UNet at one level (attention included): torch.compile's cold compile of
+    the two-level one cost ~90 s on a fresh machine (its inductor cache empty), this one ~60."""
     cfg = tiny_config(root / "results", name="variants", frameworks=["torch", "jittor"],
+                      model={"ch_mult": [1], "attn_resolutions": [8]},
                       train={"epochs": 1, "steps_per_epoch": 3, "batch_size": 4,
                              "warmup_steps": 1, "val_batches": 0},
                       sample={"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0}],

@@ -14,17 +14,31 @@ import time
 SENTINEL = "DIFFBENCH_JITTOR_OK"
 
 CHILD = r"""
-import os, sys
+import os, sys, time
 sys.path.insert(0, os.getcwd())
 from models.jt import runtime  # sets nvcc_path/FIX_TORCH_ERROR/log_silent before import
+t0 = time.time()
 jt = runtime.import_jittor()
-# A whole tiny UNet through training, gradients and both samplers compiles the op kernels
-# the tests and the quick benchmark use (kernels are keyed by op pattern, not tensor size).
+print(f"core: {time.time() - t0:.0f} s")
+# Whole tiny models through training, gradients and every sampler compile the op kernels the
+# benchmarks and the tests use (kernels are keyed by op pattern and some shape traits, not by
+# size): the parity check's UNet and DiT (guidance included), then the tests' own tiny models
+# (tests/tiny_models.py: one input channel, 8x8). Needs only Jittor and numpy: tools/setup.sh
+# runs this in the background while pip installs torch and the rest.
 from models import parity
-parity.run_case("jittor", parity.make_case(0))
+from models.common.dit_spec import DiTSpec
+from models.common.specs import UNetSpec
+from tests import tiny_models
+dit = {k: v for k, v in tiny_models.TINY_DIT.items() if k != "family"}
+for what, model in (("UNet", parity.TINY_UNET), ("DiT", parity.TINY_DIT),
+                    ("tests' UNet", UNetSpec(**tiny_models.TINY_MODEL)),
+                    ("tests' DiT", DiTSpec(**dit))):
+    t0 = time.time()
+    parity.run_case("jittor", parity.make_case(0, unet=model))
+    print(f"{what} ops: {time.time() - t0:.0f} s")
 print("mkl:", runtime.onednn_enabled())
-print("%s")
-""" % SENTINEL
+print("@SENTINEL@")
+""".replace("@SENTINEL@", SENTINEL)
 
 
 # With Open MPI installed, Jittor compiles its MPI ops the first time a rank imports it
@@ -40,17 +54,6 @@ print("%s")
 """ % SENTINEL
 
 
-# Just Jittor's core (the minutes of a cold start): tools/setup.sh starts this in the background
-# as soon as Jittor and oneDNN are installed, while pip installs torch and the rest.
-CORE_CHILD = r"""
-import os, sys
-sys.path.insert(0, os.getcwd())
-from models.jt import runtime
-jt = runtime.import_jittor()
-print("%s")
-""" % SENTINEL
-
-
 def run_once(child=CHILD):
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
@@ -59,22 +62,24 @@ def run_once(child=CHILD):
 
 
 def main():
-    if sys.argv[1:] == ["--core"]:  # best effort: the full warm-up below redoes what failed
-        rc, out, secs = run_once(CORE_CHILD)
-        ok = rc == 0 and SENTINEL in out
-        print(f"[setup] jittor core {'compiled' if ok else 'not compiled (the full warm-up will)'}"
-              f" in {secs:.0f} s")
-        return 0
+    """No argument: Jittor's core, its ops, then its MPI ops. --ops: core and ops only (what
+    setup runs in the background before Open MPI is installed); --mpi: the MPI ops only."""
+    mode = sys.argv[1] if sys.argv[1:] else "all"
+    if mode not in ("all", "--ops", "--mpi"):
+        print(f"usage: {sys.argv[0]} [--ops | --mpi]", file=sys.stderr)
+        return 2
+    if mode == "--mpi":
+        return warm_mpi()
     for attempt in (1, 2):
         rc, out, secs = run_once()
         if rc == 0 and SENTINEL in out:
-            print(f"[setup] jittor warm ({secs:.0f} s, attempt {attempt}); "
-                  + next((l for l in out.splitlines() if l.startswith("mkl:")), ""))
+            parts = [l for l in out.splitlines() if l.startswith(("core:", "UNet", "DiT", "tests", "mkl:"))]
+            print(f"[setup] jittor warm ({secs:.0f} s, attempt {attempt}): " + "; ".join(parts))
             if "mkl: False" in out:
                 print("[setup] ERROR: jittor's oneDNN (mkl) ops did not load; CPU conv would be "
                       "25-100x slower. See docs/SETUP.md.", file=sys.stderr)
                 return 1
-            return warm_mpi()
+            return 0 if mode == "--ops" else warm_mpi()
         print(f"[setup] jittor warm-up attempt {attempt} printed no result (rc={rc}):\n"
               + out[-3000:], file=sys.stderr)
     print("[setup] ERROR: jittor never completed a warm-up run. If it said 'please rerun', its "

@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import psutil
-from scipy.integrate import cumulative_trapezoid
 
 from bench.records.results import RecordWriter
 
@@ -295,6 +294,8 @@ def cumulative_energy(samples):
     pts = [(s["t_wall"], s["power_w"]) for s in samples if s.get("power_w") is not None]
     if len(pts) < 2:
         return None
+    from scipy.integrate import cumulative_trapezoid  # here: scipy costs every run ~0.2 s
+
     ts, ps = np.array(pts, dtype=float).T
     return ts, np.concatenate([[0.0], cumulative_trapezoid(ps, ts)])
 
