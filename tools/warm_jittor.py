@@ -12,6 +12,7 @@ import sys
 import time
 
 SENTINEL = "DIFFBENCH_JITTOR_OK"
+TIMED = "TIMED "  # the child's lines that carry a part's time, shown in the setup log
 
 CHILD = r"""
 import os, sys, time
@@ -19,7 +20,7 @@ sys.path.insert(0, os.getcwd())
 from models.jt import runtime  # sets nvcc_path/FIX_TORCH_ERROR/log_silent before import
 t0 = time.time()
 jt = runtime.import_jittor()
-print(f"core: {time.time() - t0:.0f} s")
+print(f"@TIMED@core: {time.time() - t0:.0f} s")
 # Whole tiny models through training, gradients and every sampler compile the op kernels the
 # benchmarks and the tests use (kernels are keyed by op pattern and some shape traits, not by
 # size): the parity check's UNet and DiT (guidance included), then the tests' own tiny models
@@ -35,10 +36,10 @@ for what, model in (("UNet", parity.TINY_UNET), ("DiT", parity.TINY_DIT),
                     ("tests' DiT", DiTSpec(**dit))):
     t0 = time.time()
     parity.run_case("jittor", parity.make_case(0, unet=model))
-    print(f"{what} ops: {time.time() - t0:.0f} s")
+    print(f"@TIMED@{what} ops: {time.time() - t0:.0f} s")
 print("mkl:", runtime.onednn_enabled())
 print("@SENTINEL@")
-""".replace("@SENTINEL@", SENTINEL)
+""".replace("@SENTINEL@", SENTINEL).replace("@TIMED@", TIMED)
 
 
 # With Open MPI installed, Jittor compiles its MPI ops the first time a rank imports it
@@ -73,7 +74,8 @@ def main():
     for attempt in (1, 2):
         rc, out, secs = run_once()
         if rc == 0 and SENTINEL in out:
-            parts = [l for l in out.splitlines() if l.startswith(("core:", "UNet", "DiT", "tests", "mkl:"))]
+            parts = [l.removeprefix(TIMED) for l in out.splitlines()
+                     if l.startswith((TIMED, "mkl:"))]
             print(f"[setup] jittor warm ({secs:.0f} s, attempt {attempt}): " + "; ".join(parts))
             if "mkl: False" in out:
                 print("[setup] ERROR: jittor's oneDNN (mkl) ops did not load; CPU conv would be "
