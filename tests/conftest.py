@@ -15,6 +15,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 from tests.tiny_models import SMALL_MODEL, TINY_MODEL  # noqa: E402 F401  (the tests import them here)
+from tests.real_runs import tiny_config  # noqa: E402 F401
 
 # Jittor compiles new kernels in parallel threads (min(16, RAM / 3 GB) of them: 8 here, on 2
 # cores). One CI run lost a Jittor process to a segfault in such a thread ("Caught segfault
@@ -42,38 +43,6 @@ def pytest_collection_modifyitems(config, items):
         module = item.module.__name__.rsplit(".", 1)[-1]
         if module in PROCESS_MODULES or PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.process)
-
-
-def tiny_config(results_dir, **sections):
-    """A complete, fast config; keyword sections are merged one level deep."""
-    cfg = {
-        "name": "tiny",
-        "seed": 0,
-        "threads": 2,
-        "frameworks": ["torch"],
-        "workloads": ["train", "sample"],
-        "model": dict(TINY_MODEL),
-        "diffusion": {"timesteps": 50},
-        "optim": {"warmup_steps": 10},
-        "data": {"source": "synthetic", "num_samples": 40, "val_fraction": 0.2},
-        "train": {"epochs": 2, "steps_per_epoch": 3, "batch_size": 4, "warmup_steps": 1,
-                  "val_batches": 1},
-        "sample": {"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0},
-                            {"sampler": "ddpm", "steps": [3]}],
-                   "batch_sizes": [2], "repeats": 2, "warmup": 1},
-        "monitor": {"enabled": True, "interval_s": 0.1},
-        # one process per cell: these tests check mechanics, not re-run statistics (the
-        # replicate tests set more)
-        "runner": {"timeout_s": 900, "results_dir": str(results_dir), "replicates": 1,
-                   # the measured-peak mechanics, without the 2048^3 default's second a cell
-                   "peak_matmul_n": 256},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    return cfg
 
 
 def write_config(path, cfg):

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.conftest import harness, run_dirs, tiny_config, write_config
+from tests.real_runs import data_parallel_config
 from bench.run import distributed as dist_run
 from models.common.distributed import rank_env
 
@@ -79,10 +80,7 @@ def test_jittor_without_open_mpi_names_the_packages(tmp_path):
 def dp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp")
     frameworks = ["torch", "jittor"] if HAS_MPI else ["torch"]
-    cfg = _config(root, frameworks=frameworks, workloads=["train"],
-                  train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
-                         "warmup_steps": 1, "val_batches": 1, "world_size": [1, 2]},
-                  debug={"save_final_weights": True})
+    cfg = data_parallel_config(root / "results", frameworks)
     proc = harness("bench", write_config(root / "dp.yaml", cfg), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = run_dirs(root / "results")

@@ -13,6 +13,7 @@ from models.common.dit_spec import DiTSpec
 from models.common.flops import train_step_flops
 from models.common.weights import count_params
 from tests.conftest import bench_and_report, harness, tiny_config, write_config
+from tests.real_runs import dit_run_config
 from tests.tiny_models import TINY_DIT
 
 
@@ -97,14 +98,7 @@ def test_labels_are_seeded_identical_and_sliced_per_rank():
 @pytest.fixture(scope="module")
 def dit_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dit")
-    cfg = tiny_config(tmp / "results", frameworks=["torch", "jittor"],
-                      workloads=["train", "sample", "profile"],
-                      sample={"runs": [{"sampler": "ddim", "steps": [3], "eta": 0.0}],
-                              "batch_sizes": [2], "repeats": 1, "warmup": 1,
-                              "cfg_scale": 2.0},
-                      profile={"train_steps": 2, "warmup": 1, "sample_steps": 2,
-                               "sample_batch_size": 2, "native": "off"})
-    cfg["model"] = TINY_DIT
+    cfg = dit_run_config(tmp / "results")
     return bench_and_report(tmp, cfg, timeout=900)
 
 

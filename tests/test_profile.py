@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_MODEL, harness, run_dirs, tiny_config, write_config
+from tests.conftest import TINY_MODEL, harness, run_dirs, write_config
+from tests.real_runs import profile_run_config
 from bench.records.results import RecordWriter, read_records
 from bench.report import profile as report_profile
 from bench.report.load import load_run
@@ -227,14 +228,7 @@ def test_native_sampler_samples_the_whole_block(tmp_path):
 @pytest.fixture(scope="module")
 def profiled_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("profile")
-    cfg = tiny_config(root / "results", name="profile", frameworks=["torch", "jittor"],
-                      workloads=["profile"],
-                      profile={"train_steps": 3, "warmup": 1, "sampler": "ddpm",
-                               "sample_steps": 3, "sample_batch_size": 2,
-                               # ~5 samples a ms of on-CPU time: every class of a tiny step
-                               # is seen
-                               "native_hz": 4999})
-    cfg["train"]["batch_size"] = 4
+    cfg = profile_run_config(root / "results")
     proc = harness("bench", write_config(root / "profile.yaml", cfg))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = run_dirs(root / "results")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, TINY_MODEL, harness, run_dirs, tiny_config, write_config
+from tests.real_runs import variants_run_config
 from bench.report import variants as report_variants
 from bench.report.load import load_run
 from bench.run.config import ConfigError, load_config
@@ -128,35 +129,9 @@ def test_torch_variant_paths_compute_the_matched_model():
 # ------------------------------------------------------------------ one real run
 
 def _variants_config(root):
-    """One harness run: 16 processes (the train and sample cell of each framework's matched
-    comparison and of each variant), the slowest thing in this module, shared by the three
-    tests at the end. Every size is the least that still exercises a path: one epoch of 3
-    steps (compile, warm-up, one measured step: a median and a speed-up), one 2-step DDIM
-    chain, a guard of 2 training steps and a 2-step chain of 2 images, no validation pass,
-    no peak-matmul timing (none of it is what these tests read), one thread (two OpenMP
-    threads on two cores that others also use can spin-wait a tiny step into seconds). The
-    compiled variant is still compiled, in both its cells; each variant still gets both. The
-    model is the tiny UNet at one level (attention included): torch.compile's cold compile of
-    the two-level one cost ~90 s on a fresh machine (its inductor cache empty), this one ~60."""
-    cfg = tiny_config(root / "results", name="variants", frameworks=["torch", "jittor"],
-                      model={"ch_mult": [1], "attn_resolutions": [8]},
-                      train={"epochs": 1, "steps_per_epoch": 3, "batch_size": 4,
-                             "warmup_steps": 1, "val_batches": 0},
-                      sample={"runs": [{"sampler": "ddim", "steps": [2], "eta": 0.0}],
-                              "batch_sizes": [2], "repeats": 1, "warmup": 1},
-                      variant_guard={"train_steps": 2, "sample_steps": 2,
-                                     "sample_batch_size": 2},
-                      runner={"peak_matmul_n": 0}, threads=1)
-    cfg["monitor"] = {"enabled": False}
-    cfg["variants"] = [
-        # every torch path this CPU runs, bf16 + channels_last + sdpa in one variant
-        {"name": "open", "precision": "bf16", "channels_last": True, "attention": "sdpa"},
-        {"name": "fp16", "precision": "fp16", "frameworks": ["torch"]},   # + GradScaler
-        {"name": "compiled", "compile": "default"},
-        {"name": "idx32", "jittor_flags": {"try_use_32bit_index": 1}},
-        {"name": "broken", "debug_output_scale": 3.0},
-    ]
-    return write_config(root / "v.yaml", cfg)
+    """The one harness run of this module (tests/real_runs.py says what it holds), shared by the
+    three tests at the end: the slowest thing in this module."""
+    return write_config(root / "v.yaml", variants_run_config(root / "results"))
 
 
 @pytest.fixture(scope="module", autouse=True)

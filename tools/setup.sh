@@ -7,7 +7,7 @@ cd "$here"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.diffbench-setup"
-want="$(cat requirements.txt tools/setup.sh tools/warm_jittor.py tests/tiny_models.py tools/get_fid_weights.py | sha256sum | cut -c1-16)"
+want="$(cat requirements.txt tools/setup.sh tools/warm_jittor.py tests/tiny_models.py tests/real_runs.py tools/get_fid_weights.py | sha256sum | cut -c1-16)"
 fid_net="$HOME/.cache/diffbench/fid/default_1.pt"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
@@ -97,6 +97,11 @@ fi
 cat "$venv/jittor-warm.log"
 step "Jittor's MPI ops"
 "$venv/bin/python" tools/warm_jittor.py --mpi
+# The cells of the tests' shared real runs (tests/real_runs.py): their kernels (batch 2/4, one
+# channel, the DiT, profiling, two MPI ranks) and the compiled variant's inductor cache, with
+# every compile thread here instead of the one the tests allow.
+step "the tests' real runs (Jittor's kernels, torch.compile's cache)"
+"$venv/bin/python" tools/warm_jittor.py --runs
 step ""
 echo "$want" > "$stamp"
 echo "[setup] done in $(( $(date +%s) - t0 )) s"

@@ -9,7 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SENTINEL = "DIFFBENCH_JITTOR_OK"
 TIMED = "TIMED "  # the child's lines that carry a part's time, shown in the setup log
@@ -64,13 +67,16 @@ def run_once(child=CHILD):
 
 def main():
     """No argument: Jittor's core, its ops, then its MPI ops. --ops: core and ops only (what
-    setup runs in the background before Open MPI is installed); --mpi: the MPI ops only."""
+    setup runs in the background before Open MPI is installed); --mpi: the MPI ops only;
+    --runs: the tests' shared real runs (after everything else is installed)."""
     mode = sys.argv[1] if sys.argv[1:] else "all"
-    if mode not in ("all", "--ops", "--mpi"):
-        print(f"usage: {sys.argv[0]} [--ops | --mpi]", file=sys.stderr)
+    if mode not in ("all", "--ops", "--mpi", "--runs"):
+        print(f"usage: {sys.argv[0]} [--ops | --mpi | --runs]", file=sys.stderr)
         return 2
     if mode == "--mpi":
         return warm_mpi()
+    if mode == "--runs":
+        return warm_runs()
     for attempt in (1, 2):
         rc, out, secs = run_once()
         if rc == 0 and SENTINEL in out:
@@ -102,6 +108,45 @@ def warm_mpi():
             return 0
     print("[setup] WARNING: Jittor's MPI ops did not build; its data-parallel cells will fail:\n"
           + out[-2000:], file=sys.stderr)
+    return 0
+
+
+def warm_runs():
+    """The cells of the tests' shared real runs that compile something (tests/real_runs.py,
+    WARM_RUNS), each a real `harness.py bench --only ...` into a folder deleted afterwards.
+    Here Jittor compiles with its default threads; the tests allow it one (tests/conftest.py),
+    so a kernel compiled here costs the suite nothing and a fresh clone's suite ~2 minutes
+    less. A run that fails twice is a warning, not a setup failure: the tests then compile
+    what is left, and report any real fault themselves."""
+    import yaml
+
+    sys.path.insert(0, REPO)
+    from bench.run.distributed import mpi_problem
+    from tests.real_runs import WARM_RUNS
+
+    t_all, parts = time.time(), []
+    for name, make_config, only, needs_mpi in WARM_RUNS:
+        if needs_mpi and mpi_problem():
+            parts.append(f"{name}: skipped (no Open MPI)")
+            continue
+        t0 = time.time()
+        for attempt in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="diffbench-warm-") as tmp:
+                path = os.path.join(tmp, "warm.yaml")
+                with open(path, "w") as f:
+                    yaml.safe_dump(make_config(os.path.join(tmp, "results")), f)
+                proc = subprocess.run([sys.executable, os.path.join(REPO, "harness.py"),
+                                       "bench", path, "--quiet", "--only", *only],
+                                      cwd=REPO, capture_output=True, text=True, timeout=1800)
+            if proc.returncode == 0:
+                parts.append(f"{name}: {time.time() - t0:.0f} s")
+                break
+            print(f"[setup] WARNING: warming the tests' {name} failed (attempt {attempt}, "
+                  f"exit {proc.returncode}):\n" + (proc.stdout + proc.stderr)[-2000:],
+                  file=sys.stderr)
+        else:
+            parts.append(f"{name}: failed (the tests compile its kernels themselves)")
+    print(f"[setup] the tests' real runs warm ({time.time() - t_all:.0f} s): " + "; ".join(parts))
     return 0
 
 
