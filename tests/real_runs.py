@@ -101,15 +101,20 @@ def variants_run_config(results_dir):
     return cfg
 
 
+def dp_config(results_dir, **sections):
+    """tests/test_distributed.py's configs: tiny_config without the monitor."""
+    cfg = tiny_config(results_dir, name="dp", **sections)
+    cfg["monitor"] = {"enabled": False}
+    return cfg
+
+
 def data_parallel_config(results_dir, frameworks=("torch", "jittor")):
     """tests/test_distributed.py's real 2-rank run: each framework's single-process training
     cell and its 2-rank cell (Jittor's needs Open MPI)."""
-    cfg = tiny_config(results_dir, name="dp", frameworks=list(frameworks), workloads=["train"],
-                      train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
-                             "warmup_steps": 1, "val_batches": 1, "world_size": [1, 2]},
-                      debug={"save_final_weights": True})
-    cfg["monitor"] = {"enabled": False}
-    return cfg
+    return dp_config(results_dir, frameworks=list(frameworks), workloads=["train"],
+                     train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
+                            "warmup_steps": 1, "val_batches": 1, "world_size": [1, 2]},
+                     debug={"save_final_weights": True})
 
 
 # What setup runs of them (tools/warm_jittor.py --runs): (name, config function, the cells to

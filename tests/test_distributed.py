@@ -10,8 +10,8 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import harness, run_dirs, tiny_config, write_config
-from tests.real_runs import data_parallel_config
+from tests.conftest import harness, run_dirs, write_config
+from tests.real_runs import data_parallel_config, dp_config
 from bench.run import distributed as dist_run
 from models.common.distributed import rank_env
 
@@ -46,9 +46,7 @@ def test_launch_commands():
 # ------------------------------------------------------------------ config checks
 
 def _config(tmp_path, **sections):
-    cfg = tiny_config(tmp_path / "results", name="dp", **sections)
-    cfg["monitor"] = {"enabled": False}
-    return cfg
+    return dp_config(tmp_path / "results", **sections)
 
 
 @pytest.mark.parametrize("change, message", [

@@ -6,13 +6,14 @@ successful while doing nothing, so each warm-up runs in a child process that mus
 sentinel; a missing sentinel is retried once (the rerun Jittor asks for) and then fails loudly.
 """
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from bench.run.distributed import mpi_problem  # noqa: E402  (stdlib only: fine before pip's rest)
 
 SENTINEL = "DIFFBENCH_JITTOR_OK"
 TIMED = "TIMED "  # the child's lines that carry a part's time, shown in the setup log
@@ -96,7 +97,7 @@ def main():
 
 
 def warm_mpi():
-    if not (shutil.which("mpicc") and shutil.which("mpirun")):
+    if mpi_problem():
         print("[setup] no Open MPI: Jittor's data-parallel cells need openmpi-bin "
               "libopenmpi-dev (skipped)")
         return 0
@@ -120,8 +121,6 @@ def warm_runs():
     what is left, and report any real fault themselves."""
     import yaml
 
-    sys.path.insert(0, REPO)
-    from bench.run.distributed import mpi_problem
     from tests.real_runs import WARM_RUNS
 
     t_all, parts = time.time(), []
