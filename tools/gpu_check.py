@@ -23,7 +23,9 @@ sys.path.insert(0, REPO)
 
 from bench.measure.env import child_env  # noqa: E402  (after the path is set)
 from bench.measure.monitor import open_nvml  # noqa: E402
-from bench.records.results import load_run  # noqa: E402
+from bench.records.errors import (DECISIVE_LOG_CHARS, decisive_line, failure_line,  # noqa: E402
+                                  log_tail, strip_ansi)
+from bench.records.results import STDERR, cell_dir, load_run  # noqa: E402
 
 CONFIG = "configs/quick-gpu.yaml"
 FP32 = {"math_mode": "fp32"}
@@ -65,8 +67,8 @@ def _child(code, timeout_s, env=None):
     for line in out.stdout.splitlines():
         if line.startswith("GPUCHECK "):
             return True, json.loads(line.split(" ", 1)[1])
-    tail = [l for l in (out.stdout + out.stderr).strip().splitlines() if l.strip()][-1:]
-    return False, f"exit {out.returncode}: {tail[0] if tail else 'no output'}"
+    # the decisive line: a failed compile's `error:`, not the g++ command Jittor's exception quotes
+    return False, f"exit {out.returncode}: {decisive_line(out.stdout + out.stderr) or 'no output'}"
 
 
 def _run(cmd, timeout_s, env=None, log=None):
@@ -75,10 +77,19 @@ def _run(cmd, timeout_s, env=None, log=None):
                              env=env or child_env(None, FP32))
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout_s} s"
+    text = strip_ansi(out.stdout + out.stderr)
     if log:
         with open(log, "w") as f:
-            f.write(out.stdout + out.stderr)
-    return out.returncode, (out.stdout + out.stderr).strip().splitlines()
+            f.write(text)
+    return out.returncode, text.strip().splitlines()
+
+
+def _outcome(rc, lines):
+    """A command's line for the checklist: its last line when it passed, else the decisive
+    one (a timeout's words as they are)."""
+    if not isinstance(lines, list):
+        return lines
+    return (lines[-1] if lines else "no output") if rc == 0 else decisive_line("\n".join(lines))
 
 
 class Checklist:
@@ -89,14 +100,15 @@ class Checklist:
         self.lines, self.out, self.started = [], out, started or time.time()
 
     def add(self, ok, name, detail):
-        self.lines.append((bool(ok), name, str(detail)))
+        self.lines.append((bool(ok), name, strip_ansi(str(detail))))
         print(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}", flush=True)
         if self.out:
             with open(self.out, "w") as f:
                 f.write(self.markdown(self.started))
 
     def markdown(self, started):
-        rows = "\n".join(f"| {'PASS' if ok else '**FAIL**'} | {name} | {detail} |"
+        rows = "\n".join(f"| {'PASS' if ok else '**FAIL**'} | {name} | "
+                         f"{detail.replace('|', '/')} |"
                          for ok, name, detail in self.lines)
         return (f"# gpu-check\n\n{time.strftime('%Y-%m-%d %H:%M:%S')}, "
                 f"{time.time() - started:.0f} s\n\n| | check | detail |\n|---|---|---|\n"
@@ -106,7 +118,10 @@ class Checklist:
 def bench_checks(check, run_dir, watched_uuid):
     """Lines 6 and 7, from the records of the quick-gpu run."""
     run = load_run(run_dir)
-    steps = run.steps[run.steps.get("phase") == "measure"] if not run.steps.empty else run.steps
+    # judged on the processes that finished ok: a failed one's steps prove nothing
+    finished = set(run.summaries.loc[run.summaries["status"] == "ok", "unit"])
+    steps = run.steps[(run.steps.get("phase") == "measure") & run.steps["unit"].isin(finished)] \
+        if not run.steps.empty else run.steps
     for cell, g in steps.groupby("cell") if not steps.empty else []:
         compute, dispatch = g["compute_s"].median(), g["dispatch_s"].median()
         check.add(compute > dispatch, f"synced step longer than its dispatch ({cell})",
@@ -116,7 +131,9 @@ def bench_checks(check, run_dir, watched_uuid):
         m = s.get("metrics") if isinstance(s.get("metrics"), dict) else {}
         unit = s.get("unit") or s.get("cell")
         if s.get("status") != "ok":
-            check.add(False, f"GPU figures measured ({unit})", f"cell {s.get('status')}")
+            log = log_tail(os.path.join(cell_dir(run_dir, unit), STDERR), DECISIVE_LOG_CHARS)
+            check.add(False, f"GPU figures measured ({unit})",
+                      f"cell {s.get('status')}: {failure_line(_text(s.get('error')), log)}")
             continue
         watched = (m.get("gpu_watched") or {}).get("uuid")
         missing = [k for k in ("gpu_util_percent_mean", "proc_gpu_mem_peak_bytes",
@@ -129,6 +146,11 @@ def bench_checks(check, run_dir, watched_uuid):
                   f"own memory {m.get('proc_gpu_mem_peak_bytes')} B, energy/image "
                   f"{m.get('energy_j_per_image')} J ({m.get('energy_source')})"
                   + (f"; missing {missing}" if missing else ""))
+
+
+def _text(value):
+    """A summary's text field ('' where pandas left NaN)."""
+    return value if isinstance(value, str) else ""
 
 
 def main(argv=None):
@@ -172,8 +194,7 @@ def main(argv=None):
                           os.path.join(work, "parity")], 300, env,
                          log=os.path.join(work, "parity.log"))
         check.add(rc == 0, "parity on CUDA under math_mode fp32",
-                  (lines[-1] if isinstance(lines, list) and lines else lines)
-                  + " (results/gpu-check/parity.log)")
+                  f"{_outcome(rc, lines)} (results/gpu-check/parity.log)")
     else:
         check.add(False, "parity on CUDA under math_mode fp32", "not run: a framework is not "
                   "on CUDA")
@@ -187,8 +208,7 @@ def main(argv=None):
                   f"exit {rc}, {run_dir} (results/gpu-check/bench.log)")
         if run_dir:
             rc2, lines2 = _run([sys.executable, "harness.py", "report", run_dir], 120)
-            check.add(rc2 == 0, "its report", lines2[-1] if isinstance(lines2, list) and lines2
-                      else lines2)
+            check.add(rc2 == 0, "its report", _outcome(rc2, lines2))
             bench_checks(check, run_dir, watched)
     with open(args.out, "w") as f:
         f.write(check.markdown(started))

@@ -5,13 +5,17 @@ Same conventions as bench/report/tables.py (the timing tables), whose helpers th
 """
 from collections import Counter
 import json
+from pathlib import Path
 
 import pandas as pd
 
+from bench.records.errors import DECISIVE_LOG_CHARS, failure_line, log_tail, strip_ansi
 from bench.report import fmt
 from bench.report.load import RunData, of_type
 from bench.report.tables import (NO_GPU, NOT_MEASURED, _key, cell_records, col, has_gpu,
-                                 units_of)
+                                 unit_records, units_of)
+
+MAX_ERROR_CHARS = 4000   # of a failed process's log shown under Failed cells
 
 
 # ---------------------------------------------------------------- quality (FID)
@@ -309,8 +313,65 @@ def failed_cells(run: RunData) -> pd.DataFrame:
     return run.units[run.units["status"] != "ok"]
 
 
-def first_line(text, limit=200) -> str:
-    if text is None or text != text:
-        return fmt.DASH
-    line = str(text).strip().splitlines()[0] if str(text).strip() else fmt.DASH
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+def error_line(run: RunData, unit, limit=200) -> str:
+    """The one line of a failed process's error a reader needs first
+    (bench.records.errors.failure_line): a failed compile's `error:` line from its traceback or
+    log, else the first line of its error; escape codes stripped."""
+    error = unit["error"] if isinstance(unit["error"], str) else ""
+    errors = unit_records(run, unit["unit"], "error")
+    traceback = str(errors.iloc[-1].get("traceback") or "") if len(errors) else ""
+    log = log_tail(Path(unit["dir"]) / "stderr.log", DECISIVE_LOG_CHARS)
+    return failure_line(error, f"{traceback}\n{log}", limit) or fmt.DASH
+
+
+def error_text(run: RunData, unit) -> str:
+    """The error record's traceback (else the summary's error), then the tail of stderr.log:
+    what a user needs to act on; escape codes stripped. Empty when that would only repeat
+    the process's error line."""
+    errors = unit_records(run, unit["unit"], "error")
+    text = ""
+    if not errors.empty:
+        e = errors.iloc[-1]
+        text = "\n".join(str(e[k]) for k in ("message", "traceback")
+                         if k in e and isinstance(e[k], str) and e[k])
+    if not text and isinstance(unit["error"], str):
+        text = unit["error"]
+    text = strip_ansi(text)
+    tail = log_tail(Path(unit["dir"]) / "stderr.log", MAX_ERROR_CHARS)
+    if tail and tail not in text:
+        text = (text + "\n\n" if text else "") + "stderr.log (last lines):\n" + tail
+    if len(text) > 2 * MAX_ERROR_CHARS:
+        text = "…" + text[-2 * MAX_ERROR_CHARS:]
+    return "" if text.strip() == error_line(run, unit) else text
+
+
+def failure_words(run: RunData, units: pd.DataFrame, first_error=True) -> str:
+    """'2 of 4 processes failed (first error: …)' of these processes (the first to fail in the
+    order they ran); '' when every one finished ok."""
+    bad = units[units["status"] != "ok"]
+    if bad.empty:
+        return ""
+    n = len(units)
+    words = f"{len(bad)} of {n} process{'' if n == 1 else 'es'} failed"
+    if first_error:
+        first = bad.assign(_t=pd.to_numeric(bad["t_start"], errors="coerce")) \
+            .sort_values(["_t", "unit"], na_position="last").iloc[0]
+        words += f" (first error: {error_line(run, first)})"
+    return words
+
+
+def failure_notes(run: RunData, cells: pd.DataFrame) -> list:
+    """A note per cell with a process that did not finish ok: the figures above come from its
+    other processes, or it has none (bench.report.load.measured)."""
+    notes = []
+    for _, c in cells.iterrows():
+        units = run.units[run.units["cell"] == c["cell"]]
+        words = failure_words(run, units, first_error=False)
+        if not words:
+            continue
+        ok = int((units["status"] == "ok").sum())
+        notes.append(fmt.Note(
+            f"{c['cell']}: no measurement — {words} (section Failed cells)." if not ok else
+            f"{c['cell']}: {words}; its figures are from the {ok} that finished ok (section "
+            "Failed cells)."))
+    return notes

@@ -6,8 +6,9 @@ same as in the tables below (bench/report/tables.py, over processes), picked and
 import math
 
 from bench.report import fmt, profile
-from bench.report.load import RunData
-from bench.report.tables import (_key, has_gpu, same_settings, sampling_metrics,
+from bench.report.facts import failure_words
+from bench.report.load import RunData, measured
+from bench.report.tables import (_key, cells_of, has_gpu, same_settings, sampling_metrics,
                                  training_metrics, training_ratios)
 from bench.run.config import ConfigError, build_specs
 from bench.stats.replicates import ratio_of_replicates
@@ -35,7 +36,8 @@ def _sampler_label(r) -> str:
 
 def key_ratios(run: RunData, baseline: str) -> list:
     """[(quantity, framework, Ratio, kind)] for every non-baseline framework; kind is a key
-    of WORDS."""
+    of WORDS. Only ratios with a value: both sides had a process that finished ok (pass
+    load.measured(run), so that a failed process adds no figure)."""
     out = []
     metrics = training_metrics(run)
     if not metrics.empty:
@@ -46,11 +48,11 @@ def key_ratios(run: RunData, baseline: str) -> list:
                 continue
             for label, metric, better_high in TRAINING_KEYS:
                 r = ratios.get((row["cell"], metric))
-                if r is not None:
+                if _has_value(r):
                     out.append((_with_variant(label, row), row["framework"], r, better_high))
             for label, metric in MEMORY_KEYS[0 if gpu else 1:]:
                 r = ratios.get((row["cell"], metric))
-                if r is not None and math.isfinite(r.value):
+                if _has_value(r):
                     out.append((_with_variant(f"{label}, training", row), row["framework"], r,
                                 "memory"))
                     break
@@ -64,7 +66,36 @@ def key_ratios(run: RunData, baseline: str) -> list:
             base = same_settings(sm, r, keys, baseline)
             if len(base):
                 ratio = ratio_of_replicates(r["time_groups"], base.iloc[0]["time_groups"])
-                out.append((_sampler_label(r), r["framework"], ratio, "time"))
+                if _has_value(ratio):
+                    out.append((_sampler_label(r), r["framework"], ratio, "time"))
+    return out
+
+
+def _has_value(r) -> bool:
+    return r is not None and math.isfinite(r.value)
+
+
+# The key quantities of a workload's cell, named once for a cell that has none of them.
+UNMEASURED = {"train": "training step time, images/s, memory",
+              "sample": "sampling time per step"}
+
+
+def unmeasured(run: RunData, baseline: str) -> list:
+    """[(quantity, framework, words)]: each non-baseline framework's matched cell that has no
+    key ratio because every process of it, or of the baseline's cell, failed; the words say
+    how many processes failed, and on which side (the first error is in the sentence)."""
+    out = []
+    units = run.units
+    for workload, quantity in UNMEASURED.items():
+        cells = cells_of(run, workload)
+        base = units[units["cell"].isin(cells.loc[cells["framework"] == baseline, "cell"])]
+        for _, c in cells[cells["framework"] != baseline].iterrows():
+            mine = units[units["cell"] == c["cell"]]
+            for who, side in (("", mine), (f"{baseline} (the baseline): ", base)):
+                if len(side) and not (side["status"] == "ok").any():
+                    out.append((quantity, c["framework"],
+                                who + failure_words(run, side, first_error=False)))
+                    break
     return out
 
 
@@ -113,35 +144,50 @@ def parity_verdict(run: RunData):
 
 
 def summary(run: RunData, baseline: str, ratios) -> str:
-    """Two or three generated sentences."""
-    if not ratios:
-        return ("Nothing to compare: this run has no second framework measured against "
-                f"{baseline} (or no measured cell).")
-    n = sorted({r.n for _, _, r, _ in ratios} | {r.n_baseline for _, _, r, _ in ratios})
+    """Two or three generated sentences; a framework with no measurement says so, with how
+    many of its processes failed and the first error, instead of a number."""
     device = _device(run)
     parts = []
-    for fw in dict.fromkeys(f for _, f, _, _ in ratios):
-        mine = [(q, r, kind) for q, f, r, kind in ratios if f == fw]
-        train = [(q, r, kind) for q, r, kind in mine if q.startswith("training step time")]
-        samp = [(q, r, kind) for q, r, kind in mine if q.startswith("sampling")]
-        bits = []
-        for q, r, kind in train[:1]:
-            bits.append(f"its training step takes {r.value:.2f}× {baseline}'s time "
-                        f"({_judged(r, kind)}{_ci(r)})")
-        if samp:
-            vals = [r.value for _, r, _ in samp]
-            verdicts = {_judged(r, kind) for _, r, kind in samp}
-            span = (f"{min(vals):.2f}×" if len(vals) == 1 or max(vals) - min(vals) < 0.005
-                    else f"{min(vals):.2f}-{max(vals):.2f}×")
-            bits.append(f"a sampling step takes {span} {baseline}'s time over {len(samp)} "
-                        f"sampler setting(s) ({' / '.join(sorted(verdicts))})")
+    frameworks = [baseline] + [f for f in dict.fromkeys(
+        [f for _, f, _, _ in ratios] + sorted(set(run.cells["framework"]))) if f != baseline]
+    for fw in frameworks:
+        units = run.units[run.units["framework"] == fw]
+        bits = [] if fw == baseline else \
+            _measured_bits([(q, r, kind) for q, f, r, kind in ratios if f == fw], baseline)
+        failed = failure_words(run, units, first_error=False)
+        if failed and not (units["status"] == "ok").any():
+            bits = [f"no measurement — {failure_words(run, units)}; see Failed cells"]
+        elif failed:
+            bits.append(f"{failed}, its figures are from the others (Failed cells)")
         if bits:
-            parts.append(f"On {device}, {fw}: " + "; ".join(bits) + ".")
-    text = " ".join(parts)
-    text += (f" Intervals are 95% over independent processes ({'/'.join(map(str, n))} per "
-             "side), i.e. what a re-run would give; ratios > 1 mean more time than "
-             f"{baseline}.")
+            who = f"{fw} (the baseline)" if fw == baseline else fw
+            parts.append(f"On {device}, {who}: " + "; ".join(bits) + ".")
+    text = " ".join(parts) or ("Nothing to compare: this run has no second framework measured "
+                               f"against {baseline} (or no measured cell).")
+    if ratios:
+        n = sorted({r.n for _, _, r, _ in ratios} | {r.n_baseline for _, _, r, _ in ratios})
+        text += (f" Intervals are 95% over independent processes ({'/'.join(map(str, n))} per "
+                 "side), i.e. what a re-run would give; ratios > 1 mean more time than "
+                 f"{baseline}.")
     return text
+
+
+def _measured_bits(mine, baseline) -> list:
+    """A framework's training and sampling step as multiples of the baseline's, in words."""
+    train = [(q, r, kind) for q, r, kind in mine if q.startswith("training step time")]
+    samp = [(q, r, kind) for q, r, kind in mine if q.startswith("sampling")]
+    bits = []
+    for q, r, kind in train[:1]:
+        bits.append(f"its training step takes {r.value:.2f}× {baseline}'s time "
+                    f"({_judged(r, kind)}{_ci(r)})")
+    if samp:
+        vals = [r.value for _, r, _ in samp]
+        verdicts = {_judged(r, kind) for _, r, kind in samp}
+        span = (f"{min(vals):.2f}×" if len(vals) == 1 or max(vals) - min(vals) < 0.005
+                else f"{min(vals):.2f}-{max(vals):.2f}×")
+        bits.append(f"a sampling step takes {span} {baseline}'s time over {len(samp)} "
+                    f"sampler setting(s) ({' / '.join(sorted(verdicts))})")
+    return bits
 
 
 def _ci(r):
@@ -161,10 +207,13 @@ def _device(run: RunData) -> str:
 
 def headline(run: RunData, baseline: str) -> fmt.Section:
     s = fmt.Section("Headline", "headline")
-    ratios = key_ratios(run, baseline)
+    ok = measured(run)   # the figures: processes that finished ok; the words: every process
+    ratios = key_ratios(ok, baseline)
     s.intro = summary(run, baseline, ratios)
-    if ratios:
-        rows = [[q, fw, f"{_judged(r, kind)}", fmt.ratio(r)] for q, fw, r, kind in ratios]
+    rows = [[q, fw, f"{_judged(r, kind)}", fmt.ratio(r)] for q, fw, r, kind in ratios]
+    rows += [[q, fw, "no measurement", f"{words}; see Failed cells"]
+             for q, fw, words in unmeasured(run, baseline)]
+    if rows:
         s.blocks.append(fmt.Table(["quantity", "framework", "verdict",
                                    f"÷ {baseline} (95% CI over processes)"], rows,
                                   caption="The key ratios of the tables below: framework ÷ "
@@ -173,7 +222,7 @@ def headline(run: RunData, baseline: str) -> fmt.Section:
                                           "'no clear difference': the interval holds 1."))
     line, _ = parity_verdict(run)
     s.blocks.append(fmt.Note(f"Same model? Parity: {line}."))
-    why = where_the_time_goes(run, baseline)
+    why = where_the_time_goes(ok, baseline)
     if why:
         s.blocks.append(fmt.Note(f"Why? {why} (section Where the time goes)"))
     return s

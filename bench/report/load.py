@@ -5,7 +5,7 @@ finished has no summary.json, a run may lack its manifest. None of that is an er
 report says what is missing. `load_run` is the one entry point so it can later be swapped for
 `bench.records.results.load_run` without touching tables/plots.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 from pathlib import Path
 
@@ -184,6 +184,18 @@ def first_replicate(run: RunData) -> RunData:
         run.records
     return RunData(run.run_dir, run.run_id, run.manifest, _cells_of_units(units), records,
                    run.problems, units)
+
+
+def measured(run: RunData) -> RunData:
+    """The run as its numbers may use it: the records of the processes that finished ok only.
+    A failed process measured nothing a reader may compare: one that died before its measured
+    phase holds the memory of an import or a compile, one that died inside it a phase cut
+    short. Its cell and process rows stay, so the tables still name it and count it; its
+    error is read from the whole run (section Failed cells)."""
+    if run.units is None or run.units.empty or "unit" not in run.records:
+        return run
+    ok = run.units.loc[run.units["status"] == "ok", "unit"]
+    return replace(run, records=run.records[run.records["unit"].isin(set(ok))])
 
 
 def of_type(records: pd.DataFrame, record_type: str) -> pd.DataFrame:

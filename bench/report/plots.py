@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatterSciNotation, MaxNLocator
 
 from bench.report import fmt
 from bench.report.load import RunData, of_type
@@ -50,6 +50,26 @@ def label(text) -> str:
 def save_figure(fig: MplFigure, out_dir: Path, name: str, caption: str) -> fmt.Figure:
     fig.savefig(out_dir / name, dpi=DPI, bbox_inches="tight")
     return fmt.Figure(name, caption)
+
+
+class _PlainLogFormatter(LogFormatterSciNotation):
+    """Log-axis tick labels as plain numbers (3, 10, 30; 0.5; 30,000), not 3×10⁰: the ticks
+    matplotlib would label, written the way the tables write numbers."""
+
+    def __call__(self, x, pos=None):
+        return f"{x:,.12g}" if super().__call__(x, pos) else ""
+
+
+def log_scale(ax, axes="x"):
+    """A log scale on `axes` ("x", "y" or "xy") with plain-number tick labels."""
+    for name in axes:
+        getattr(ax, f"set_{name}scale")("log")
+        axis = getattr(ax, f"{name}axis")
+        axis.set_major_formatter(_PlainLogFormatter())
+        # minor ticks labelled up to two decades (matplotlib: one), so that a sweep's 3-75
+        # GFLOP axis reads 3, 4, 6, 10, 20, 30 and not only 10
+        axis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False,
+                                                    minor_thresholds=(2, 0.5)))
 
 
 def _new(ncols=1, width=6.0, height=3.6):
@@ -239,7 +259,7 @@ def time_per_epoch(run, out_dir):
     times = [v for line in ax.lines for v in line.get_ydata() if v > 0]
     log = bool(times) and max(times) / min(times) > 30
     if log:   # a long compile epoch would flatten the steady ones to zero
-        ax.set_yscale("log")
+        log_scale(ax, "y")
     else:
         ax.set_ylim(bottom=0)
     ax.legend(fontsize="small")
@@ -355,8 +375,7 @@ def sampling_vs_steps(run, out_dir):
                     label=label(f"{fw} {sname}"))
         steps = pd.to_numeric(sub["steps"])
         if steps.max() / max(steps.min(), 1) > 10:
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+            log_scale(ax, "xy")
         ax.set_title("all batches" if batch is None else f"batch {fmt_key(batch)}")
         ax.set_xlabel("sampling steps")
         ax.set_ylabel("time per batch (s)")
@@ -434,7 +453,7 @@ def fid_vs_steps(run, out_dir):
                 linestyle=LINESTYLES[k % 4], label=label(f"{fw} {sname}"))
     steps = pd.to_numeric(m["steps"])
     if steps.max() / max(steps.min(), 1) > 10:
-        ax.set_xscale("log")
+        log_scale(ax, "x")
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("FID (lower is better)")
     ax.legend(fontsize="small")
@@ -475,6 +494,8 @@ def replicate_medians(run, out_dir, workload):
             if _panel_title(r) != title:
                 continue
             meds = [float(np.median(g)) if len(g) else np.nan for g in r[groups]]
+            if not np.isfinite(meds).any():   # every process failed: no series, no legend
+                continue
             x = np.arange(1, len(meds) + 1)
             ax.plot(x, meds, color=colors[str(r["framework"])], marker=framework_marker(
                 r["framework"]), linestyle="-", linewidth=1, label=label(r["framework"]))

@@ -10,14 +10,13 @@ import yaml
 
 from bench.report import distributed, facts, fmt, plots, profile, sweep, tables, variants
 from bench.report.headline import headline
-from bench.report.load import ReportInputError, RunData, first_replicate, load_run
+from bench.report.load import ReportInputError, RunData, first_replicate, load_run, measured
 from bench.stats.replicates import MIN_REPLICATES
 
 TEMPLATES = Path(__file__).parent / "templates"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SAMPLE_GRIDS = 12
 MAX_GRID_BYTES = 8 * 1024 * 1024
-MAX_ERROR_CHARS = 4000
 
 
 def default_out_dir(run: RunData) -> Path:
@@ -32,13 +31,16 @@ def _safe(name: str) -> str:
 # ---------------------------------------------------------------- sections
 
 def build_sections(run: RunData, out_dir: Path, baseline: str) -> list:
+    # Every figure comes from the processes that finished ok (load.measured); the headline,
+    # the overview and Failed cells also read the failed ones, to say what failed and why.
+    ok = measured(run)
     return [headline(run, baseline), overview(run), environment(run, baseline),
-            training(run, out_dir, baseline),
-            sampling(run, out_dir, baseline), variants.section(run, out_dir, baseline),
-            distributed.section(run, out_dir, baseline),
-            profile.section(run, out_dir, baseline),
-            resources(run, out_dir),
-            quality(run, out_dir), failures(run), appendix(run)]
+            training(ok, out_dir, baseline),
+            sampling(ok, out_dir, baseline), variants.section(ok, out_dir, baseline),
+            distributed.section(ok, out_dir, baseline),
+            profile.section(ok, out_dir, baseline),
+            resources(ok, out_dir),
+            quality(ok, out_dir), failures(run), appendix(run)]
 
 
 def overview(run: RunData) -> fmt.Section:
@@ -148,8 +150,8 @@ def training(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
     if t is None:
         s.blocks.append(fmt.Note("No training numbers: the training cells recorded nothing."))
         return s
-    s.blocks += [t, plots.step_breakdown(run, out_dir),
-                 plots.replicate_medians(run, out_dir, "train")]
+    s.blocks += [t] + facts.failure_notes(run, tables.cells_of(run, "train")) + [
+        plots.step_breakdown(run, out_dir), plots.replicate_medians(run, out_dir, "train")]
     one = first_replicate(run)  # curves over steps: one process per cell, not overlaid
     for fn in (plots.loss_per_step, plots.loss_per_epoch, plots.time_per_step,
                plots.time_per_epoch):
@@ -168,11 +170,13 @@ def sampling(run: RunData, out_dir: Path, baseline: str) -> fmt.Section:
                                   "quality cells timed their sample generation:"), speed]
         return s
     t = tables.sampling_table(run, baseline)
+    notes = facts.failure_notes(run, tables.cells_of(run, "sample"))
     if t is None:
-        s.blocks.append(fmt.Note("No sampling numbers: the sampling cells recorded no measured batch."))
+        s.blocks += [fmt.Note("No sampling numbers: the sampling cells recorded no measured "
+                              "batch.")] + notes
         return s
-    s.blocks += [t, plots.sampling_vs_steps(run, out_dir),
-                 plots.replicate_medians(run, out_dir, "sample")]
+    s.blocks += [t] + notes + [plots.sampling_vs_steps(run, out_dir),
+                               plots.replicate_medians(run, out_dir, "sample")]
     return s
 
 
@@ -180,6 +184,7 @@ def resources(run: RunData, out_dir: Path) -> fmt.Section:
     s = fmt.Section("Memory and utilisation", "resources")
     t = facts.memory_table(run)
     s.blocks.append(t or fmt.Note("No memory numbers: no cell recorded memory or monitor samples."))
+    s.blocks += facts.failure_notes(run, run.cells)
     one = first_replicate(run)
     s.blocks += [plots.utilisation(one, out_dir), plots.memory_over_time(one, out_dir)]
     return s
@@ -205,7 +210,7 @@ def copy_sample_grids(run: RunData, out_dir: Path) -> list:
     showing its latest grids (a training cell's last grid is its final model)."""
     out, notes = [], []
     per_cell = {c["unit"]: sorted((Path(c["dir"]) / "samples").glob("*.png"))
-                for _, c in run.units.iterrows()}
+                for _, c in run.units[run.units["status"] == "ok"].iterrows()}
     per_cell = {cell: pngs for cell, pngs in per_cell.items() if pngs}
     keep = max(1, MAX_SAMPLE_GRIDS // max(1, len(per_cell)))
     for cell, pngs in per_cell.items():
@@ -234,33 +239,15 @@ def failures(run: RunData) -> fmt.Section:
         return s
     s.blocks.append(fmt.Table(
         ["process", "framework", "workload", "status", "error"],
-        [[c["unit"], c["framework"], c["workload"], c["status"], facts.first_line(c["error"])]
-         for _, c in failed.iterrows()], numeric=False))
+        [[c["unit"], c["framework"], c["workload"], c["status"], facts.error_line(run, c)]
+         for _, c in failed.iterrows()], numeric=False,
+        caption="Error: the line that decides the failure (a failed compile's first `error:` "
+                "line, else the first line of the error); the whole text follows."))
     for _, c in failed.iterrows():
-        text = _error_text(run, c)
+        text = facts.error_text(run, c)
         if text:
             s.blocks.append(fmt.Code(text, summary=f"Error of {c['unit']}", open=True))
     return s
-
-
-def _error_text(run: RunData, cell) -> str:
-    """The error record's traceback (else the summary's error), then the tail of stderr.log:
-    what a user needs to act on. Empty when that would only repeat the table's one line."""
-    errors = tables.unit_records(run, cell["unit"], "error")
-    text = ""
-    if not errors.empty:
-        e = errors.iloc[-1]
-        text = "\n".join(str(e[k]) for k in ("message", "traceback")
-                         if k in e and isinstance(e[k], str) and e[k])
-    if not text and isinstance(cell["error"], str):
-        text = cell["error"]
-    stderr = Path(cell["dir"]) / "stderr.log"
-    tail = stderr.read_text(errors="replace")[-MAX_ERROR_CHARS:].strip() if stderr.exists() else ""
-    if tail and tail not in text:
-        text = (text + "\n\n" if text else "") + "stderr.log (last lines):\n" + tail
-    if len(text) > 2 * MAX_ERROR_CHARS:
-        text = "…" + text[-2 * MAX_ERROR_CHARS:]
-    return "" if text.strip() == facts.first_line(cell["error"]) else text
 
 
 # ---------------------------------------------------------------- output

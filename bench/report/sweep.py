@@ -12,7 +12,7 @@ ratio - 1 = sum over categories of (framework's - baseline's ms in that category
 baseline's step, so the change of the ratio between two points splits exactly into
 per-category changes; the sentence names the categories that carry most of it.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,9 @@ from matplotlib.figure import Figure as MplFigure
 
 from bench.records.results import point_dir
 from bench.report import fmt, profile, tables
-from bench.report.load import ReportInputError, RunData, load_run
-from bench.report.plots import framework_colors, framework_marker, label, save_figure
+from bench.report.load import ReportInputError, RunData, load_run, measured
+from bench.report.plots import (framework_colors, framework_marker, label, log_scale,
+                                save_figure)
 from bench.run.config import ConfigError, build_specs
 from bench.run.sweep import overrides_text
 from bench.stats.replicates import ratio_of_replicates
@@ -100,6 +101,7 @@ def gap_rows(points: list, baseline: str) -> pd.DataFrame:
                 ratio_of_replicates(r["wall_s_groups"], base["wall_s_groups"])
             rows.append(dict(base_row, workload=TRAINING, framework=r["framework"],
                              status=r["status"], step_s=r["wall_s_median"], ratio=ratio,
+                             processes=r["replicates"], processes_ok=r["replicates_ok"],
                              gflops=r["gflops"], peak_fraction=r["peak_fraction"],
                              images_per_s=r["images_per_s_median"],
                              memory_bytes=_memory(r)))
@@ -245,8 +247,7 @@ def point_table(points: list, rows: pd.DataFrame, gaps: dict, baseline: str) -> 
         train = {r["framework"]: r for _, r in mine.iterrows() if r["workload"] == TRAINING}
         samp = mine[mine["workload"] != TRAINING] if len(mine) else mine
         line = [pt.name, _params(pt.params), fmt.num(pt.train_gflop)]
-        line += [f"{fmt.num(train[fw]['step_s'] * 1e3)} ({fmt.num(train[fw]['images_per_s'])})"
-                 if fw in train else fmt.DASH for fw in fws]
+        line += [_step_cell(train[fw]) if fw in train else fmt.DASH for fw in fws]
         line += [fmt.ratio(train[fw]["ratio"]) if fw in train else fmt.DASH for fw in others]
         line += [(f"{fmt.num(train[fw]['gflops'])} ({_pct(train[fw]['peak_fraction'])})"
                   if fw in train else fmt.DASH) for fw in fws]
@@ -272,6 +273,13 @@ def point_table(points: list, rows: pd.DataFrame, gaps: dict, baseline: str) -> 
         f"{baseline}'s step). Parity: the short check of the point's model (forward, loss, "
         f"gradients, one Adam step) by `harness.py parity --config` (`make bench` runs it "
         f"first), 'not checked' where no record of it exists."))
+
+
+def _step_cell(r) -> str:
+    """'51 (157)': ms per training step (images/s), or why there is none."""
+    if not r["processes_ok"]:
+        return f"no measurement ({int(r['processes'])} of {int(r['processes'])} processes failed)"
+    return f"{fmt.num(r['step_s'] * 1e3)} ({fmt.num(r['images_per_s'])})"
 
 
 def _params(n) -> str:
@@ -330,7 +338,7 @@ def ratio_plot(rows: pd.DataFrame, out_dir: Path, baseline: str) -> fmt.Figure |
                     linestyle="-" if workload == TRAINING else "--",
                     label=label(f"{fw}: {workload}"))
     ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xscale("log")
+    log_scale(ax, "x")
     ax.set_xlabel("GFLOP per training step (the point's model and batch), log")
     ax.set_ylabel(f"time ÷ {baseline}")
     ax.grid(True, alpha=0.3)
@@ -353,8 +361,7 @@ def gflops_plot(rows: pd.DataFrame, out_dir: Path) -> fmt.Figure | fmt.Note:
         ax.plot(g["x"], g["gflops"], marker=framework_marker(fw), color=colors[fw],
                 linestyle="-" if workload == TRAINING else "--", alpha=1 if workload == TRAINING
                 else 0.6, label=label(f"{fw}: {workload}"))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    log_scale(ax, "xy")
     ax.set_xlabel("GFLOP per training step, log")
     ax.set_ylabel("achieved GFLOP/s, log")
     ax.grid(True, alpha=0.3)
@@ -397,7 +404,9 @@ def profile_plot(points: list, out_dir: Path, baseline: str) -> fmt.Figure | Non
 # ----------------------------------------------------------------------------- section
 
 def section(points: list, out_dir: Path, baseline: str, out_names: dict) -> list:
-    """The sweep's own sections: the curve first, then the points."""
+    """The sweep's own sections: the curve first, then the points. Their figures come from the
+    processes that finished ok (load.measured); the points' failures have their section."""
+    points = [replace(pt, run=measured(pt.run)) if pt.run is not None else pt for pt in points]
     rows = gap_rows(points, baseline)
     gaps = category_gaps(points, baseline)
     s = fmt.Section("How the gap changes with size", "sweep")

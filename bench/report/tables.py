@@ -235,6 +235,7 @@ def training_metrics(run: RunData, cells: pd.DataFrame = None) -> pd.DataFrame:
         units = [_unit_training(run, u) for u in units_of(run, cell["cell"])]
         row = {"cell": cell["cell"], "framework": cell["framework"], "variant": cell["variant"],
                "status": cell["status"], "replicates": len(units),
+               "replicates_ok": int(cell.get("replicates_ok", len(units))),
                "steps_measured": int(sum(u["wall_s"].size for u in units)),
                "epochs": max((u["epochs"] for u in units), default=0)}
         for q in _STEP_QUANTITIES:
@@ -320,6 +321,12 @@ def _show(value, how: str, gpu: bool) -> str:
     return fmt.num(value)
 
 
+def _processes(row) -> str:
+    """A cell's process count; '3 of 4 ok' when some failed (the figures are the ok ones')."""
+    n, ok = int(row["replicates"]), int(row["replicates_ok"])
+    return str(n) if ok == n else f"{ok} of {n} ok"
+
+
 def pick_baseline(metrics_rows: pd.DataFrame, baseline: str, variant):
     """The baseline framework's row for this variant (or its only row)."""
     base = metrics_rows[metrics_rows["framework"] == baseline]
@@ -357,14 +364,18 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
     metrics = metrics.loc[order]
     columns = ["metric"]
     for _, r in metrics.iterrows():
-        status = "" if r["status"] == "ok" else f" [{r['status']}]"
-        columns.append(labels[r["cell"]] + status)
+        failed = r["replicates"] - r["replicates_ok"]
+        columns.append(labels[r["cell"]] + (f" [{failed} of {r['replicates']} failed]"
+                                            if failed else ""))
+    # a ratio column only where both sides have a process that finished ok
     ratio_cells = [r["cell"] for _, r in metrics.iterrows()
-                   if any(k[0] == r["cell"] for k in ratios)]
+                   if any(k[0] == r["cell"] and fmt.is_num(v.value) for k, v in ratios.items())]
     columns += [f"{labels[c]} ÷ {baseline} (95% CI)" for c in ratio_cells]
     rows = []
     for label, metric, how, _groups in TRAINING_ROWS:
-        line = [label] + [_show(v, how, gpu) for v in metrics[metric]]
+        line = [label] + [_processes(r) if metric == "replicates" else
+                          _show(r[metric], how, gpu) if r["replicates_ok"] else fmt.DASH
+                          for _, r in metrics.iterrows()]
         for c in ratio_cells:
             r = ratios.get((c, metric))
             line.append(NO_GPU if how.startswith("gpu_") and not gpu else fmt.ratio(r))
@@ -377,10 +388,16 @@ def training_table(run: RunData, baseline: str) -> fmt.Table | None:
                f"step, else integrated power). Ratio = "
                f"framework ÷ {baseline}: > 1 means more time/memory/energy than {baseline} "
                f"(for images/s, GFLOP/s: faster). {RATIO_METHOD} {FLOPS_NOTE}")
+    if (metrics["replicates_ok"] < metrics["replicates"]).any():
+        caption += (" A column marked [k of n failed]: its figures come from the processes "
+                    "that finished ok, none where every one failed (section Failed cells).")
     if not ratio_cells:
-        caption += f" No ratio column: the run has no other framework to compare with {baseline}" \
-            if (metrics["framework"] == baseline).any() else \
-            f" No ratio column: the baseline framework {baseline!r} has no training cell in this run."
+        is_base = metrics["framework"] == baseline
+        caption += (f" No ratio column: the baseline framework {baseline!r} has no training cell "
+                    f"in this run." if not is_base.any() else
+                    f" No ratio column: the run has no other framework to compare with "
+                    f"{baseline}." if is_base.all() else
+                    " No ratio column: one side of every pair has no process that finished ok.")
     return fmt.Table(columns, rows, caption)
 
 

@@ -5,6 +5,7 @@ worker raises, runs out of memory, exits nonzero, times out, or exits without wr
 summary; the next cell runs anyway. `run()` returns 1 if any cell of the run did not end "ok".
 """
 import json
+import math
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from bench.measure.env import child_env, git_info, gpu_info, host_info, usable_c
 from bench.measure.monitor import Monitor
 from bench.measure.monitor import summarize as monitor_summary
 from bench.records import results as res
+from bench.records.errors import failure_line, log_tail, strip_ansi
 from bench.run import distributed
 from bench.run.config import config_hash, point_configs
 from bench.run.matrix import ORDER_SCHEME, Cell, expected_records
@@ -123,15 +125,6 @@ def _kill_tree(proc):
     proc.wait()
 
 
-def _tail(path, chars=STDERR_TAIL_CHARS):
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - chars))
-            return f.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 class EventTail:
@@ -190,9 +183,9 @@ class Progress:
                 if r.get("loss") is not None:
                     self.inner.set_postfix(loss=f"{r['loss']:.4f}", refresh=False)
             if r.get("type") == "epoch":
-                val = "-" if r.get("val_loss") is None else f"{r['val_loss']:.4f}"
                 self.line(f"[{cell_id}] epoch {r['epoch']}: {r['time_s']:.2f} s, loss "
-                          f"{r['mean_loss']:.4f}, val {val}, {r['images_per_s']:.1f} img/s")
+                          f"{r['mean_loss']:.4f}, val {_figure(r.get('val_loss'), '.4f')}, "
+                          f"{r['images_per_s']:.1f} img/s")
             elif r.get("type") == "sample" and r.get("phase") == "measure" and not self.tty:
                 self.line(f"[{cell_id}] {r['sampler']} {r['steps']} steps b{r['batch_size']} "
                           f"#{r['repeat']}: {r['time_s']:.3f} s")
@@ -398,7 +391,10 @@ def _failed(cell, status, error, started, stderr_path):
             "framework": cell.framework, "workload": cell.workload,
             "variant": cell.variant, "setting": cell.options.get("setting"),
             "world_size": cell.options.get("world_size", 1), "status": status,
-            "error": error, "stderr_tail": _tail(stderr_path), "started": started,
+            # escape codes out at record time: Jittor colours its log lines, and every
+            # reader of the summary (report, terminal table, gpu-check) shows plain text
+            "error": strip_ansi(error), "stderr_tail": log_tail(stderr_path, STDERR_TAIL_CHARS),
+            "started": started,
             "finished": time.time(), "metrics": {}}
 
 
@@ -467,20 +463,28 @@ def cells_from_manifest(manifest):
                  c.get("replicate") or 1, c.get("point") or "") for c in manifest["cells"]]
 
 
+def _figure(value, spec):
+    """A number for a progress line, '—' where there is none (no validation set: no val loss)."""
+    try:
+        return format(float(value), spec) if math.isfinite(float(value)) else "—"
+    except (TypeError, ValueError):
+        return "—"
+
+
 def format_table(summaries):
     """Plain-text summary of a run for the terminal."""
     rows = [("cell", "status", "wall s", "key result")]
     for s in summaries:
         m = s.get("metrics") or {}
         if s.get("status") != "ok":
-            key = (s.get("error") or "")[:90]
+            key = failure_line(s.get("error"), s.get("stderr_tail"), limit=120)
         elif s.get("workload") == "train":
-            key = (f"step {m.get('wall_step_median_s', float('nan')):.4f} s "
-                   f"(compute {m.get('compute_median_s', float('nan')):.4f}, data "
-                   f"{m.get('data_wait_median_s', float('nan')):.4f}), compile "
-                   f"{m.get('compile_s') or float('nan'):.2f} s, "
-                   f"{m.get('images_per_s', float('nan')):.1f} img/s, "
-                   f"val loss {m.get('final_val_loss') or float('nan'):.4f}")
+            key = (f"step {_figure(m.get('wall_step_median_s'), '.4f')} s "
+                   f"(compute {_figure(m.get('compute_median_s'), '.4f')}, data "
+                   f"{_figure(m.get('data_wait_median_s'), '.4f')}), compile "
+                   f"{_figure(m.get('compile_s'), '.2f')} s, "
+                   f"{_figure(m.get('images_per_s'), '.1f')} img/s, "
+                   f"val loss {_figure(m.get('final_val_loss'), '.4f')}")
         else:
             key = "; ".join(f"{r['sampler']}{r['steps']} b{r['batch_size']} "
                             f"{r['time_median_s']:.3f} s" for r in m.get("runs", [])[:4])

@@ -20,6 +20,7 @@ import traceback
 import numpy as np
 
 from bench.measure.peak import record_peak
+from bench.records.errors import strip_ansi
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
 from bench.run.distributed import rank_dir
@@ -132,7 +133,10 @@ def run_cell(cell_dir, spec):
                 message = f"SystemExit({e.code}) raised inside the worker (framework exited)"
             else:
                 message = f"{type(e).__name__}: {e}"
-            out.write("error", message=message, traceback=traceback.format_exc())
+            # plain text: a framework's coloured log line would carry its escape codes into
+            # every report and summary that shows this record
+            out.write("error", message=strip_ansi(message),
+                      traceback=strip_ansi(traceback.format_exc()))
             traceback.print_exc()
             return 1
         finally:
