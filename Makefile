@@ -18,7 +18,7 @@ MICRO_OUT   ?= results/micro-latest.json
 # Unchanged code varies by 5-25% between runs on a shared 2-core VM: 25% is what holds here.
 REGRESS_ARGS ?= --threshold 25%
 
-.PHONY: setup bench test test-fast parity report regress regress-stored regress-baseline gpu-check offline-bundle clean
+.PHONY: setup bench test test-fast parity report regress regress-stored regress-baseline gpu-check cuda-rehearsal offline-bundle clean
 
 setup:
 	@VENV=$(VENV) bash tools/setup.sh
@@ -69,6 +69,14 @@ regress-baseline: setup
 # Without a GPU it says so in one line and exits 0.
 gpu-check: setup
 	$(PY) harness.py gpu-check $(ARGS)
+
+# Jittor on the GPU hosts' CUDA 13.0 + cuDNN 9.19, rehearsed without a GPU (docs/GPU.md, "The
+# CUDA rehearsal"): lays out that CUDA from PyPI's NVIDIA wheels (~1 GB under
+# ~/.cache/diffbench/cuda-rehearsal), imports the patched Jittor against it for sm_90 and has
+# nvcc compile every kernel of the UNet's and DiT's steps; a PASS/FAIL checklist in
+# reports/reference/cuda-rehearsal/checklist.md. Not part of `make test` (~15-25 min cold).
+cuda-rehearsal: setup
+	$(PY) -m tools.cuda_rehearsal.run $(ARGS)
 
 # For an offline GPU host (docs/GPU.md, "On an offline GPU host"): .offline/ with the wheels
 # such a host lacks (Jittor patched for numpy 2, torch-fidelity), Python's headers and run.sh;

@@ -271,17 +271,23 @@ def test_jittor_cuda_home_is_assembled_from_toolkit_and_wheels(tmp_path, monkeyp
     assert runtime.jittor_cuda_home(str(toolkit / "bin" / "nvcc"), [str(wheel)],
                                     cache=str(tmp_path / "cache")) == nvcc  # built once
 
-    for k in list(runtime.CUDA_OFFLINE_DEFAULTS) + ["nvcc_path"]:
+    for k in list(runtime.CUDA_OFFLINE_DEFAULTS) + ["nvcc_path", "conv_opt"]:
         # setenv first records the original state, so teardown also removes what
         # prepare_environment sets below (a leaked nvcc_path breaks every later Jittor process)
         monkeypatch.setenv(k, "")
         monkeypatch.delenv(k)
     monkeypatch.setenv("use_cutlass", "1")  # a user's setting wins
     monkeypatch.setattr(runtime, "jittor_cuda_home", lambda: nvcc)
+    monkeypatch.setattr(runtime, "jittor_patches", lambda: [])  # a stock Jittor: no cuDNN 9
     runtime.prepare_environment(use_cuda=True)
     assert (os.environ["use_cutt"], os.environ["use_cutlass"], os.environ["conv_opt"]) == \
         ("0", "1", "1")
     assert os.environ["nvcc_path"] == nvcc
+    # diffbench's patched Jittor (tools/patched_jittor.py) uses cuDNN 9
+    monkeypatch.delenv("conv_opt")
+    monkeypatch.setattr(runtime, "jittor_patches", lambda: ["numpy2-descr", "cudnn9"])
+    runtime.prepare_environment(use_cuda=True)
+    assert os.environ["conv_opt"] == "0"
 
 
 def test_device_cuda_without_a_gpu_exits_2_with_one_line_before_any_cell(

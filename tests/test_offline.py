@@ -1,7 +1,6 @@
-"""The offline GPU bundle (docs/GPU.md, "On an offline GPU host"): Jittor's patches against the
-real Jittor 1.3.11 source, run.sh's bad input and budget, and the dry run end to end from a
-clean copy of the repository with the network cut off."""
-import importlib.util
+"""The offline GPU bundle (docs/GPU.md, "On an offline GPU host"): run.sh's bad input and
+budget, and the dry run end to end from a clean copy of the repository with the network cut
+off. Jittor's patches have their own tests (tests/test_patched_jittor.py)."""
 import json
 import os
 import shutil
@@ -14,40 +13,6 @@ import pytest
 from tools.offline import build_bundle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def installed_jittor_root():
-    """The folder holding the jittor package, found without importing it (that compiles)."""
-    spec = importlib.util.find_spec("jittor")
-    return os.path.dirname(os.path.dirname(spec.origin))
-
-
-def test_each_patch_matches_the_real_jittor_source_and_applies(tmp_path):
-    root = installed_jittor_root()
-    for rel, old, new, *times in build_bundle.JITTOR_PATCHES:
-        src = os.path.join(root, rel)
-        dest = tmp_path / rel
-        if not dest.exists():
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dest)
-        assert dest.read_text().count(old) == (times[0] if times else 1), rel
-    build_bundle.patch_jittor_source(str(tmp_path))
-    for rel, old, new, *_ in build_bundle.JITTOR_PATCHES:
-        text = (tmp_path / rel).read_text()
-        assert new in text and old not in text.replace(new, ""), rel
-    # The C++17 switch sits after Jittor's own -std rewrite inside convert_nvcc_flags.
-    compiler = (tmp_path / "jittor" / "compiler.py").read_text()
-    body = compiler[compiler.index("def convert_nvcc_flags"):]
-    body = body[:body.index("return nvcc_flags")]
-    assert body.index('"-std=c++14 -Xcompiler -std:c++14"') < body.index('"-std=c++17")')
-
-
-def test_a_source_that_differs_stops_the_build(tmp_path):
-    rel = build_bundle.JITTOR_PATCHES[0][0]
-    (tmp_path / rel).parent.mkdir(parents=True)
-    (tmp_path / rel).write_text("// not Jittor 1.3.11's numpy.h\n")
-    with pytest.raises(SystemExit, match="not Jittor 1.3.11's source"):
-        build_bundle.patch_jittor_source(str(tmp_path))
 
 
 def run_sh(*args, env=None, cwd=REPO, network=True):
@@ -146,3 +111,37 @@ def test_dry_run_from_a_clean_copy_offline(bundle, tmp_path):
         "DiT-S-2/report.md", "quick/report.md"]
     assert len(reports) == 6 + 2
     assert "paper-fp32.log" in names and "run.log" in names
+
+
+def test_the_host_run_gives_jittor_its_cuda_environment_and_moves_a_stale_jtcuda(
+        tmp_path, monkeypatch):
+    """What every Jittor process on a GPU host inherits (tools/offline/host_run.py): the
+    download switches, FIX_TORCH_ERROR=0, cuDNN on with the patched Jittor, nvcc_path to the
+    assembled CUDA folder; a ~/.cache/jittor/jtcuda (which would override it all) moved aside."""
+    from models.jt import runtime
+    from tools.offline import host_run
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    stale = tmp_path / ".cache" / "jittor" / "jtcuda"
+    stale.mkdir(parents=True)
+    keys = ["FIX_TORCH_ERROR", "conv_opt", "nvcc_path", *runtime.CUDA_OFFLINE_DEFAULTS]
+    for k in keys:  # restored after the test: a leaked nvcc_path breaks later Jittor processes
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("use_cutlass", "1")  # a user's own setting wins
+    monkeypatch.setattr(runtime, "jittor_cuda_home", lambda: "/opt/cuda-home/bin/nvcc")
+    monkeypatch.setattr(runtime, "jittor_patches", lambda: ["cuda13-cxx17", "cudnn9"])
+    lines = []
+    host_run.jittor_cuda_environment(lines.append)
+    assert not stale.exists()
+    assert len(list(stale.parent.glob("jtcuda.aside-*"))) == 1
+    assert {k: os.environ[k] for k in keys} == {
+        "FIX_TORCH_ERROR": "0", "conv_opt": "0", "nvcc_path": "/opt/cuda-home/bin/nvcc",
+        "use_cutt": "0", "use_cutlass": "1", "use_nccl": "0"}
+    text = "\n".join(lines)
+    assert "moved a stale" in text and "patches: cuda13-cxx17, cudnn9" in text
+    # A stock Jittor (no cudnn9 patch) runs on its own convolution kernels.
+    monkeypatch.delenv("conv_opt")
+    monkeypatch.setattr(runtime, "jittor_patches", lambda: [])
+    host_run.jittor_cuda_environment(lines.append)
+    assert os.environ["conv_opt"] == "1"

@@ -7,7 +7,7 @@ cd "$here"
 venv="${VENV:-.venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.diffbench-setup"
-want="$(cat requirements.txt tools/setup.sh tools/warm_jittor.py tests/tiny_models.py tests/real_runs.py tools/get_fid_weights.py | sha256sum | cut -c1-16)"
+want="$(cat requirements.txt tools/setup.sh tools/patched_jittor.py tools/warm_jittor.py tests/tiny_models.py tests/real_runs.py tools/get_fid_weights.py | sha256sum | cut -c1-16)"
 fid_net="$HOME/.cache/diffbench/fid/default_1.pt"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
@@ -42,8 +42,18 @@ fi
 # tests use: minutes on 2 cores): it needs only Jittor, numpy and oneDNN, so those go first and
 # the whole compile runs in the background while pip installs torch and the rest and apt-get
 # runs.
-step "pip: jittor, numpy, oneDNN"
-pip_install $(pinned jittor numpy onednn-cpu-gomp onednn-devel-cpu-gomp tqdm pillow)
+step "pip: jittor (patched), numpy, oneDNN"
+pip_install $(pinned numpy onednn-cpu-gomp onednn-devel-cpu-gomp tqdm pillow astunparse)
+# PyPI's Jittor 1.3.11 with diffbench's patches (numpy 2, CUDA 13, CCCL 3, cuDNN 9:
+# tools/patched_jittor.py, docs/SETUP.md), built here into a wheel: the same Jittor the offline
+# GPU bundle carries. requirements.txt's jittor pin is then already met.
+rm -rf "$venv/wheels"
+if ! "$venv/bin/python" tools/patched_jittor.py --wheel-dir "$venv/wheels" >> "$venv/pip-install.log" 2>&1; then
+  tail -n 40 "$venv/pip-install.log" >&2
+  echo "[setup] ERROR: building the patched Jittor failed; full log: $venv/pip-install.log" >&2
+  exit 1
+fi
+pip_install --no-deps --force-reinstall "$venv"/wheels/jittor-*.whl
 
 # Jittor 1.3.11 downloads dnnl_lnx_2.2.0_cpu_gomp.tgz on import unless this folder already
 # holds lib/libmkldnn.so; offline that download fails and conv falls back to kernels 25-100x

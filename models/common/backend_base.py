@@ -136,6 +136,13 @@ class BackendBase:
         return self._region(name) if self.profiling else contextlib.nullcontext()
 
     # -- shared composition ----------------------------------------------------------------
+    @staticmethod
+    def saved_step(state):
+        """The step count of an optimizer state read back from a checkpoint: safetensors
+        stores the 0-d step as a 1-element array, and numpy 2 refuses int() of an array
+        that is not 0-d."""
+        return int(np.asarray(state["step"]).reshape(-1)[0])
+
     def load_weights(self, weights, ema=None):
         """Load canonical weights; the EMA copy starts equal to them unless `ema` is given."""
         check_weights(self.unet_spec, weights)

@@ -130,7 +130,7 @@ class JittorBackend(BackendBase):
 
     def load_optimizer_state(self, state):
         jt = self.jt
-        self.step = int(state["step"])
+        self.step = self.saved_step(state)
         self.opt.n_step = self.step
         pg = self.opt.param_groups[0]
         for name, m, v in zip(self.names, pg["m"], pg["values"]):

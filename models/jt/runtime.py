@@ -4,12 +4,13 @@ Every Jittor import in the project goes through `import_jittor()` so the environ
 before Jittor's import-time compiler runs (those variables are read once, at import).
 
 On CUDA (docs/GPU.md, "Jittor on CUDA, offline"): Jittor 1.3.11's first CUDA import would
-download cutt, cutlass and (with mpicc on PATH) nccl, and it looks for cuBLAS/cuRAND headers
-and libraries next to nvcc only. `prepare_environment(use_cuda=True)` switches the downloads
-off and points Jittor at a CUDA folder assembled from the toolkit and the nvidia-* wheels
-that torch's CUDA build installs (`jittor_cuda_home`); cuDNN stays off (`conv_opt=1`)
-because Jittor 1.3.11 only knows cuDNN 8's library names and API, and those wheels are
-cuDNN 9. Every variable is a default: one the user set wins.
+download cutt, cutlass and (with mpicc on PATH) nccl, and it looks for cuBLAS/cuRAND/cuDNN
+headers and libraries next to nvcc only. `prepare_environment(use_cuda=True)` switches the
+downloads off and points Jittor at a CUDA folder assembled from the toolkit and the nvidia-*
+wheels that torch's CUDA build installs (`jittor_cuda_home`). cuDNN is on where the installed
+Jittor carries diffbench's cuDNN 9 patch (tools/patched_jittor.py, which `make setup` and the
+offline bundle install); a stock Jittor 1.3.11 knows only cuDNN 8 and runs its own
+convolution kernels instead (conv_opt=1). Every variable is a default: one the user set wins.
 """
 import ctypes
 import glob
@@ -23,14 +24,37 @@ from models.registry import MATH_MODES
 
 # Jittor 1.3.11 import-time switches that would otherwise fetch code from the internet
 # (compile_extern.py: setup_cutt 419-426 -> install_cutt 368-389, setup_cutlass 509-516 ->
-# install_cutlass 460, setup_nccl 565-571 -> install_nccl, when mpicc exists) or load cuDNN
-# (conv_opt=1: compile_extern.py 232-233 keeps only cublas and curand; cuDNN 9 has no
-# libcudnn_ops_infer.so, which compile_extern.py 295 requires, and no cudnnRNNForward*,
-# which extern/cuda/cudnn/ops/cudnn_rnn_op.cc calls: Jittor issue #666).
-CUDA_OFFLINE_DEFAULTS = {"use_cutt": "0", "use_cutlass": "0", "use_nccl": "0", "conv_opt": "1"}
+# install_cutlass 460, setup_nccl 565-571 -> install_nccl, when mpicc exists).
+CUDA_OFFLINE_DEFAULTS = {"use_cutt": "0", "use_cutlass": "0", "use_nccl": "0"}
+# The file in the jittor package that lists the patches it was built with (one id a line).
+PATCH_MARKER = "DIFFBENCH_PATCHES"
+
+
+def jittor_patches():
+    """The diffbench patches the importable jittor carries ([] for a stock Jittor, None where
+    none is installed), read without importing it (that compiles)."""
+    spec = importlib.util.find_spec("jittor")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], PATCH_MARKER)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return f.read().split()
+
+
+def cudnn_usable():
+    """cuDNN only with the cudnn9 patch: a stock Jittor 1.3.11 loads cuDNN 8's library names
+    and compiles cuDNN's v6 RNN calls, which cuDNN 9 (every CUDA 13 wheel) removed
+    (compile_extern.py 295; extern/cuda/cudnn/ops/cudnn_rnn_op.cc; Jittor issue #666). Without
+    it, conv_opt=1 keeps only cuBLAS and cuRAND (compile_extern.py 232-233) and convolutions
+    run on Jittor's own kernels; the report's environment says which ('cudnn')."""
+    return "cudnn9" in (jittor_patches() or [])
+
+
 # Libraries Jittor's CUDA ops link against by name; preloaded so the dynamic linker finds
 # them without LD_LIBRARY_PATH (Jittor adds -L but no rpath).
-PRELOAD = ("libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so")
+PRELOAD = ("libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so", "libcudnn.so")
 
 
 def gpu_present():
@@ -131,6 +155,7 @@ def prepare_environment(use_cuda=None):
         return
     for key, value in CUDA_OFFLINE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    os.environ.setdefault("conv_opt", "0" if cudnn_usable() else "1")
     if not onednn_prepared():
         # Without the oneDNN folder tools/setup.sh fills, Jittor's import would try to
         # download oneDNN (compile_extern.py: setup_mkl -> install_mkl, not caught) and fail
@@ -222,4 +247,4 @@ def math_settings(jt):
             "use_tensorcore": n, "cudnn": cudnn,
             "cudnn_algo_search": "always (cudnnFind, per shape)" if cudnn else None,
             "nvidia_tf32_override": os.environ.get("NVIDIA_TF32_OVERRIDE"),
-            "conv_opt": os.environ.get("conv_opt")}
+            "conv_opt": os.environ.get("conv_opt"), "patches": jittor_patches()}

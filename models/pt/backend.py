@@ -140,7 +140,7 @@ class TorchBackend(BackendBase):
         return state
 
     def load_optimizer_state(self, state):
-        self.step = int(state["step"])
+        self.step = self.saved_step(state)
         for name, p in self.model.named_parameters():
             if f"m.{name}" in state:
                 self.opt.state[p] = {

@@ -30,6 +30,9 @@ import time
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, REPO)
+
+from bench.records.errors import decisive_line, strip_ansi  # noqa: E402
 MAX_FILE_BYTES = 16 * 2**20  # what one returned file may hold
 # Modules the harness imports (beyond the standard library), and the frameworks.
 PROJECT_MODULES = ["numpy", "scipy", "pandas", "matplotlib", "yaml", "jinja2", "psutil",
@@ -38,7 +41,7 @@ PACK_RESERVE_S = 20  # kept back for packing and the summary
 
 # Every command runs from the repository, with the bundle's site folder first on the path.
 JITTOR_WARM = """
-import json, time
+import json, os, time
 t0 = time.time()
 from models.jt.runtime import import_jittor
 jt = import_jittor(use_cuda={cuda})
@@ -49,6 +52,7 @@ y = float((x @ x).sum().item())
 conv = jt.nn.Conv2d(3, 8, 3, padding=1)
 z = float(conv(jt.randn(2, 3, 16, 16)).sum().item())
 print("WARM " + json.dumps({{"version": jt.__version__, "has_cuda": int(jt.has_cuda),
+      "cudnn": jt.compile_extern.cudnn is not None, "conv_opt": os.environ.get("conv_opt"),
       "import_s": round(t_import, 1), "total_s": round(time.time() - t0, 1)}}))
 """
 
@@ -184,6 +188,9 @@ def steps(args, facts):
     fw_set = ["--set", "frameworks=[" + ",".join(fw) + "]"]
     out = [("jittor-compile", 240 if cuda else 150, 330, ["jittor"],
             [py, "-c", JITTOR_WARM.format(cuda=cuda, cuda_flag=int(cuda))], None)]
+    if cuda:  # Jittor's own CUDA op tests: a failure names the op (tools/offline/jittor_op_tests.py)
+        out.append(("jittor-op-tests", 90, 240, ["jittor"],
+                    [py, os.path.join(REPO, "tools", "offline", "jittor_op_tests.py")], None))
     check = [py, harness, "gpu-check", "--out", os.path.join(args.work, "gpu-check.md")]
     if cuda:
         out.append(("gpu-check", 240, 420, ["torch", "jittor"], check, "quick-gpu"))
@@ -228,6 +235,35 @@ DRY_SIZES = ["--set", "runner.replicates=1", "--set", "train.epochs=1",
              "--set", "runner.peak_matmul_n=64", "--set", "monitor.interval_s=0.1"]
 
 
+def jittor_cuda_environment(log):
+    """What every Jittor process of the run inherits on the GPU host (models/jt/runtime.py sets
+    the rest per process): the CUDA folder assembled from the host's nvcc and its torch's
+    nvidia-* wheels (cuBLAS, cuRAND, cuDNN 9), the download switches, FIX_TORCH_ERROR=0, cuDNN
+    on where the installed Jittor carries the cudnn9 patch. A ~/.cache/jittor/jtcuda folder (a
+    CUDA Jittor once downloaded) would win over all of it and restart the process: it is moved
+    aside."""
+    from models.jt import runtime
+
+    stale = os.path.join(os.path.expanduser("~"), ".cache", "jittor", "jtcuda")
+    if os.path.isdir(stale):
+        aside = f"{stale}.aside-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.rename(stale, aside)
+        log(f"[jittor] moved a stale {stale} aside ({aside}): it would override the host's CUDA")
+    env = {"FIX_TORCH_ERROR": "0", "conv_opt": "0" if runtime.cudnn_usable() else "1",
+           **runtime.CUDA_OFFLINE_DEFAULTS}
+    nvcc = os.environ.get("nvcc_path") or runtime.jittor_cuda_home()
+    if nvcc:
+        env["nvcc_path"] = nvcc
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    home = os.path.dirname(os.path.dirname(os.environ.get("nvcc_path", "") or "/"))
+    cudnn = sorted(os.path.basename(p) for p in glob.glob(os.path.join(home, "lib64", "libcudnn.so*")))
+    log(f"[jittor] patches: {', '.join(runtime.jittor_patches() or ['none (stock Jittor)'])}")
+    log(f"[jittor] nvcc_path={os.environ.get('nvcc_path') or 'none found'}; cuDNN there: "
+        f"{', '.join(cudnn) or 'none'}; " + ", ".join(f"{k}={os.environ[k]}" for k in sorted(env)
+                                                      if k != "nvcc_path"))
+
+
 def run_step(name, cmd, timeout_s, log, args):
     """Runs one step in a process group of its own, output into <work>/<name>.log; on timeout
     the whole group goes (a harness run's workers too, so none holds the GPU afterwards).
@@ -252,10 +288,12 @@ def run_step(name, cmd, timeout_s, log, args):
             proc.wait()
     took = time.time() - t0
     with open(path) as f:
-        lines = [l.rstrip() for l in f if l.strip()]
+        text = strip_ansi(f.read())
+    lines = [l.rstrip() for l in text.splitlines() if l.strip()]
     for line in lines[-15:]:
         log(f"    {line[:300]}")
-    return status, took, (lines[-1] if lines else "")
+    # the summary's note: the decisive line of a failure, else the step's last line
+    return status, took, (decisive_line(text) if status != "ok" else (lines[-1] if lines else ""))
 
 
 def keep_gpu_check_logs(work):
@@ -396,6 +434,8 @@ def main(argv=None):
     if args.list:
         print("\n".join(f"{n}  (~{est} s, at most {cap} s)" for n, est, cap, *_ in plan))
         return 0
+    if not args.dry_run and facts["jittor_ready"]:
+        jittor_cuda_environment(log)
     results_root = os.path.join(args.work, "results")
     run_roots = [results_root, os.path.join(REPO, "results", "gpu-check")]
     failed, headlines = 0, []
@@ -418,6 +458,17 @@ def main(argv=None):
             continue
         before = manifests(run_roots)
         status, took, last = run_step(name, cmd, min(left, cap), log, args)
+        if name == "jittor-compile" and status != "ok" and os.environ.get("conv_opt") == "0":
+            # cuDNN is the likeliest part of a new CUDA to break Jittor's import: every later
+            # step runs on Jittor's own convolution kernels instead (reported: 'cudnn': False)
+            log("[jittor] the import with cuDNN failed: retrying with conv_opt=1 (Jittor's own "
+                "convolution kernels, no cuDNN) for every later step")
+            summary.append(f"| {name} (cuDNN) | {status} | {took:.0f} | "
+                           f"{strip_ansi(last)[:160].replace('|', '/')} |")
+            os.environ["conv_opt"] = "1"
+            left = deadline - time.time() - PACK_RESERVE_S
+            status, took, last = run_step(name, cmd, min(left, cap), log, args)
+            last = "no cuDNN (conv_opt=1); " + last
         failed += status != "ok"
         note = last[:160].replace("|", "/")
         if name == "gpu-check":  # its own logs (parity, bench) live in the repository

@@ -1,0 +1,1 @@
+"""make cuda-rehearsal: tools/cuda_rehearsal/run.py."""
