@@ -271,7 +271,8 @@ def test_jittor_cuda_home_is_assembled_from_toolkit_and_wheels(tmp_path, monkeyp
     assert runtime.jittor_cuda_home(str(toolkit / "bin" / "nvcc"), [str(wheel)],
                                     cache=str(tmp_path / "cache")) == nvcc  # built once
 
-    for k in list(runtime.CUDA_OFFLINE_DEFAULTS) + ["nvcc_path", "conv_opt"]:
+    for k in list(runtime.CUDA_OFFLINE_DEFAULTS) + ["nvcc_path", "conv_opt", "FIX_TORCH_ERROR",
+                                                    "log_silent", "use_mpi", "use_mkl"]:
         # setenv first records the original state, so teardown also removes what
         # prepare_environment sets below (a leaked nvcc_path breaks every later Jittor process)
         monkeypatch.setenv(k, "")

@@ -125,8 +125,6 @@ def _kill_tree(proc):
     proc.wait()
 
 
-
-
 class EventTail:
     """Reads the records a running worker appends (complete lines only) for progress."""
 

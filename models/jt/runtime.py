@@ -137,6 +137,19 @@ def jittor_cuda_home(nvcc=None, wheel_dirs=None, cache=None):
     return wrapper
 
 
+def cuda_defaults():
+    """The variables a CUDA import of Jittor needs offline: the download switches, cuDNN on or
+    off (`cudnn_usable`), and nvcc_path to the assembled CUDA folder unless one is set.
+    prepare_environment sets them as defaults in each process; the offline host run exports
+    them once for all its steps (tools/offline/host_run.py)."""
+    env = dict(CUDA_OFFLINE_DEFAULTS, conv_opt="0" if cudnn_usable() else "1")
+    if "nvcc_path" not in os.environ:
+        nvcc = jittor_cuda_home()
+        if nvcc:
+            env["nvcc_path"] = nvcc
+    return env
+
+
 def prepare_environment(use_cuda=None):
     """Set the variables Jittor reads at import. Existing user settings win."""
     # Jittor imports torch itself unless told not to: that costs ~0.7 s and ~170 MB RSS and
@@ -153,18 +166,13 @@ def prepare_environment(use_cuda=None):
         # crashes looking for libcudart.
         os.environ.setdefault("nvcc_path", "")
         return
-    for key, value in CUDA_OFFLINE_DEFAULTS.items():
+    for key, value in cuda_defaults().items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("conv_opt", "0" if cudnn_usable() else "1")
     if not onednn_prepared():
         # Without the oneDNN folder tools/setup.sh fills, Jittor's import would try to
         # download oneDNN (compile_extern.py: setup_mkl -> install_mkl, not caught) and fail
         # offline. Its oneDNN ops are CPU convolutions, which a CUDA run does not use.
         os.environ.setdefault("use_mkl", "0")
-    if "nvcc_path" not in os.environ:
-        nvcc = jittor_cuda_home()
-        if nvcc:
-            os.environ["nvcc_path"] = nvcc
     _preload(os.path.join(os.path.dirname(os.path.dirname(os.environ.get("nvcc_path") or "/")),
                           "lib64"))
 

@@ -1,7 +1,7 @@
 """One item of the CUDA rehearsal, in its own process (a graph that failed at run time leaves
 Jittor unusable). Started by tools/cuda_rehearsal/run.py with the rehearsal's environment:
 the patched Jittor first on PYTHONPATH, nvcc_path, cuda_archs=90, the offline switches,
-JITTOR_HOME and LD_PRELOAD=libfakedev.so.
+a HOME of its own (Jittor's cache) and LD_PRELOAD=libfakedev.so.
 
     python -m tools.cuda_rehearsal.child ITEM
 
@@ -50,16 +50,11 @@ def enable_fake_device(jt):
     jt.flags.use_cuda = 1
 
 
-def _specs(config, batch):
-    from bench.run.config import build_specs, load_config
-    cfg = load_config(os.path.join(REPO, config), check_paths=False)
-    model, diffusion, optim = build_specs(cfg)
-    return model, diffusion, optim, batch
-
-
 def _backend(config, batch=2):
+    from bench.run.config import build_specs, load_config
     from models.jt.backend import JittorBackend
-    model, diffusion, optim, batch = _specs(config, batch)
+    model, diffusion, optim = build_specs(load_config(os.path.join(REPO, config),
+                                                      check_paths=False))
     return JittorBackend(model, diffusion, optim, device="cuda", seed=0), model, batch
 
 

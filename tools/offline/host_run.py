@@ -33,6 +33,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, REPO)
 
 from bench.records.errors import decisive_line, strip_ansi  # noqa: E402
+
 MAX_FILE_BYTES = 16 * 2**20  # what one returned file may hold
 # Modules the harness imports (beyond the standard library), and the frameworks.
 PROJECT_MODULES = ["numpy", "scipy", "pandas", "matplotlib", "yaml", "jinja2", "psutil",
@@ -249,11 +250,9 @@ def jittor_cuda_environment(log):
         aside = f"{stale}.aside-{time.strftime('%Y%m%d-%H%M%S')}"
         os.rename(stale, aside)
         log(f"[jittor] moved a stale {stale} aside ({aside}): it would override the host's CUDA")
-    env = {"FIX_TORCH_ERROR": "0", "conv_opt": "0" if runtime.cudnn_usable() else "1",
-           **runtime.CUDA_OFFLINE_DEFAULTS}
-    nvcc = os.environ.get("nvcc_path") or runtime.jittor_cuda_home()
-    if nvcc:
-        env["nvcc_path"] = nvcc
+    # Not prepare_environment() itself: its use_mpi=0 would reach the mpirun ranks of the
+    # data-parallel cells, which need 1.
+    env = {"FIX_TORCH_ERROR": "0", **runtime.cuda_defaults()}
     for key, value in env.items():
         os.environ.setdefault(key, value)
     home = os.path.dirname(os.path.dirname(os.environ.get("nvcc_path", "") or "/"))
@@ -464,7 +463,7 @@ def main(argv=None):
             log("[jittor] the import with cuDNN failed: retrying with conv_opt=1 (Jittor's own "
                 "convolution kernels, no cuDNN) for every later step")
             summary.append(f"| {name} (cuDNN) | {status} | {took:.0f} | "
-                           f"{strip_ansi(last)[:160].replace('|', '/')} |")
+                           f"{last[:160].replace('|', '/')} |")
             os.environ["conv_opt"] = "1"
             left = deadline - time.time() - PACK_RESERVE_S
             status, took, last = run_step(name, cmd, min(left, cap), log, args)
