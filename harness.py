@@ -345,6 +345,7 @@ def cmd_parity(args):
         specs = {p: C.build_specs(pcfg) for p, pcfg in points.items()}
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
+    argv += ["--frameworks", ",".join(cfg["frameworks"])]  # the config's, beside torch
     worst = 0
     for point, (unet, diffusion, optim) in specs.items():
         # a sweep: every point's model, each a short check (docs/CONFIG.md "Sweeps")

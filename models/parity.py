@@ -251,10 +251,19 @@ def dropout_note(unet):
             "masks") if without_dropout(unet) is not unet else None
 
 
-def check(frameworks=("torch", "jittor"), seed=0, workdir=None, specs=None, short=False):
+def default_frameworks():
+    """torch (the reference) and every other framework installed here."""
+    from models.registry import installed_frameworks
+
+    return ("torch",) + tuple(fw for fw in installed_frameworks() if fw != "torch")
+
+
+def check(frameworks=None, seed=0, workdir=None, specs=None, short=False):
     """Make a case, run it in each framework's own process, return (outputs, worst errors).
+    frameworks: the first is the reference (default: torch, then every other installed one);
     specs: (UNetSpec, DiffusionSpec, OptimSpec) to check instead of the tiny default;
     short: make_case's short case (no chains, one Adam step)."""
+    frameworks = tuple(frameworks or default_frameworks())
     workdir = workdir or tempfile.mkdtemp(prefix="diffbench-parity-")
     case_path = os.path.join(workdir, "case.npz")
     unet, diffusion, optim = specs or (TINY_UNET, TINY_DIFFUSION, TINY_OPTIM)
@@ -347,8 +356,11 @@ def main(argv=None):
     which.add_argument("--unet", help="UNetSpec fields as JSON")
     which.add_argument("--dit", help="DiTSpec fields as JSON")
     d.add_argument("--forward", action="store_true")
-    c = sub.add_parser("check", help="run a fresh case in torch and jittor and compare")
+    c = sub.add_parser("check", help="run a fresh case in torch and every other installed "
+                       "framework, and compare")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--frameworks", help="comma-separated frameworks compared with torch "
+                   "(default: every installed one)")
     c.add_argument("--specs", help="JSON {unet, diffusion, optim} to check instead of the "
                    "tiny default (harness.py parity --config builds it from a config); "
                    "{dit, diffusion, optim} checks a DiT")
@@ -372,7 +384,16 @@ def main(argv=None):
     if args.specs:
         d = json.loads(args.specs)
         specs = (model_spec(d), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
-    _, errors = check(seed=args.seed, specs=specs, short=args.short)
+    frameworks = None
+    if args.frameworks:
+        from models.registry import FRAMEWORKS
+
+        wanted = [f for f in args.frameworks.split(",") if f]
+        bad = [f for f in wanted if f not in FRAMEWORKS]
+        if bad:
+            ap.error(f"--frameworks: {bad} unknown; valid: {list(FRAMEWORKS)}")
+        frameworks = ["torch"] + [f for f in wanted if f != "torch"]
+    _, errors = check(frameworks, seed=args.seed, specs=specs, short=args.short)
     rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors,
                        short=args.short)
     for fw, table in rec["errors"].items():

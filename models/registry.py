@@ -1,10 +1,13 @@
 """Framework name -> backend class. Adding a framework is one folder under models/ and one
 line here. Importing this module imports no framework; load_backend imports exactly one."""
 import importlib
+import importlib.util
 
+# framework -> (its backend module, the package it needs: checked without importing it)
 BACKENDS = {
-    "torch": "models.pt.backend",
-    "jittor": "models.jt.backend",
+    "torch": ("models.pt.backend", "torch"),
+    "jittor": ("models.jt.backend", "jittor"),
+    "jax": ("models.jx.backend", "jax"),
 }
 FRAMEWORKS = tuple(BACKENDS)
 # CUDA float32 math every backend pins at construction (docs/GPU.md): fp32 = no TF32 anywhere
@@ -12,7 +15,16 @@ FRAMEWORKS = tuple(BACKENDS)
 MATH_MODES = ("fp32", "tf32")
 
 
+def installed(name):
+    """Whether the framework's package can be imported here (without importing it)."""
+    return importlib.util.find_spec(BACKENDS[name][1]) is not None
+
+
+def installed_frameworks():
+    return tuple(fw for fw in FRAMEWORKS if installed(fw))
+
+
 def load_backend(name):
     if name not in BACKENDS:
         raise ValueError(f"framework={name!r} is invalid: one of {list(FRAMEWORKS)}")
-    return importlib.import_module(BACKENDS[name]).Backend
+    return importlib.import_module(BACKENDS[name][0]).Backend

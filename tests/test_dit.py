@@ -343,11 +343,13 @@ def test_diffusers_dit_gives_the_same_output():
 
 # ------------------------------------------------------------------ both frameworks
 
+PARITY_FRAMEWORKS = ("torch", "jittor", "jax")   # each compared with the first
+
+
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory):
-    outs, errors = check(("torch", "jittor"), seed=SEED, workdir=str(
+    return check(PARITY_FRAMEWORKS, seed=SEED, workdir=str(
         tmp_path_factory.mktemp("dit-parity")), specs=(TINY_DIT, TINY_DIFFUSION, TINY_OPTIM))
-    return outs, errors["jittor"]
 
 
 CATEGORIES = ["forward", "loss", "grad", "params_after_steps", "ddim_eta0", "ddim_eta1", "ddpm",
@@ -355,20 +357,21 @@ CATEGORIES = ["forward", "loss", "grad", "params_after_steps", "ddim_eta0", "ddi
 
 
 @pytest.mark.process
+@pytest.mark.parametrize("framework", PARITY_FRAMEWORKS[1:])
 @pytest.mark.parametrize("category", CATEGORIES)
-def test_jittor_matches_torch(parity, category):
-    _, worst = parity
-    err, key = worst[category]
-    print(f"{category}: {err:.3e} at {key}")
+def test_framework_matches_torch(parity, category, framework):
+    err, key = parity[1][framework][category]
+    print(f"{framework} {category}: {err:.3e} at {key}")
     assert err <= tolerance(category), (
-        f"seed {SEED}: {category} relative error {err:.3e} > {tolerance(category):g} at {key}")
+        f"seed {SEED}: {framework} {category} relative error {err:.3e} > "
+        f"{tolerance(category):g} at {key}")
 
 
 @pytest.mark.process
 def test_every_gradient_and_weight_is_compared(parity):
-    outs, worst = parity
+    outs, errors = parity
     trainable = {k: v for k, v in dit_param_shapes(TINY_DIT).items() if k not in FIXED}
-    for fw in ("torch", "jittor"):
+    for fw in PARITY_FRAMEWORKS:
         out = outs[fw]
         assert float(out["roundtrip_max_abs_diff"]) == 0.0
         assert {k[5:]: v.shape for k, v in out.items() if k.startswith("grad.")} == trainable
@@ -381,15 +384,16 @@ def test_every_gradient_and_weight_is_compared(parity):
         # the null class's row was trained (a dropped label in the first batch)
         assert np.abs(out["grad.y_embedder.embedding_table.weight"][-1]).max() > 0
     assert len(set(np.round(outs["torch"]["train_losses"], 7))) == 3
-    assert worst["grad"][0] > 0
+    assert all(errors[fw]["grad"][0] > 0 for fw in PARITY_FRAMEWORKS[1:])
 
 
 @pytest.mark.process
-def test_jittor_runs_an_unconditional_learn_sigma_dit():
+@pytest.mark.parametrize("framework", ["jittor", "jax"])
+def test_framework_runs_an_unconditional_learn_sigma_dit(framework):
     spec = dit_preset("DiT-T/4", image_size=8, in_channels=1, num_classes=0, class_dropout=0,
                       learn_sigma=True)
     proc = subprocess.run([sys.executable, "-m", "models.parity", "describe", "--framework",
-                           "jittor", "--dit", json.dumps(spec.to_dict()), "--forward"],
+                           framework, "--dit", json.dumps(spec.to_dict()), "--forward"],
                           cwd=REPO, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     info = json.loads(proc.stdout.strip().splitlines()[-1])

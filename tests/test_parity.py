@@ -1,4 +1,4 @@
-"""PyTorch and Jittor run the same model: identical names/shapes, and identical numbers on
+"""PyTorch, Jittor and JAX run the same model: identical names/shapes, and identical numbers on
 fresh random weights and inputs (a new seed every run; it is printed on failure).
 
 Each framework runs in its own process (models/parity.py). Error = ||a - b|| / ||b||.
@@ -17,28 +17,32 @@ from tests.conftest import REPO
 from models.parity import TOLERANCES, check, inert_gradients_are_zero
 
 SEED = int.from_bytes(os.urandom(4), "little")
-FRAMEWORKS = ["torch", "jittor"]
+FRAMEWORKS = ["torch", "jittor", "jax"]
+OTHERS = FRAMEWORKS[1:]  # each compared with torch
 
 
 @pytest.fixture(scope="module")
 def parity(tmp_path_factory):
-    outs, errors = check(("torch", "jittor"), seed=SEED, workdir=str(tmp_path_factory.mktemp("parity")))
-    return outs, errors["jittor"]
+    return check(FRAMEWORKS, seed=SEED, workdir=str(tmp_path_factory.mktemp("parity")))
 
 
+@pytest.mark.parametrize("framework", OTHERS)
 @pytest.mark.parametrize("category", sorted(TOLERANCES))
-def test_jittor_matches_torch(parity, category):
-    _, worst = parity
-    err, key = worst[category]
+def test_framework_matches_torch(parity, category, framework):
+    err, key = parity[1][framework][category]
     assert err <= TOLERANCES[category], (
-        f"seed {SEED}: {category} relative error {err:.3e} > {TOLERANCES[category]:g} at {key}")
+        f"seed {SEED}: {framework} {category} relative error {err:.3e} > "
+        f"{TOLERANCES[category]:g} at {key}")
 
 
 def test_every_parameter_gradient_and_update_is_compared(parity):
-    outs, worst = parity
+    outs, errors = parity
     names = [k for k in outs["torch"] if k.startswith("grad.")]
     assert len(names) == len(param_shapes(UNetSpec(**json_spec()))), "a gradient is missing"
-    assert worst["grad"][0] > 0  # a real comparison happened, not two copies of one array
+    for fw in OTHERS:
+        assert sorted(k for k in outs[fw] if k.startswith("grad.")) == sorted(names)
+        # a real comparison happened, not two copies of one array
+        assert errors[fw]["grad"][0] > 0
     for fw in FRAMEWORKS:
         assert inert_gradients_are_zero(outs[fw]), f"{fw}: attention key-bias gradient not ~0"
 

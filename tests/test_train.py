@@ -39,7 +39,7 @@ def cfg(tmp_path_factory):
     return load_config(str(path))
 
 
-@pytest.mark.parametrize("framework", ["torch", "jittor"])
+@pytest.mark.parametrize("framework", ["torch", "jittor", "jax"])
 def test_resume_continues_identically(cfg, tmp_path, framework):
     straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
     assert run_training(cfg, straight, [framework], 4) == {framework: 0}

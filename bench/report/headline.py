@@ -130,17 +130,20 @@ def parity_verdict(run: RunData):
         name = next((a for a in argv if str(a).endswith((".yaml", ".yml"))), "CONFIG")
         return (f"not checked for these settings (run `harness.py parity --config {name}`; "
                 "`make bench` does it first)"), None
-    worst = []
+    if not rec["errors"]:
+        return "not checked", rec
+    parts = []
     for fw, table in rec["errors"].items():
-        for cat in ("forward", "loss", "grad", "params_after_steps"):
-            v = table.get(cat)
-            if v:
-                worst.append(f"{cat} {v['error']:.1e} (≤ {v['tolerance']:g})")
-        verdict = "passed" if rec["passed"] else "FAILED"
-        note = f" ({rec['note']})" if rec.get("note") else ""
-        return (f"{verdict}: {fw} vs {rec['reference']} on the same weights and inputs, "
-                f"relative errors {', '.join(worst)}; checked {rec['checked_at']}{note}"), rec
-    return "not checked", rec
+        worst = [f"{cat} {table[cat]['error']:.1e} (≤ {table[cat]['tolerance']:g})"
+                 for cat in ("forward", "loss", "grad", "params_after_steps") if table.get(cat)]
+        failed = [cat for cat, v in table.items() if not v["ok"]]
+        parts.append(f"{fw} vs {rec['reference']}: "
+                     f"{'FAILED in ' + ', '.join(failed) + '; ' if failed else ''}"
+                     f"relative errors {', '.join(worst)}")
+    verdict = "passed" if rec["passed"] else "FAILED"
+    note = f" ({rec['note']})" if rec.get("note") else ""
+    return (f"{verdict} on the same weights and inputs: {'; '.join(parts)}; checked "
+            f"{rec['checked_at']}{note}"), rec
 
 
 def summary(run: RunData, baseline: str, ratios) -> str:

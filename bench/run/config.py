@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import fields
 
@@ -31,6 +32,7 @@ from models.common.diffusion import select_timesteps
 from models.common.dit_spec import PRESETS as DIT_PRESETS
 from models.common.dit_spec import DiTSpec, dit_spec_from_dict
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
+from models.registry import installed, installed_frameworks
 
 # The config an empty config file is pointed to (the built-in defaults are its sizes).
 STARTER_CONFIG = "configs/quick.yaml"
@@ -232,6 +234,11 @@ def validate(cfg, where="config:", check_paths=True):
     """Cross-field checks the per-key types cannot express."""
     if not cfg["frameworks"]:
         raise ConfigError(f"{where}frameworks: empty; choose from {list(known_frameworks())}")
+    missing = [fw for fw in cfg["frameworks"] if not installed(fw)]
+    if missing:
+        raise ConfigError(f"{where}frameworks: {missing} not installed in this Python "
+                          f"({sys.executable}); installed: {list(installed_frameworks())} "
+                          "(make setup installs torch, jittor and jax: docs/SETUP.md)")
     if not cfg["workloads"]:
         raise ConfigError(f"{where}workloads: empty; choose from {list(WORKLOADS)}")
     if not cfg["data"]["loader"]:

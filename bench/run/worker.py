@@ -86,7 +86,7 @@ def run_cell(cell_dir, spec):
                       options=cell["options"], device=backend.device,
                       math_mode=math_mode if backend.device == "cuda"
                       else f"{math_mode} (CUDA only; not applicable on {backend.device})",
-                      pid=os.getpid(), versions=Backend.versions(), threads=spec["threads"],
+                      pid=os.getpid(), versions=backend.versions(), threads=spec["threads"],
                       params=count_params(unet), rank=rank, world_size=world)
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))
             backend.sync()

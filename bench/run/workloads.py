@@ -108,8 +108,11 @@ def run_train(backend, cfg, loader, out):
             if fail == rank and global_step == cfg["debug"]["fail_at_step"]:
                 _fail_here(cfg["debug"]["fail_mode"], rank)
             phase = phase_of(global_step, tcfg["warmup_steps"])
+            compiles = len(backend.compile_events())
             loss_t, _, tm = timed_train_step(backend, batches, inject_delay_s=delay_s,
                                              labels=labels)
+            if phase == "measure":
+                no_compile_in(backend, compiles, f"measured training step {global_step}")
             loss = backend.loss_value(loss_t)  # after the clock stopped (it syncs)
             losses.append(loss)
             out.write("step", phase=phase, epoch=epoch, step=global_step, wall_s=tm.wall_s,
@@ -143,6 +146,7 @@ def run_train(backend, cfg, loader, out):
 
     metrics = {"loader": loader, "batch_size": bs, "steps_total": global_step,
                "steps_measured": len(measured["wall"]), "compile_s": compile_s,
+               "aot_compile_s": backend.compile_seconds() or None,
                "warmup_step_median_s": float(np.median(warmup_wall)) if warmup_wall else None}
     for k, vals in measured.items():
         metrics.update(_stats(vals, f"{k}_step" if k == "wall" else k))
@@ -158,6 +162,19 @@ def run_train(backend, cfg, loader, out):
     metrics["final_train_loss"] = epoch_rows[-1]["mean_loss"]
     metrics["final_val_loss"] = epoch_rows[-1]["val_loss"]
     return metrics
+
+
+def no_compile_in(backend, before, what):
+    """Fail the cell if the framework compiled since `before` compile events: a compile
+    inside measured work would be timed as if it were the step (a JAX recompile on a new
+    shape or dtype; docs/JAX.md)."""
+    new = backend.compile_events()[before:]
+    if new:
+        names = sorted({e["function"] for e in new})
+        raise RuntimeError(f"{backend.name} compiled during the {what} "
+                           f"({len(new)} compile(s) of {names}, "
+                           f"{sum(e['seconds'] for e in new):.2f} s): a compile is never "
+                           "timed as a step, so the cell fails")
 
 
 def _fail_here(mode, rank):
@@ -199,8 +216,12 @@ def run_sample(backend, cfg, out):
                 for i in range(scfg["warmup"] + scfg["repeats"]):
                     phase = "warmup" if i < scfg["warmup"] else "measure"
                     cond = labels.sample(bs, scfg["cfg_scale"]) if labels else None
+                    compiles = len(backend.compile_events())
                     secs, x = timed_chain(backend, plan, bs, shape, ema=scfg["ema"],
                                           inject_delay_s=delay_s, cond=cond)
+                    if phase == "measure":
+                        no_compile_in(backend, compiles, f"measured {run['sampler']} chain "
+                                      f"{i} ({len(plan)} steps, batch {bs})")
                     finite = bool(np.isfinite(backend.to_numpy(x)).all())
                     out.write("sample", sampler=run["sampler"], steps=len(plan), eta=eta,
                               skip=run["skip"], variance=variance, batch_size=bs, repeat=i,

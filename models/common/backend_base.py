@@ -123,6 +123,18 @@ class BackendBase:
     def close(self):
         """Release what the backend holds outside the process (a process group)."""
 
+    # -- compilation (frameworks that compile whole steps ahead of time: JAX) ---------------
+    def compile_events(self):
+        """Every compile this process has made so far, [{function, seconds, at}], where the
+        framework reports them (JAX: each XLA compile); empty where compiling is implicit
+        (torch eager, Jittor's kernel cache). The workloads fail a cell that compiles during
+        its measured steps instead of timing the compile."""
+        return []
+
+    def compile_seconds(self):
+        """Ahead-of-time compile seconds per compiled function ({} where there is none)."""
+        return {}
+
     def stop_memory_accounting(self):
         """Stop any peak-memory bookkeeping the framework does inside its executor (for
         measurements that report no memory, e.g. the A/B gate's interleaved worker)."""

@@ -26,6 +26,7 @@ JITTOR_FLAGS = {
 SUPPORTED = {
     "torch": {"precision", "compile", "channels_last", "attention", "debug_output_scale"},
     "jittor": {"precision", "jittor_flags", "debug_output_scale"},
+    "jax": set(),   # the matched model only, for now (issue 36: JAX's variants)
 }
 
 # Precisions per (framework, device). torch's CPU autocast runs bf16 and fp16 (fp16 without
@@ -36,6 +37,7 @@ SUPPORTED = {
 PRECISION_DEVICES = {
     ("torch", "cpu"): PRECISIONS, ("torch", "cuda"): PRECISIONS,
     ("jittor", "cpu"): ("fp32",), ("jittor", "cuda"): PRECISIONS,
+    ("jax", "cpu"): ("fp32",), ("jax", "cuda"): ("fp32",),
 }
 UNSUPPORTED_WHY = {
     ("jittor", "cpu"): "Jittor's CPU bf16/fp16 kernels are generic loops without oneDNN "

@@ -1,0 +1,126 @@
+"""The DDPM-paper UNet in Flax (Linen), module for module models/pt/unet.py. Structure and
+parameter names come from models.common.weights.unet_layout, shared with torch and Jittor:
+every submodule is named with its canonical dotted path ("down.0.block.1", "temb.dense.0"),
+so models/jx/layout.py maps the Flax tree to the canonical names by flattening it.
+
+NHWC inside (XLA's natural layout for convolutions); the backend converts at the edges.
+Torch's defaults are matched on purpose (docs/JAX.md): explicit (1, 1) padding, never
+'SAME'; GroupNorm with eps 1e-6 and the two-pass variance (use_fast_variance=False);
+the time embedding's [sin, cos] order and frequencies of the DDPM code.
+"""
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from models.common.weights import GROUPNORM_EPS, time_embedding_frequencies, unet_layout
+
+PAD1 = ((1, 1), (1, 1))
+
+
+def conv(c_out, k, name, stride=1):
+    return nn.Conv(c_out, (k, k), strides=(stride, stride),
+                   padding=PAD1 if k == 3 else "VALID", name=name)
+
+
+def group_norm(spec, name):
+    return nn.GroupNorm(num_groups=spec.norm_groups, epsilon=GROUPNORM_EPS,
+                        use_fast_variance=False, name=name)
+
+
+class ResnetBlock(nn.Module):
+    spec: object
+    c_in: int
+    c_out: int
+
+    @nn.compact
+    def __call__(self, x, temb, train):
+        h = conv(self.c_out, 3, "conv1")(nn.silu(group_norm(self.spec, "norm1")(x)))
+        h = h + nn.Dense(self.c_out, name="temb_proj")(nn.silu(temb))[:, None, None, :]
+        h = nn.silu(group_norm(self.spec, "norm2")(h))
+        h = nn.Dropout(self.spec.dropout, deterministic=not train)(h)
+        h = conv(self.c_out, 3, "conv2")(h)
+        if self.c_in != self.c_out:
+            x = conv(self.c_out, 1, "nin_shortcut")(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """One-head self-attention over the H*W positions, 1x1-conv projections (as torch's
+    bmm + softmax form)."""
+    spec: object
+    c: int
+
+    @nn.compact
+    def __call__(self, x):
+        b, hh, ww, c = x.shape
+        h = group_norm(self.spec, "norm")(x)
+        q = conv(c, 1, "q")(h).reshape(b, hh * ww, c)
+        k = conv(c, 1, "k")(h).reshape(b, hh * ww, c)
+        v = conv(c, 1, "v")(h).reshape(b, hh * ww, c)
+        w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) * (1.0 / math.sqrt(c)), axis=-1)
+        h = jnp.einsum("bqk,bkc->bqc", w, v).reshape(b, hh, ww, c)
+        return x + conv(c, 1, "proj_out")(h)
+
+
+def upsample_nearest(x):
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class UNet(nn.Module):
+    spec: object
+
+    @nn.compact
+    def __call__(self, x, t, train=False):
+        """x: (B, H, W, C) float32, t: (B,) int timesteps -> the noise prediction, NHWC."""
+        spec = self.spec
+        layout = {name: (kind, args) for kind, name, args in unet_layout(spec)}
+        mods = {}
+        for name, (kind, args) in layout.items():
+            if kind == "conv":
+                mods[name] = conv(args[1], args[2], name)
+            elif kind == "linear":
+                mods[name] = nn.Dense(args[1], name=name)
+            elif kind == "norm":
+                mods[name] = group_norm(spec, name)
+            elif kind == "res":
+                mods[name] = ResnetBlock(spec, *args, name=name)
+            elif kind == "attn":
+                mods[name] = AttnBlock(spec, *args, name=name)
+            elif kind == "down":
+                mods[name] = conv(args[0], 3, f"{name}.conv", stride=2)
+            elif kind == "up":
+                mods[name] = conv(args[0], 3, f"{name}.conv")
+
+        freqs = jnp.asarray(time_embedding_frequencies(spec.base_channels))
+        args_ = t.astype(jnp.float32)[:, None] * freqs[None, :]
+        emb = jnp.concatenate([jnp.sin(args_), jnp.cos(args_)], axis=1)
+        temb = mods["temb.dense.1"](nn.silu(mods["temb.dense.0"](emb)))
+
+        def blocks(prefix, h, skips=None):
+            j = 0
+            while f"{prefix}.block.{j}" in mods:
+                if skips is not None:
+                    h = jnp.concatenate([h, skips.pop()], axis=-1)
+                h = mods[f"{prefix}.block.{j}"](h, temb, train)
+                if f"{prefix}.attn.{j}" in mods:
+                    h = mods[f"{prefix}.attn.{j}"](h)
+                yield h
+                j += 1
+
+        hs = [mods["conv_in"](x)]
+        for i in range(len(spec.ch_mult)):
+            for h in blocks(f"down.{i}", hs[-1]):
+                hs.append(h)
+            if f"down.{i}.downsample" in mods:
+                hs.append(mods[f"down.{i}.downsample"](hs[-1]))
+        h = mods["mid.block_1"](hs[-1], temb, train)
+        h = mods["mid.attn_1"](h)
+        h = mods["mid.block_2"](h, temb, train)
+        for i in reversed(range(len(spec.ch_mult))):
+            for h in blocks(f"up.{i}", h, hs):
+                pass
+            if f"up.{i}.upsample" in mods:
+                h = mods[f"up.{i}.upsample"](upsample_nearest(h))
+        return mods["conv_out"](nn.silu(mods["norm_out"](h)))
