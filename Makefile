@@ -40,7 +40,9 @@ bench: setup
 report: setup
 	$(PY) harness.py report $${RUN:-$$(cat results/.last-run)}
 
+# The tests' shared real runs are warmed once, here (tools/setup.sh --tests), not by make bench.
 test: setup
+	@VENV=$(VENV) bash tools/setup.sh --tests
 	$(PY) -m pytest -q $(ARGS)
 
 # The edit loop's tier (<= 2 min): config, statistics, reports from stored records, layering,

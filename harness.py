@@ -322,12 +322,15 @@ def cmd_sample(args):
 
 
 def add_parity(sub):
-    p = sub.add_parser("parity", help="prove torch and jittor compute the same model "
+    p = sub.add_parser("parity", help="prove the frameworks compute the same model as torch "
                        "(fresh random case, every error vs its tolerance)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", help="check this config's model, diffusion and optimiser "
                    "(default: a tiny model); the verdict is recorded in results/parity/ and "
                    "shown in the headline of every report with these settings")
+    p.add_argument("--frameworks", nargs="+", metavar="FW",
+                   help="compare these with torch (default: the config's frameworks; without "
+                        "--config, every installed one)")
     p.set_defaults(func=cmd_parity)
 
 
@@ -335,6 +338,8 @@ def cmd_parity(args):
     from models.parity import main as parity_main, specs_dict
 
     argv = ["check", "--seed", str(args.seed)]
+    if args.frameworks:
+        argv += ["--frameworks", ",".join(args.frameworks)]
     if not args.config:
         return parity_main(argv)
     from bench.run import config as C
@@ -345,7 +350,8 @@ def cmd_parity(args):
         specs = {p: C.build_specs(pcfg) for p, pcfg in points.items()}
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
-    argv += ["--frameworks", ",".join(cfg["frameworks"])]  # the config's, beside torch
+    if not args.frameworks:
+        argv += ["--frameworks", ",".join(cfg["frameworks"])]  # the config's, beside torch
     worst = 0
     for point, (unet, diffusion, optim) in specs.items():
         # a sweep: every point's model, each a short check (docs/CONFIG.md "Sweeps")

@@ -386,12 +386,16 @@ def main(argv=None):
         specs = (model_spec(d), DiffusionSpec(**d["diffusion"]), OptimSpec(**d["optim"]))
     frameworks = None
     if args.frameworks:
-        from models.registry import FRAMEWORKS
+        from models.registry import FRAMEWORKS, installed, installed_frameworks
 
         wanted = [f for f in args.frameworks.split(",") if f]
         bad = [f for f in wanted if f not in FRAMEWORKS]
         if bad:
             ap.error(f"--frameworks: {bad} unknown; valid: {list(FRAMEWORKS)}")
+        missing = [f for f in wanted if not installed(f)]
+        if missing:
+            ap.error(f"--frameworks: {missing} not installed here; installed: "
+                     f"{list(installed_frameworks())}")
         frameworks = ["torch"] + [f for f in wanted if f != "torch"]
     _, errors = check(frameworks, seed=args.seed, specs=specs, short=args.short)
     rec = write_record(record_path(*specs, args.record_dir), specs, args.seed, errors,

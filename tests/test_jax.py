@@ -15,7 +15,6 @@ import textwrap
 import pytest
 
 from bench.records.results import read_records
-from bench.run.checks import ConfigError
 from tests.conftest import REPO, bench_and_report, tiny_config
 
 pytestmark = pytest.mark.process
@@ -134,17 +133,3 @@ def test_torch_and_jax_run_and_report(tmp_path):
                   "jax (shared) ÷ torch", "| version | 2.", "NHWC inside the model"):
         assert words in text, words
 
-
-def test_a_framework_that_is_not_installed_is_refused(monkeypatch):
-    """Bad input: a config naming a framework whose package is missing here gets one line
-    naming the key, the missing framework and the installed ones (exit 2 via ConfigError)."""
-    from bench.run import config as C
-    from models import registry
-
-    monkeypatch.setitem(registry.BACKENDS, "jax", ("models.jx.backend", "no_such_package_xyz"))
-    cfg = C.load_config(None, check_paths=False)
-    cfg["frameworks"] = ["torch", "jax"]
-    with pytest.raises(ConfigError) as e:
-        C.validate(cfg)
-    msg = str(e.value)
-    assert "frameworks" in msg and "['jax'] not installed" in msg and "'torch'" in msg

@@ -92,6 +92,9 @@ def test_dry_run_from_a_clean_copy_offline(bundle, tmp_path):
     for step in ("gpu-check", "quick-gpu", "paper-fp32", "paper-tf32", "paper-bf16"):
         assert f"| {step} | ok |" in summary, step
     assert "| jittor-compile | skipped | 0 | not in --frameworks |" in summary
+    # JAX's own steps come last; here skipped either way (not installed, or not asked for)
+    assert "| jax-quick | skipped | 0 |" in summary and "| jax-paper-fp32 | skipped | 0 |" \
+        in summary
     assert "Not checked by a dry run" in summary and "NVML on a real driver" in summary
     probe = json.loads((out_dir / "probe.json").read_text())
     assert probe["modules"]["jittor"] == "1.3.11.0"  # the bundle's wheel, installed

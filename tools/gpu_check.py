@@ -3,8 +3,9 @@
 Runs, in about 10 minutes at most, each in a process of its own:
   1. NVML answers and names the GPU the monitor would watch for a worker
   2. torch runs on CUDA, and the GPU it uses is the one the monitor watches (UUID)
-  3. Jittor runs on CUDA offline (no downloads: models/jt/runtime.py)
-  4. parity on CUDA: same weights and inputs, every error within its tolerance, math_mode fp32
+  3. Jittor runs on CUDA offline (no downloads: models/jt/runtime.py); JAX on CUDA where
+     it is installed ("jax: not installed" in one line where not)
+  4. parity on CUDA (every installed framework against torch): same weights and inputs, every error within its tolerance, math_mode fp32
   5. configs/quick-gpu.yaml through the normal `harness.py bench` + `harness.py report`
   6. its steps: synced compute longer than the dispatch (the clocks wait for the GPU)
   7. its monitor: GPU utilisation, own memory and energy measured in every ok cell
@@ -54,6 +55,21 @@ y = float((x @ x).sum().item())
 conv = jt.nn.Conv2d(3, 8, 3, padding=1)
 z = float(conv(jt.randn(2, 3, 16, 16)).sum().item())
 print("GPUCHECK " + json.dumps({"version": jt.__version__, **math_settings(jt)}))
+"""
+
+JAX_CHILD = """
+import json
+from models.jx import runtime  # XLA's start-up environment (no preallocation)
+import jax, jax.numpy as jnp
+gpu = jax.devices("gpu")[0]
+jax.config.update("jax_default_matmul_precision", "float32")
+x = jax.device_put(jnp.ones((64, 64)), gpu)
+y = float((x @ x).sum())
+k = jax.device_put(jnp.ones((3, 3, 3, 8)), gpu)
+z = float(jax.lax.conv_general_dilated(jnp.ones((2, 16, 16, 3)), k, (1, 1), "SAME",
+          dimension_numbers=("NHWC", "HWIO", "NHWC")).sum())
+print("GPUCHECK " + json.dumps({"version": jax.__version__, "device": gpu.device_kind,
+                               "peak_bytes_in_use": gpu.memory_stats().get("peak_bytes_in_use")}))
 """
 
 
@@ -187,6 +203,15 @@ def main(argv=None):
 
     ok_jt, jt_info = _child(JITTOR_CHILD, 420)
     check.add(ok_jt, "Jittor on CUDA, offline (math_mode fp32)", jt_info)
+
+    # JAX is optional on a GPU host (the offline bundle does not carry it): one line either way
+    from models.registry import installed
+
+    if installed("jax"):
+        ok_jx, jx_info = _child(JAX_CHILD, 180)
+        check.add(ok_jx, "JAX on CUDA (matmul precision float32)", jx_info)
+    else:
+        check.add(True, "JAX on CUDA", "jax: not installed (skipped; docs/JAX.md)")
 
     if ok and ok_jt:
         env = dict(child_env(None, FP32), DIFFBENCH_PARITY_DEVICE="cuda")

@@ -27,17 +27,19 @@ jt = runtime.import_jittor()
 print(f"@TIMED@core: {time.time() - t0:.0f} s")
 # Whole tiny models through training, gradients and every sampler compile the op kernels the
 # benchmarks and the tests use (kernels are keyed by op pattern and some shape traits, not by
-# size): the parity check's UNet and DiT (guidance included), then the tests' own tiny models
-# (tests/tiny_models.py: one input channel, 8x8). Needs only Jittor and numpy: tools/setup.sh
-# runs this in the background while pip installs torch and the rest.
+# size). --ops: the parity check's UNet (the kernels of `make bench`'s default UNet); --test-ops:
+# the parity check's DiT (guidance included) and the tests' own tiny models
+# (tests/tiny_models.py: one input channel, 8x8), which only `make test` needs. Needs only
+# Jittor and numpy: tools/setup.sh runs --ops in the background while pip installs the rest.
 from models import parity
 from models.common.dit_spec import DiTSpec
 from models.common.specs import UNetSpec
 from tests import tiny_models
 dit = {k: v for k, v in tiny_models.TINY_DIT.items() if k != "family"}
-for what, model in (("UNet", parity.TINY_UNET), ("DiT", parity.TINY_DIT),
-                    ("tests' UNet", UNetSpec(**tiny_models.TINY_MODEL)),
-                    ("tests' DiT", DiTSpec(**dit))):
+models = [("UNet", parity.TINY_UNET)] if sys.argv[1] == "--ops" else [
+    ("DiT", parity.TINY_DIT), ("tests' UNet", UNetSpec(**tiny_models.TINY_MODEL)),
+    ("tests' DiT", DiTSpec(**dit))]
+for what, model in models:
     t0 = time.time()
     parity.run_case("jittor", parity.make_case(0, unet=model))
     print(f"@TIMED@{what} ops: {time.time() - t0:.0f} s")
@@ -59,27 +61,28 @@ print("%s")
 """ % SENTINEL
 
 
-def run_once(child=CHILD):
+def run_once(child=CHILD, mode="--ops"):
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", child, mode], capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     return proc.returncode, out, time.time() - t0
 
 
 def main():
-    """No argument: Jittor's core, its ops, then its MPI ops. --ops: core and ops only (what
-    setup runs in the background before Open MPI is installed); --mpi: the MPI ops only;
+    """No argument: Jittor's core, the benchmark's ops, then its MPI ops. --ops: core and the
+    benchmark's ops only (what setup runs in the background before Open MPI is installed);
+    --test-ops: the ops of the DiT and the tests' tiny models; --mpi: the MPI ops only;
     --runs: the tests' shared real runs (after everything else is installed)."""
     mode = sys.argv[1] if sys.argv[1:] else "all"
-    if mode not in ("all", "--ops", "--mpi", "--runs"):
-        print(f"usage: {sys.argv[0]} [--ops | --mpi | --runs]", file=sys.stderr)
+    if mode not in ("all", "--ops", "--test-ops", "--mpi", "--runs"):
+        print(f"usage: {sys.argv[0]} [--ops | --test-ops | --mpi | --runs]", file=sys.stderr)
         return 2
     if mode == "--mpi":
         return warm_mpi()
     if mode == "--runs":
         return warm_runs()
     for attempt in (1, 2):
-        rc, out, secs = run_once()
+        rc, out, secs = run_once(mode="--test-ops" if mode == "--test-ops" else "--ops")
         if rc == 0 and SENTINEL in out:
             parts = [l.removeprefix(TIMED) for l in out.splitlines()
                      if l.startswith((TIMED, "mkl:"))]
@@ -88,7 +91,7 @@ def main():
                 print("[setup] ERROR: jittor's oneDNN (mkl) ops did not load; CPU conv would be "
                       "25-100x slower. See docs/SETUP.md.", file=sys.stderr)
                 return 1
-            return 0 if mode == "--ops" else warm_mpi()
+            return 0 if mode in ("--ops", "--test-ops") else warm_mpi()
         print(f"[setup] jittor warm-up attempt {attempt} printed no result (rc={rc}):\n"
               + out[-3000:], file=sys.stderr)
     print("[setup] ERROR: jittor never completed a warm-up run. If it said 'please rerun', its "

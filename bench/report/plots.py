@@ -18,8 +18,8 @@ from bench.report.tables import (cell_records, cells_of, col, has_gpu, sampling_
 
 # Fixed colours for the known frameworks (PyTorch's orange, a Jittor blue); any other framework
 # gets the next free colour of a colour-blind-safe cycle, in name order, so it is stable too.
-FRAMEWORK_COLORS = {"torch": "#e8682c", "jittor": "#1f6fb4"}
-_EXTRA_COLORS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+FRAMEWORK_COLORS = {"torch": "#e8682c", "jittor": "#1f6fb4", "jax": "#2ca02c"}
+_EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 # Components of the step-time breakdown (not frameworks, so neutral colours).
@@ -37,7 +37,7 @@ def framework_colors(frameworks) -> dict:
 
 def framework_marker(framework) -> str:
     """Distinct marker shapes, so curves that coincide (parity mode) stay visible."""
-    return {"torch": "o", "jittor": "x"}.get(str(framework), "s")
+    return {"torch": "o", "jittor": "x", "jax": "^"}.get(str(framework), "s")
 
 
 def label(text) -> str:

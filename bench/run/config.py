@@ -32,7 +32,7 @@ from models.common.diffusion import select_timesteps
 from models.common.dit_spec import PRESETS as DIT_PRESETS
 from models.common.dit_spec import DiTSpec, dit_spec_from_dict
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
-from models.registry import installed, installed_frameworks
+from models.registry import UNAVAILABLE, installed, installed_frameworks
 
 # The config an empty config file is pointed to (the built-in defaults are its sizes).
 STARTER_CONFIG = "configs/quick.yaml"
@@ -241,6 +241,11 @@ def validate(cfg, where="config:", check_paths=True):
                           "(make setup installs torch, jittor and jax: docs/SETUP.md)")
     if not cfg["workloads"]:
         raise ConfigError(f"{where}workloads: empty; choose from {list(WORKLOADS)}")
+    for fw in cfg["frameworks"]:
+        for workload in cfg["workloads"]:
+            why = UNAVAILABLE.get(fw, {}).get(workload)
+            if why:
+                raise ConfigError(f"{where}workloads: {workload} does not run on {fw}: {why}")
     if not cfg["data"]["loader"]:
         raise ConfigError(f"{where}data.loader: empty; choose from {list(LOADERS)}")
     if not cfg["name"] or any(c in cfg["name"] for c in "/\\\0") or cfg["name"].startswith("."):

@@ -190,7 +190,8 @@ SCHEMA = {
     "threads": Field("int", None, "CPU threads for every framework (OMP_NUM_THREADS and the "
                      "framework's own setting); null = the CPUs this process may use",
                      nullable=True, minimum=1),
-    "frameworks": Field("list", list(DEFAULT_FRAMEWORKS), "frameworks to compare, in order",
+    "frameworks": Field("list", list(DEFAULT_FRAMEWORKS), "frameworks to compare, in order: "
+                        "torch | jittor | jax (each must be installed; docs/JAX.md)",
                         scalar_ok=True, item=Field("str", None, ""),
                         choices_fn=known_frameworks, unique=True),
     "workloads": Field("list", ["train", "sample"], "workloads per framework: train | sample | quality | profile",

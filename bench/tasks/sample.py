@@ -2,7 +2,7 @@
 strips and the DDPM paper's interpolation. One framework per process.
 
     python -m bench.tasks.sample CKPT --mode sample|denoise|progressive|interpolate
-        [--framework torch|jittor] [--sampler ddpm|ddim] [--steps N] [--eta E]
+        [--framework torch|jittor|jax] [--sampler ddpm|ddim] [--steps N] [--eta E]
         [--num N] [--batch-size B] [--out DIR] [--seed S] [--no-ema]
 
 CKPT is a checkpoint dir (or a dir holding ckpt-*: the latest is used). Weights are canonical,
@@ -22,6 +22,7 @@ from bench.quality.generate import generate, interpolate, trajectory
 from bench.quality.images import make_grid, save_gif, save_grid, save_strip
 from bench.run.checkpoint import load_backend_from_checkpoint, read_checkpoint
 from models.common.diffusion import sampler_plan
+from models.registry import FRAMEWORKS
 
 MODES = ("sample", "denoise", "progressive", "interpolate")
 
@@ -94,7 +95,7 @@ def build_parser():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="checkpoint dir, or a dir holding ckpt-<step>/ dirs")
     ap.add_argument("--mode", choices=MODES, default="sample")
-    ap.add_argument("--framework", choices=("torch", "jittor"), default=None,
+    ap.add_argument("--framework", choices=FRAMEWORKS, default=None,
                     help="default: the framework that trained the checkpoint")
     ap.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim")
     ap.add_argument("--steps", type=int, default=None, help="default: T (all timesteps)")

@@ -25,6 +25,7 @@ from models.common.backend_base import BackendBase  # noqa: E402
 from models.common.diffusion import StepCoefficients, sampler_step  # noqa: E402
 from models.common.distributed import rank_env  # noqa: E402
 from models.common.dit_spec import DiTSpec  # noqa: E402
+from models.common.weights import init_weights  # noqa: E402
 from models.jx.layout import BUFFERS, Layout  # noqa: E402
 from models.registry import MATH_MODES  # noqa: E402
 
@@ -69,6 +70,7 @@ class JaxBackend(BackendBase):
         # first, before anything starts XLA's thread pools
         self.thread_limit = runtime.limit_cpus(threads)
         runtime.install_compile_listener()
+        self.compilation_cache = runtime.compilation_cache()
         self.math_mode = math_mode
         jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[math_mode])
         self.jdev = _pick_device(device)
@@ -89,14 +91,13 @@ class JaxBackend(BackendBase):
             from models.jx.unet import UNet as net
         self.net = net(unet)
         self.conditional = isinstance(unet, DiTSpec) and unet.num_classes > 0
-        shapes = jax.eval_shape(self._init_variables, jax.random.PRNGKey(0))
-        self.layout = Layout(unet, shapes)
-        # initial values until load_weights: the model's own init (harness cells load the
-        # canonical weights before any step)
-        variables = jax.jit(self._init_variables)(jax.random.PRNGKey(seed))
-        self.params = variables["params"]
-        self.buffers = {BUFFERS: variables[BUFFERS]} if BUFFERS in variables else {}
-        self.ema = jax.tree.map(jnp.copy, self.params) if self.ema_enabled() else None
+        # the variable tree's structure from shapes alone (nothing computed or compiled)
+        self.layout = Layout(unet, jax.eval_shape(self._init_variables, jax.random.PRNGKey(0)))
+        self.buffers = {BUFFERS: None} if self.layout.has(BUFFERS) else {}
+        self.ema = {} if self.ema_enabled() else None
+        # the canonical seeded init (numpy) until load_weights: Flax's own init would be
+        # one more XLA compile, and every harness cell loads the canonical weights anyway
+        self._load_weights(init_weights(unet, seed=seed))
         o = self.optim_spec
         self.adam = optax.scale_by_adam(b1=o.betas[0], b2=o.betas[1], eps=o.eps)
         self.reset_optimizer()
@@ -116,13 +117,17 @@ class JaxBackend(BackendBase):
         return self.net.init(key, x, t, **y)
 
     def reset_optimizer(self):
-        self.opt_state = jax.device_put(self.adam.init(self.params), self.jdev)
+        """A fresh Adam at step 0: optax's state, made on the host (no eager XLA ops)."""
+        zeros = lambda: jax.tree.map(lambda p: np.zeros(p.shape, np.float32), self.params)
+        self.opt_state = self._put(optax.ScaleByAdamState(
+            count=np.zeros([], np.int32), mu=zeros(), nu=zeros()))
         self.step = 0
 
     def versions(self=None):
         if self is None:   # the class, before a device was chosen (the harness's env table)
             return runtime.versions(jax.devices()[0], None, None)
-        return runtime.versions(self.jdev, self.thread_limit, self.math_mode)
+        return runtime.versions(self.jdev, self.thread_limit, self.math_mode,
+                                self.compilation_cache)
 
     # -- compile accounting ----------------------------------------------------------------
     def compile_events(self):

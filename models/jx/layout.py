@@ -70,6 +70,9 @@ class Layout:
             raise AssertionError(f"the Flax model and the canonical names disagree: "
                                  f"{sorted(missing)[:8]}")
 
+    def has(self, collection):
+        return any(coll == collection for coll, _ in self.paths.values())
+
     def to_flax(self, weights, collection="params"):
         """Canonical numpy weights -> the nested dict of one collection (numpy leaves)."""
         tree = {}

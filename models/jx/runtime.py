@@ -34,22 +34,50 @@ def limit_cpus(threads):
 # (labelled with the function they compiled) and any implicit one (an eager op, a jit cache
 # miss). The workloads compare the count before and after measured steps: a compile there
 # fails the cell instead of being timed (bench/run/workloads.py).
-COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-_log, _label = [], threading.local()
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"   # wraps a cache read too
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+_log, _label, _hits = [], threading.local(), []
+
+
+def _on_event(event, **_):
+    if event == CACHE_HIT_EVENT:
+        _hits.append(True)
 
 
 def _on_duration(event, seconds, **_):
     if event == COMPILE_EVENT:
         _log.append({"function": getattr(_label, "name", None) or "implicit (jit or eager op)",
-                     "seconds": float(seconds), "at": time.time()})
+                     "seconds": float(seconds), "at": time.time(),
+                     "persistent_cache_hit": bool(_hits)})
+        _hits.clear()
 
 
 def install_compile_listener():
     import jax
 
     if not getattr(install_compile_listener, "done", False):
+        jax.monitoring.register_event_listener(_on_event)
         jax.monitoring.register_event_duration_secs_listener(_on_duration)
         install_compile_listener.done = True
+
+
+# JAX's persistent compilation cache, the counterpart of Jittor's kernel cache and
+# torch.compile's inductor cache: the first process compiles, later ones (the replicates, the
+# next run) load the executable from disk. Only compiles over a second are written (jax's
+# default). DIFFBENCH_JAX_CACHE=off turns it off; a path moves it.
+DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "diffbench", "jax-compile")
+
+
+def compilation_cache():
+    """Turn on the persistent compilation cache; returns its folder, or None when off."""
+    import jax
+
+    where = os.environ.get("DIFFBENCH_JAX_CACHE", DEFAULT_CACHE)
+    if where.lower() in ("off", "0", "none", ""):
+        return None
+    os.makedirs(where, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", where)
+    return where
 
 
 def compile_log():
@@ -90,7 +118,7 @@ class AheadOfTime:
         return exe(*args)
 
 
-def versions(device, thread_limit, math_mode):
+def versions(device, thread_limit, math_mode, cache=None):
     import flax
     import jax
     import jaxlib
@@ -106,6 +134,7 @@ def versions(device, thread_limit, math_mode):
             "math_mode": math_mode,
             "default_matmul_precision": jax.config.jax_default_matmul_precision,
             "xla_flags": os.environ.get("XLA_FLAGS"),
+            "compilation_cache": cache or "off",
             "preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}
     if dev == "gpu":
         try:

@@ -170,6 +170,18 @@ def probe(args, log):
     facts["modules"] = modules
     log("[probe] modules: " + ", ".join(f"{k} {v or 'MISSING'}" for k, v in modules.items()))
     facts["jittor_ready"] = bool(gxx and headers_ok and modules.get("jittor"))
+    # JAX is optional (the bundle does not carry it; the GPU hosts have their own): its
+    # steps run where jax, jaxlib, flax and optax are installed, are skipped otherwise
+    import importlib.metadata as md
+    facts["jax"] = {}
+    for name in ("jax", "jaxlib", "flax", "optax"):
+        try:
+            facts["jax"][name] = md.version(name)
+        except md.PackageNotFoundError:
+            facts["jax"][name] = None
+    facts["jax_ready"] = all(facts["jax"].values())
+    log("[probe] jax: " + (", ".join(f"{k} {v}" for k, v in facts["jax"].items())
+                           if facts["jax_ready"] else "not installed (its steps are skipped)"))
     if not facts["jittor_ready"]:
         log("[probe] Jittor cannot compile here (needs g++, Python's headers and the jittor "
             "wheel): its steps are skipped, torch's still run")
@@ -185,7 +197,9 @@ def steps(args, facts):
     py, harness = sys.executable, os.path.join(REPO, "harness.py")
     cuda = not args.dry_run
     work = os.path.join(args.work, "results")
-    fw = args.frameworks
+    # JAX has steps of its own, after the others: it never costs torch's and Jittor's steps
+    # their budget
+    fw = [f for f in args.frameworks if f != "jax"]
     fw_set = ["--set", "frameworks=[" + ",".join(fw) + "]"]
     out = [("jittor-compile", 240 if cuda else 150, 330, ["jittor"],
             [py, "-c", JITTOR_WARM.format(cuda=cuda, cuda_flag=int(cuda))], None)]
@@ -217,6 +231,14 @@ def steps(args, facts):
                 cmd += ["--set", "device=cpu", *DRY_SIZES, "--set", "model.image_size=8",
                         "--only", f"{first_point(extra)}/*"]
             out.append((extra, 300 if cuda else 60, 600, fw, cmd, extra))
+    # JAX beside torch (docs/JAX.md): the quick model, then the paper's UNet in fp32
+    jx = ["--set", "frameworks=[torch,jax]"]
+    quick = [py, harness, "bench", "configs/quick-gpu.yaml", "--results-dir", work, *jx]
+    if not cuda:
+        quick += ["--set", "device=cpu", *DRY_SIZES]
+    out.append(("jax-quick", 90 if cuda else 60, 300, ["jax"], quick, "quick-gpu"))
+    out.append(("jax-paper-fp32", 180 if cuda else 60, 360, ["jax"],
+                paper + jx + ["--set", "variants=[]"], "gpu-paper"))
     return out
 
 
@@ -398,7 +420,7 @@ def main(argv=None):
     ap.add_argument("--dry-run", action="store_true",
                     help="no GPU: the same sequence on the CPU at tiny sizes")
     ap.add_argument("--only", nargs="+", metavar="STEP", help="run just these steps")
-    ap.add_argument("--frameworks", default="torch,jittor")
+    ap.add_argument("--frameworks", default="torch,jittor,jax")
     ap.add_argument("--list", action="store_true", help="print the steps and exit")
     ap.add_argument("--bundle", default=os.path.join(REPO, ".offline"))
     ap.add_argument("--site", required=True, help="the site folder run.sh installed into")
@@ -421,7 +443,9 @@ def main(argv=None):
                f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {facts['gpu']}, python "
                f"{platform.python_version()}, torch {facts['torch'].get('torch')} "
                f"(CUDA {facts['torch'].get('cuda')}, cuDNN {facts['torch'].get('cudnn')}), "
-               f"numpy {facts['modules'].get('numpy')}", "", "| step | status | seconds | note |",
+               f"numpy {facts['modules'].get('numpy')}, "
+               + (f"jax {facts['jax']['jax']}" if facts["jax_ready"] else "jax: not installed"),
+               "", "| step | status | seconds | note |",
                "|---|---|---:|---|"]
     if missing:
         log("[offline] STOP: essential parts missing: " + "; ".join(missing))
@@ -448,6 +472,9 @@ def main(argv=None):
                 summary.append(f"| {name} | skipped | 0 | Jittor cannot compile here (probe) |")
                 continue
             cmd = cmd + ["--set", "frameworks=[" + ",".join(fws) + "]"]
+        if "jax" in fws and not facts["jax_ready"]:
+            summary.append(f"| {name} | skipped | 0 | jax: not installed |")
+            continue
         if not set(fws) & set(args.frameworks):
             summary.append(f"| {name} | skipped | 0 | not in --frameworks |")
             continue
