@@ -64,14 +64,16 @@ def test_progressive_and_interpolate(ckpt, tmp_path):
         assert im.size[0] > 4 * im.size[1]  # 2 rows of 13 tiles
 
 
-def test_checkpoint_samples_in_the_other_framework(ckpt, tmp_path):
-    # Canonical weights: a torch-trained checkpoint loads into Jittor, and with DDIM eta=0
-    # from the same x_T both frameworks produce the same images (up to rounding to uint8).
+@pytest.mark.parametrize("framework", ["jittor", "jax"])
+def test_checkpoint_samples_in_the_other_framework(ckpt, tmp_path, framework):
+    # Canonical weights: a torch-trained checkpoint loads into Jittor and JAX (whose kernels
+    # are converted to HWIO), and with DDIM eta=0 from the same x_T they produce the same
+    # images as torch (up to rounding to uint8).
     sample(ckpt, tmp_path / "t", "--mode", "sample", "--num", "4")
-    m = sample(ckpt, tmp_path / "j", "--mode", "sample", "--num", "4", "--framework", "jittor")
-    assert m["framework"] == "jittor"
+    m = sample(ckpt, tmp_path / "o", "--mode", "sample", "--num", "4", "--framework", framework)
+    assert m["framework"] == framework
     a = np.load(tmp_path / "t" / "samples.npz")["images"].astype(int)
-    b = np.load(tmp_path / "j" / "samples.npz")["images"].astype(int)
+    b = np.load(tmp_path / "o" / "samples.npz")["images"].astype(int)
     assert np.abs(a - b).max() <= 1
 
 
