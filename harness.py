@@ -330,7 +330,7 @@ def add_parity(sub):
                    "shown in the headline of every report with these settings")
     p.add_argument("--frameworks", nargs="+", metavar="FW",
                    help="compare these with torch (default: the config's frameworks; without "
-                        "--config, every installed one)")
+                        "--config or for a torch-only config, every installed one)")
     p.set_defaults(func=cmd_parity)
 
 
@@ -350,8 +350,9 @@ def cmd_parity(args):
         specs = {p: C.build_specs(pcfg) for p, pcfg in points.items()}
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
-    if not args.frameworks:
-        argv += ["--frameworks", ",".join(cfg["frameworks"])]  # the config's, beside torch
+    others = [f for f in cfg["frameworks"] if f != "torch"]
+    if not args.frameworks and others:   # the config's, beside torch (a torch-only config:
+        argv += ["--frameworks", ",".join(others)]   # every installed one, the default)
     worst = 0
     for point, (unet, diffusion, optim) in specs.items():
         # a sweep: every point's model, each a short check (docs/CONFIG.md "Sweeps")

@@ -280,3 +280,9 @@ def test_a_workload_a_framework_does_not_run_is_refused(tmp_path):
     assert msg.endswith("c.yaml:workloads: profile does not run on jax: JAX's op profile is "
                         "not built yet (issue 36): drop jax from frameworks or profile from "
                         "workloads"), msg
+
+
+def test_data_parallel_with_a_framework_that_lacks_it_is_refused(tmp_path):
+    msg = _error(tmp_path, tiny_config(tmp_path / "r", frameworks=["torch", "jax"],
+                                       train={"world_size": [1, 2]}))
+    assert "train.world_size: jax: JAX's data-parallel training is not built yet" in msg, msg

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from bench.records.results import read_records
@@ -102,18 +103,83 @@ def test_compiles_are_timed_apart_and_a_new_shape_is_caught():
     assert got["seconds"]["train step"] > 0
 
 
+def test_whole_chain_scan_equals_the_step_loop():
+    """The sample_loop=scan variant runs the same chain as the matched step loop: with the
+    same given noises (DDIM eta 1) and without noise (DDIM eta 0), the same x_0."""
+    got = run_child("""
+        from models.common.diffusion import sampler_plan
+        from models.common.variants import VariantSpec
+        rng = np.random.default_rng(1)
+        w = init_weights(TINY_UNET, seed=1, scheme="random")
+        x_T = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+        out = {}
+        for eta in (0.0, 1.0):
+            plan = sampler_plan(TINY_DIFFUSION, "ddim", steps=6, eta=eta)
+            noises = rng.standard_normal((6, 2, 3, 16, 16)).astype(np.float32)
+            res = []
+            for v in (None, VariantSpec(name="scan", sample_loop="scan")):
+                be = load_backend("jax")(TINY_UNET, TINY_DIFFUSION, TINY_OPTIM, device="cpu",
+                                         threads=2, variant=v)
+                be.load_weights(w)
+                given = [be.to_device(n) for n in noises] if eta > 0 else None
+                res.append(be.to_numpy(be.sample(be.to_device(x_T), plan, given, ema=False)))
+                names = sorted(be.compile_seconds())
+            out[str(eta)] = float(np.abs(res[0] - res[1]).max() / np.abs(res[0]).max())
+        out["scan_functions"] = names
+        print(json.dumps(out))
+    """)
+    assert got["0.0"] < 1e-5 and got["1.0"] < 1e-5, got
+    assert got["scan_functions"] == ["sampling chain (lax.scan)"]
+
+
+def test_bf16_variant_computes_in_bf16_and_keeps_float32_state():
+    """precision=bf16: the compiled training step convolves in bfloat16, while parameters,
+    Adam's moments and the loss stay float32, and its first losses stay near fp32's."""
+    got = run_child("""
+        from models.common.variants import VariantSpec
+        rng = np.random.default_rng(2)
+        x = rng.uniform(-1, 1, (4, 3, 16, 16)).astype(np.float32)
+        noise = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+        t = np.array([5, 30, 60, 90])
+        out = {}
+        for v in (None, VariantSpec(name="bf16", precision="bf16")):
+            be = load_backend("jax")(TINY_UNET, TINY_DIFFUSION, TINY_OPTIM, device="cpu",
+                                     threads=2, variant=v)
+            be.load_weights(init_weights(TINY_UNET, seed=0))
+            losses = [be.loss_value(be.train_step(be.to_device(x), t, be.to_device(noise)))
+                      for _ in range(3)]
+            hlo = next(iter(be._train.compiled.values())).as_text()
+            out[v.precision if v else "fp32"] = {
+                "losses": losses, "bf16_conv": "bf16" in hlo and "convolution" in hlo,
+                "param_dtypes": sorted({str(p.dtype) for p in
+                                        __import__("jax").tree.leaves(be.params)}),
+                "moment_dtypes": sorted({str(m.dtype) for m in
+                                         __import__("jax").tree.leaves(be.opt_state.mu)})}
+        print(json.dumps(out))
+    """)
+    fp32, bf16 = got["fp32"], got["bf16"]
+    assert not fp32["bf16_conv"] and bf16["bf16_conv"]
+    assert bf16["param_dtypes"] == bf16["moment_dtypes"] == ["float32"]
+    assert np.allclose(bf16["losses"], fp32["losses"], rtol=0.05), got
+
+
 def test_torch_and_jax_run_and_report(tmp_path):
     """A real harness run of both loaders and both samplers in torch and JAX: every cell
     ok, JAX's ahead-of-time compile recorded apart from its steps, no compile during the
     measured ones, and the report's tables and environment name JAX."""
     cfg = tiny_config(tmp_path / "results", frameworks=["torch", "jax"],
-                      data={"loader": ["shared", "native"]})
+                      data={"loader": ["shared", "native"]},
+                      variants=[{"name": "bf16", "precision": "bf16", "frameworks": ["jax"]},
+                                {"name": "scan", "sample_loop": "scan"}])
     proc, run_dir, report, tmp = bench_and_report(tmp_path, cfg, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert report.returncode == 0, report.stderr[-2000:]
     cells = sorted(os.listdir(os.path.join(run_dir, "cells")))
     assert [c for c in cells if c.startswith("jax-")] == \
-        ["jax-sample.r1", "jax-train-native.r1", "jax-train-shared.r1"]
+        ["jax-sample-bf16.r1", "jax-sample-scan.r1", "jax-sample.r1", "jax-train-bf16.r1",
+         "jax-train-native.r1", "jax-train-scan.r1", "jax-train-shared.r1"]
+    # the variants are JAX's alone: torch offers no sample_loop, and bf16 was named for jax
+    assert not [c for c in cells if c.startswith("torch-") and ("bf16" in c or "scan" in c)]
     for cell in cells:
         with open(os.path.join(run_dir, "cells", cell, "summary.json")) as f:
             assert json.load(f)["status"] == "ok", cell
@@ -130,6 +196,10 @@ def test_torch_and_jax_run_and_report(tmp_path):
     assert steps[0]["phase"] == "compile" and steps[0]["wall_s"] == max(s["wall_s"] for s in steps)
     text = open(tmp / "report" / "report.md").read()
     for words in ("| jax-train-native | jax | train | native | 1/1 | ok |",
-                  "jax (shared) ÷ torch", "| version | 2.", "NHWC inside the model"):
+                  "jax (shared) ÷ torch", "| version | 2.", "NHWC inside the model",
+                  "sample_loop=scan", "precision=bf16"):
         assert words in text, words
+    with open(os.path.join(run_dir, "cells", "jax-sample-scan.r1", "summary.json")) as f:
+        scan = json.load(f)["metrics"]
+    assert scan["runs"] and all(r["time_median_s"] > 0 for r in scan["runs"])
 

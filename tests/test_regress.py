@@ -404,10 +404,12 @@ def test_run_dir_and_micro_json_cannot_be_mixed(harness_runs, torch_micro_runs, 
 
 
 @pytest.mark.slow
-def test_jittor_micro_suite_times_synced_work(tmp_path, tiny_micro_config):
-    """Jittor is lazy: the suite must sync inside the timed call. A proportional slowdown of
-    the train step (sleep = 9x the synced call's own time) must be flagged on that benchmark;
-    were the call unsynced it would return in microseconds and the sleep with it."""
+@pytest.mark.parametrize("framework", ["jittor", "jax"])
+def test_async_micro_suite_times_synced_work(tmp_path, tiny_micro_config, framework):
+    """Jittor is lazy and JAX dispatches asynchronously: the suite must sync inside the timed
+    call. A proportional slowdown of the train step (sleep = 9x the synced call's own time)
+    must be flagged on that benchmark; were the call unsynced it would return in
+    microseconds and the sleep with it."""
     # The slowed processes sleep 9x every measured train-step call (not the warm-up ones:
     # the first compiles for ~1 s, 9 s asleep for nothing), mostly asleep all the same. So
     # the baseline's three processes (run in turn) and the three slowed ones run side by
@@ -420,13 +422,13 @@ def test_jittor_micro_suite_times_synced_work(tmp_path, tiny_micro_config):
               "--micro-inject-skip-warmup")
     outs = [tmp_path / "jb.json"] + [tmp_path / f"js-{i}.json" for i in range(3)]
     procs = run_together(
-        [micro_cmd(outs[0], tiny_micro_config, frameworks=("jittor",), rounds=6, processes=3)]
-        + [micro_cmd(out, tiny_micro_config, *inject, frameworks=("jittor",), rounds=6)
+        [micro_cmd(outs[0], tiny_micro_config, frameworks=(framework,), rounds=6, processes=3)]
+        + [micro_cmd(out, tiny_micro_config, *inject, frameworks=(framework,), rounds=6)
            for out in outs[1:]])
     base, *parts = [finish_micro(proc, out) for proc, out in zip(procs, outs)]
     slow = combine_micro(parts, tmp_path / "js.json")
     cmp = R.compare(base, slow)
     rows = {r.cell: r for r in cmp.rows}
-    slowed = rows.pop("test_train_step[jittor]")
+    slowed = rows.pop(f"test_train_step[{framework}]")
     assert slowed.verdict == R.REGRESSION and slowed.change > 3.0, R.format_table(cmp)
     assert all(abs(r.change) < slowed.change / 3 for r in rows.values()), R.format_table(cmp)

@@ -674,7 +674,8 @@ def test_headline_shows_the_recorded_parity_check_for_these_settings(tmp_path, m
     monkeypatch.setenv("DIFFBENCH_PARITY_DIR", str(parity_dir))
     md = write_report(run_dir, tmp_path / "r1")["markdown"].read_text()
     line = next(ln for ln in md.splitlines() if "Same model? Parity:" in ln)
-    assert "passed: jittor vs torch" in line and "forward" in line and "(≤ 0.0001)" in line
+    assert "passed on the same weights and inputs: jittor vs torch: relative errors" in line \
+        and "forward" in line and "(≤ 0.0001)" in line
     manifest["config"]["diffusion"]["timesteps"] = 60   # other settings: not checked
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     md = write_report(run_dir, tmp_path / "r2")["markdown"].read_text()

@@ -77,9 +77,11 @@ def timed_chain(backend, plan, batch_size, shape, ema=True, inject_delay_s=0.0, 
     x = backend.randn((batch_size,) + tuple(shape))
     backend.sync()
     t0 = time.perf_counter()
-    for coeffs in plan:
-        x, _ = backend.sample_step(x, coeffs, noise=None, ema=ema, **(cond or {}))
-        if inject_delay_s:
+    if inject_delay_s:
+        for coeffs in plan:
+            x, _ = backend.sample_step(x, coeffs, noise=None, ema=ema, **(cond or {}))
             time.sleep(inject_delay_s)
+    else:   # BackendBase.sample: the step loop, or a backend's whole-chain variant
+        x = backend.sample(x, plan, ema=ema, **(cond or {}))
     backend.sync()
     return time.perf_counter() - t0, x

@@ -375,6 +375,10 @@ def _check_world_sizes(cfg, where):
         raise ConfigError(f"{where}distributed.node_rank: {d['node_rank']} must be < "
                           f"distributed.nnodes={d['nnodes']}")
     if max(sizes) > 1:
+        for fw in cfg["frameworks"]:
+            why = UNAVAILABLE.get(fw, {}).get("data-parallel")
+            if why:
+                raise ConfigError(f"{where}train.world_size: {fw}: {why}")
         if "shared" not in cfg["data"]["loader"]:
             raise ConfigError(f"{where}train.world_size: data-parallel cells use the shared "
                               "loader (every rank slices the same global batch); add shared to "

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 from models.common.dit_spec import PRESETS as DIT_PRESETS
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec
-from models.common.variants import ATTENTION, COMPILE_MODES, PRECISIONS
+from models.common.variants import ATTENTION, COMPILE_MODES, PRECISIONS, SAMPLE_LOOPS
 from models.registry import FRAMEWORKS, MATH_MODES
 
 DEFAULT_FRAMEWORKS = ("torch", "jittor")
@@ -162,7 +162,9 @@ VARIANT_SCHEMA = {
                         "run that offers all its settings", nullable=True, scalar_ok=True,
                         unique=True, item=Field("str", None, ""), choices_fn=known_frameworks),
     "precision": Field("str", "fp32", "fp32 | bf16 | fp16: torch autocast (+ GradScaler for "
-                       "fp16); Jittor's mixed precision (low-precision parameters, AMP level 4)",
+                       "fp16); Jittor's mixed precision (low-precision parameters, AMP level 4); "
+                       "JAX: bf16 convolutions and matmuls, float32 parameters, optimizer, "
+                       "normalization and softmax",
                        choices=PRECISIONS),
     "compile": Field("str", None, "torch.compile mode: default | reduce-overhead | "
                      "max-autotune; null = eager (torch only)", nullable=True,
@@ -173,6 +175,9 @@ VARIANT_SCHEMA = {
                        "(scaled_dot_product_attention; torch only)", choices=ATTENTION),
     "jittor_flags": Field("flags", {}, "Jittor flags to set, {flag: int}; only flags that "
                           "change no math (models/common/variants.py JITTOR_FLAGS; Jittor only)"),
+    "sample_loop": Field("str", "python", "python (one compiled step per call, looped in "
+                         "Python: matched) | scan (the whole sampling chain as one compiled "
+                         "lax.scan; JAX only)", choices=SAMPLE_LOOPS),
     "debug_output_scale": Field("float", 1.0, "multiply the noise prediction by this: a "
                                 "deliberately broken variant, for testing the quality guard",
                                 above=0.0),
@@ -308,7 +313,7 @@ SCHEMA = {
     "variants": Field("variants", [], "named settings per framework (precision, compilation, "
                       "...), each run as its own train/sample cells beside the matched ones; "
                       "entries {name, frameworks, precision, compile, channels_last, attention, "
-                      "jittor_flags, debug_output_scale} (docs/VARIANTS.md)"),
+                      "jittor_flags, sample_loop, debug_output_scale} (docs/VARIANTS.md)"),
     "sweep": Field("sweep", [], "named points, each overriding model / train / sample / "
                    "profile / data keys (and runner.timeout_s), run as their own cells "
                    "beside the frameworks; or {product: {dotted.key: [values]}} "

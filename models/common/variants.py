@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 ATTENTION = ("bmm", "sdpa")
+# How a sampling chain runs: python = one compiled (or eager) step per call, looped in Python
+# (the matched comparison); scan = the whole chain as one compiled loop (JAX: lax.scan)
+SAMPLE_LOOPS = ("python", "scan")
 
 # Jittor flags a variant may set: each changes how Jittor executes, never the math (the
 # dtype, the op graph's result). Anything else is refused at config time.
@@ -26,7 +29,7 @@ JITTOR_FLAGS = {
 SUPPORTED = {
     "torch": {"precision", "compile", "channels_last", "attention", "debug_output_scale"},
     "jittor": {"precision", "jittor_flags", "debug_output_scale"},
-    "jax": set(),   # the matched model only, for now (issue 36: JAX's variants)
+    "jax": {"precision", "sample_loop", "debug_output_scale"},
 }
 
 # Precisions per (framework, device). torch's CPU autocast runs bf16 and fp16 (fp16 without
@@ -37,7 +40,7 @@ SUPPORTED = {
 PRECISION_DEVICES = {
     ("torch", "cpu"): PRECISIONS, ("torch", "cuda"): PRECISIONS,
     ("jittor", "cpu"): ("fp32",), ("jittor", "cuda"): PRECISIONS,
-    ("jax", "cpu"): ("fp32",), ("jax", "cuda"): ("fp32",),
+    ("jax", "cpu"): ("fp32", "bf16"), ("jax", "cuda"): ("fp32", "bf16"),
 }
 UNSUPPORTED_WHY = {
     ("jittor", "cpu"): "Jittor's CPU bf16/fp16 kernels are generic loops without oneDNN "
@@ -56,6 +59,7 @@ class VariantSpec:
     channels_last: bool = False    # torch: NHWC memory format for weights and inputs
     attention: str = "bmm"         # torch: bmm + softmax (matched) | sdpa
     jittor_flags: dict = field(default_factory=dict)
+    sample_loop: str = "python"    # JAX: python | scan (the whole chain in one lax.scan)
     # A deliberately broken variant for testing the quality guard: the network's noise
     # prediction is multiplied by this. 1.0 = unchanged; never set it outside tests.
     debug_output_scale: float = 1.0
@@ -70,7 +74,7 @@ class VariantSpec:
         """The settings that differ from the matched comparison, by name."""
         base = VariantSpec()
         return {k: getattr(self, k) for k in ("precision", "compile", "channels_last",
-                                               "attention", "jittor_flags",
+                                               "attention", "jittor_flags", "sample_loop",
                                                "debug_output_scale")
                 if getattr(self, k) != getattr(base, k)}
 

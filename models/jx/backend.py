@@ -25,6 +25,7 @@ from models.common.backend_base import BackendBase  # noqa: E402
 from models.common.diffusion import StepCoefficients, sampler_step  # noqa: E402
 from models.common.distributed import rank_env  # noqa: E402
 from models.common.dit_spec import DiTSpec  # noqa: E402
+from models.common.variants import SUPPORTED  # noqa: E402
 from models.common.weights import init_weights  # noqa: E402
 from models.jx.layout import BUFFERS, Layout  # noqa: E402
 from models.registry import MATH_MODES  # noqa: E402
@@ -61,10 +62,10 @@ class JaxBackend(BackendBase):
                  math_mode="fp32", variant=None):
         super().__init__(unet, diffusion, optim, device=device, threads=threads, seed=seed,
                          variant=variant)
-        if self.variant.changed():
-            raise ValueError(f"jax runs the matched model only; variant "
-                             f"{self.variant.describe()!r} is not offered (models/common/"
-                             "variants.py SUPPORTED)")
+        offered = SUPPORTED["jax"]
+        if set(self.variant.changed()) - offered:
+            raise ValueError(f"variant {self.variant.describe()!r}: jax offers only "
+                             f"{sorted(offered)} (models/common/variants.py SUPPORTED)")
         if math_mode not in MATH_MODES:
             raise ValueError(f"math_mode={math_mode!r} is invalid: one of {list(MATH_MODES)}")
         # first, before anything starts XLA's thread pools
@@ -89,7 +90,10 @@ class JaxBackend(BackendBase):
             from models.jx.dit import DiT as net
         else:
             from models.jx.unet import UNet as net
-        self.net = net(unet)
+        # the bf16 variant: convolutions and matmuls compute in bfloat16; parameters, Adam, EMA,
+        # normalization, softmax and the loss stay float32 (what torch's autocast does)
+        self.compute_dtype = {"fp32": None, "bf16": jnp.bfloat16}[self.variant.precision]
+        self.net = net(unet, dtype=self.compute_dtype)
         self.conditional = isinstance(unet, DiTSpec) and unet.num_classes > 0
         # the variable tree's structure from shapes alone (nothing computed or compiled)
         self.layout = Layout(unet, jax.eval_shape(self._init_variables, jax.random.PRNGKey(0)))
@@ -105,6 +109,7 @@ class JaxBackend(BackendBase):
         self._grads = runtime.AheadOfTime(self._grads_fn, "loss and gradients")
         self._eps_fn = runtime.AheadOfTime(self._apply, "noise prediction")
         self._step_fn = runtime.AheadOfTime(self._sample_fn, "sampling step")
+        self._chain_fn = runtime.AheadOfTime(self._chain, "sampling chain (lax.scan)")
         self._loss_fn = runtime.AheadOfTime(self._objective, "validation loss")
         self._normal = jax.jit(lambda key, i, shape: jax.random.normal(
             jax.random.fold_in(key, i), shape, jnp.float32), static_argnums=2)
@@ -136,7 +141,8 @@ class JaxBackend(BackendBase):
     def compile_seconds(self):
         """Ahead-of-time compile seconds per jitted function (summed over its shapes)."""
         out = {}
-        for fn in (self._train, self._grads, self._eps_fn, self._step_fn, self._loss_fn):
+        for fn in (self._train, self._grads, self._eps_fn, self._step_fn, self._loss_fn,
+                   self._chain_fn):
             if fn.seconds:
                 out[fn.name] = float(sum(fn.seconds.values()))
         return out
@@ -245,6 +251,9 @@ class JaxBackend(BackendBase):
                              **cond)
         if getattr(self.model_spec, "learn_sigma", False):
             out = out[..., :self.model_spec.in_channels]
+        out = out.astype(jnp.float32)
+        if self.variant.debug_output_scale != 1.0:   # the quality guard's test variant
+            out = out * self.variant.debug_output_scale
         return nchw(out)
 
     def _objective(self, params, buffers, x0, noise, t, ab, cond, train=False, rng=None):
@@ -294,7 +303,49 @@ class JaxBackend(BackendBase):
             x_prev = x_prev + coeffs[4] * noise
         return x_prev, x0
 
+    def _chain(self, params, buffers, x, ts, coeffs, noises, key, cond):
+        """A whole sampling chain as one lax.scan (the sample_loop=scan variant): step i
+        conditions on ts[i] with coeffs[i]; its noise is noises[i] (given) or drawn from
+        fold_in(key, i); no noise at all when key and noises are None (a deterministic
+        chain)."""
+        def body(x, i):
+            t = jnp.full((x.shape[0],), ts[i], jnp.int32)
+            eps = self._apply(params, buffers, x, t, cond)
+            c = StepCoefficients(t=0, recip=coeffs[i, 0], recipm1=coeffs[i, 1],
+                                 coef_x0=coeffs[i, 2], coef_xt=coeffs[i, 3], sigma=0.0)
+            clamp = self._clamp if self.diffusion_spec.clip_x0 else None
+            x_prev, _ = sampler_step(x, eps, c, None, clamp)
+            if noises is not None:
+                x_prev = x_prev + coeffs[i, 4] * noises[i]
+            elif key is not None:
+                z = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+                x_prev = x_prev + coeffs[i, 4] * z
+            return x_prev, None
+
+        x, _ = jax.lax.scan(body, x, jnp.arange(ts.shape[0]))
+        return x
+
     # -- the harness's calls -----------------------------------------------------------------
+    def sample(self, x, plan, noises=None, ema=True, y=None, cfg_scale=None):
+        """The whole chain: step by step (BackendBase.sample, the matched comparison), or
+        as one compiled lax.scan in the sample_loop=scan variant."""
+        if self.variant.sample_loop != "scan":
+            return super().sample(x, plan, noises, ema=ema, y=y, cfg_scale=cfg_scale)
+        cond = self._cond_arrays(self._cond(y, cfg_scale=cfg_scale))
+        ts = np.array([c.t for c in plan], np.int32)
+        coeffs = np.array([[c.recip, c.recipm1, c.coef_x0, c.coef_xt, c.sigma] for c in plan],
+                          np.float32)
+        key = None
+        if noises is not None:
+            noises = jnp.stack(noises)
+        elif any(c.sigma > 0 for c in plan):
+            self._draws += 1
+            key = jax.random.fold_in(self._key, self._draws)
+        fn_key = self._key_of("chain", x, cond) + (len(plan), noises is not None,
+                                                    key is not None)
+        return self._out("sample", self._chain_fn(fn_key, self._weights(ema), self.buffers, x,
+                                                  ts, coeffs, noises, key, cond))
+
     def _ab(self, t):
         a, b = self.schedule.q_sample_coefficients(t)
         return np.stack([np.asarray(a, np.float32), np.asarray(b, np.float32)])

@@ -23,61 +23,67 @@ def modulate(x, shift, scale):
 
 
 def layer_norm():
-    """The reference's LayerNorm: no affine parameters, eps 1e-6, E[(x - mean)^2]."""
+    """The reference's LayerNorm: no affine parameters, eps 1e-6, E[(x - mean)^2]; float32
+    also in the bf16 variant."""
     return nn.LayerNorm(epsilon=LAYERNORM_EPS, use_bias=False, use_scale=False,
-                        use_fast_variance=False)
+                        use_fast_variance=False, dtype=jnp.float32)
 
 
 class Attention(nn.Module):
     spec: object
+    dtype: object = None
 
     @nn.compact
     def __call__(self, x):
         B, N, D = x.shape
-        h = self.spec.num_heads
-        qkv = nn.Dense(3 * D, name="qkv")(x).reshape(B, N, 3, h, D // h).transpose(2, 0, 3, 1, 4)
+        h, dt = self.spec.num_heads, self.dtype
+        qkv = nn.Dense(3 * D, name="qkv", dtype=dt)(x).reshape(B, N, 3, h, D // h).transpose(
+            2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, heads, N, head_dim)
-        w = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) * (1.0 / math.sqrt(D // h)),
-                           axis=-1)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)  # softmax in f32
+        w = jax.nn.softmax(logits * (1.0 / math.sqrt(D // h)), axis=-1).astype(v.dtype)
         out = jnp.einsum("bhqk,bhkd->bhqd", w, v)
-        return nn.Dense(D, name="proj")(out.transpose(0, 2, 1, 3).reshape(B, N, D))
+        return nn.Dense(D, name="proj", dtype=dt)(out.transpose(0, 2, 1, 3).reshape(B, N, D))
 
 
 class DiTBlock(nn.Module):
     spec: object
+    dtype: object = None
 
     @nn.compact
     def __call__(self, x, c):
-        D = self.spec.hidden_size
-        mod = nn.Dense(6 * D, name="adaLN_modulation.1")(nn.silu(c))
+        D, dt = self.spec.hidden_size, self.dtype
+        mod = nn.Dense(6 * D, name="adaLN_modulation.1", dtype=dt)(nn.silu(c))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = jnp.split(mod, 6, axis=1)
-        x = x + gate_msa[:, None] * Attention(self.spec, name="attn")(
+        x = x + gate_msa[:, None] * Attention(self.spec, dt, name="attn")(
             modulate(layer_norm()(x), shift_msa, scale_msa))
         h = modulate(layer_norm()(x), shift_mlp, scale_mlp)
-        h = nn.Dense(D, name="mlp.fc2")(
-            jax.nn.gelu(nn.Dense(self.spec.mlp_hidden, name="mlp.fc1")(h), approximate=True))
+        h = nn.Dense(D, name="mlp.fc2", dtype=dt)(jax.nn.gelu(
+            nn.Dense(self.spec.mlp_hidden, name="mlp.fc1", dtype=dt)(h), approximate=True))
         return x + gate_mlp[:, None] * h
 
 
 class DiT(nn.Module):
     spec: object
+    dtype: object = None   # bf16 variant: matmuls and the patch conv in bfloat16 (params f32)
 
     def setup(self):
-        spec, D = self.spec, self.spec.hidden_size
+        spec, D, dt = self.spec, self.spec.hidden_size, self.dtype
         p = spec.patch_size
         self.pos_embed = self.variable("buffers", "pos_embed", jnp.zeros,
                                        (1, spec.num_patches, D))
         self.proj = nn.Conv(D, (p, p), strides=(p, p), padding="VALID",
-                            name="x_embedder.proj")
-        self.t_mlp0 = nn.Dense(D, name="t_embedder.mlp.0")
-        self.t_mlp2 = nn.Dense(D, name="t_embedder.mlp.2")
+                            name="x_embedder.proj", dtype=dt)
+        self.t_mlp0 = nn.Dense(D, name="t_embedder.mlp.0", dtype=dt)
+        self.t_mlp2 = nn.Dense(D, name="t_embedder.mlp.2", dtype=dt)
         if spec.num_classes:
             self.y_table = nn.Embed(spec.num_embeddings, D,
-                                    name="y_embedder.embedding_table")
-        self.blocks = [DiTBlock(spec, name=f"blocks.{i}") for i in range(spec.depth)]
-        self.final_mod = nn.Dense(2 * D, name="final_layer.adaLN_modulation.1")
+                                    name="y_embedder.embedding_table", dtype=dt)
+        self.blocks = [DiTBlock(spec, dt, name=f"blocks.{i}") for i in range(spec.depth)]
+        self.final_mod = nn.Dense(2 * D, name="final_layer.adaLN_modulation.1", dtype=dt)
         self.final_norm = layer_norm()
-        self.final_linear = nn.Dense(p * p * spec.out_channels, name="final_layer.linear")
+        self.final_linear = nn.Dense(p * p * spec.out_channels, name="final_layer.linear",
+                                     dtype=dt)
 
     def conditioning(self, t, y, drop_ids, train):
         spec = self.spec

@@ -17,32 +17,39 @@ import jax.numpy as jnp
 from models.common.weights import GROUPNORM_EPS, time_embedding_frequencies, unet_layout
 
 PAD1 = ((1, 1), (1, 1))
+# Deliberate extra work for calibrating the A/B regression gate (benchmarks/measure_ab.py, as in
+# models/pt/unet.py and models/jt/unet.py): each unit re-runs the first ResNet block, forward
+# and backward, and adds it times zero (XLA keeps float x*0: the math is unchanged). Keep it 0.
+INJECTED_EXTRA_CONVS = 0
 
 
-def conv(c_out, k, name, stride=1):
+def conv(c_out, k, name, stride=1, dtype=None):
     return nn.Conv(c_out, (k, k), strides=(stride, stride),
-                   padding=PAD1 if k == 3 else "VALID", name=name)
+                   padding=PAD1 if k == 3 else "VALID", name=name, dtype=dtype)
 
 
 def group_norm(spec, name):
+    """Always float32 (statistics and output), also in the bf16 variant (as torch autocast)."""
     return nn.GroupNorm(num_groups=spec.norm_groups, epsilon=GROUPNORM_EPS,
-                        use_fast_variance=False, name=name)
+                        use_fast_variance=False, dtype=jnp.float32, name=name)
 
 
 class ResnetBlock(nn.Module):
     spec: object
     c_in: int
     c_out: int
+    dtype: object = None   # the convolutions' and matmuls' compute dtype (None: float32)
 
     @nn.compact
     def __call__(self, x, temb, train):
-        h = conv(self.c_out, 3, "conv1")(nn.silu(group_norm(self.spec, "norm1")(x)))
-        h = h + nn.Dense(self.c_out, name="temb_proj")(nn.silu(temb))[:, None, None, :]
+        dt = self.dtype
+        h = conv(self.c_out, 3, "conv1", dtype=dt)(nn.silu(group_norm(self.spec, "norm1")(x)))
+        h = h + nn.Dense(self.c_out, name="temb_proj", dtype=dt)(nn.silu(temb))[:, None, None, :]
         h = nn.silu(group_norm(self.spec, "norm2")(h))
         h = nn.Dropout(self.spec.dropout, deterministic=not train)(h)
-        h = conv(self.c_out, 3, "conv2")(h)
+        h = conv(self.c_out, 3, "conv2", dtype=dt)(h)
         if self.c_in != self.c_out:
-            x = conv(self.c_out, 1, "nin_shortcut")(x)
+            x = conv(self.c_out, 1, "nin_shortcut", dtype=dt)(x)
         return x + h
 
 
@@ -51,17 +58,20 @@ class AttnBlock(nn.Module):
     bmm + softmax form)."""
     spec: object
     c: int
+    dtype: object = None
 
     @nn.compact
     def __call__(self, x):
         b, hh, ww, c = x.shape
+        dt = self.dtype
         h = group_norm(self.spec, "norm")(x)
-        q = conv(c, 1, "q")(h).reshape(b, hh * ww, c)
-        k = conv(c, 1, "k")(h).reshape(b, hh * ww, c)
-        v = conv(c, 1, "v")(h).reshape(b, hh * ww, c)
-        w = jax.nn.softmax(jnp.einsum("bqc,bkc->bqk", q, k) * (1.0 / math.sqrt(c)), axis=-1)
+        q = conv(c, 1, "q", dtype=dt)(h).reshape(b, hh * ww, c)
+        k = conv(c, 1, "k", dtype=dt)(h).reshape(b, hh * ww, c)
+        v = conv(c, 1, "v", dtype=dt)(h).reshape(b, hh * ww, c)
+        logits = jnp.einsum("bqc,bkc->bqk", q, k).astype(jnp.float32)  # softmax in float32
+        w = jax.nn.softmax(logits * (1.0 / math.sqrt(c)), axis=-1).astype(v.dtype)
         h = jnp.einsum("bqk,bkc->bqc", w, v).reshape(b, hh, ww, c)
-        return x + conv(c, 1, "proj_out")(h)
+        return x + conv(c, 1, "proj_out", dtype=dt)(h)
 
 
 def upsample_nearest(x):
@@ -70,28 +80,29 @@ def upsample_nearest(x):
 
 class UNet(nn.Module):
     spec: object
+    dtype: object = None   # bf16 variant: convolutions and matmuls in bfloat16 (params f32)
 
     @nn.compact
     def __call__(self, x, t, train=False):
         """x: (B, H, W, C) float32, t: (B,) int timesteps -> the noise prediction, NHWC."""
-        spec = self.spec
+        spec, dt = self.spec, self.dtype
         layout = {name: (kind, args) for kind, name, args in unet_layout(spec)}
         mods = {}
         for name, (kind, args) in layout.items():
             if kind == "conv":
-                mods[name] = conv(args[1], args[2], name)
+                mods[name] = conv(args[1], args[2], name, dtype=dt)
             elif kind == "linear":
-                mods[name] = nn.Dense(args[1], name=name)
+                mods[name] = nn.Dense(args[1], name=name, dtype=dt)
             elif kind == "norm":
                 mods[name] = group_norm(spec, name)
             elif kind == "res":
-                mods[name] = ResnetBlock(spec, *args, name=name)
+                mods[name] = ResnetBlock(spec, *args, dtype=dt, name=name)
             elif kind == "attn":
-                mods[name] = AttnBlock(spec, *args, name=name)
+                mods[name] = AttnBlock(spec, *args, dtype=dt, name=name)
             elif kind == "down":
-                mods[name] = conv(args[0], 3, f"{name}.conv", stride=2)
+                mods[name] = conv(args[0], 3, f"{name}.conv", stride=2, dtype=dt)
             elif kind == "up":
-                mods[name] = conv(args[0], 3, f"{name}.conv")
+                mods[name] = conv(args[0], 3, f"{name}.conv", dtype=dt)
 
         freqs = jnp.asarray(time_embedding_frequencies(spec.base_channels))
         args_ = t.astype(jnp.float32)[:, None] * freqs[None, :]
@@ -110,6 +121,8 @@ class UNet(nn.Module):
                 j += 1
 
         hs = [mods["conv_in"](x)]
+        for _ in range(INJECTED_EXTRA_CONVS):  # 0: nothing runs (see the constant)
+            hs[0] = hs[0] + 0.0 * mods["down.0.block.0"](hs[0], temb, train).mean()
         for i in range(len(spec.ch_mult)):
             for h in blocks(f"down.{i}", hs[-1]):
                 hs.append(h)
