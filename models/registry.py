@@ -10,14 +10,15 @@ BACKENDS = {
     "jax": ("models.jx.backend", "jax"),
 }
 FRAMEWORKS = tuple(BACKENDS)
+# Frameworks whose first call of each step compiles it (ahead of time, timed apart): a
+# sampling benchmark needs at least one warm-up chain (bench/run/config.py).
+COMPILES_AHEAD = ("jax",)
 # Workloads a framework does not run yet: framework -> {workload: why}. A config asking for
 # one is refused (bench/run/config.py) instead of recording a cell that can only fail.
 # "data-parallel" stands for train.world_size > 1.
 UNAVAILABLE = {
     "jax": {"profile": "JAX's op profile is not built yet (issue 36): drop jax from "
-                       "frameworks or profile from workloads",
-            "data-parallel": "JAX's data-parallel training is not built yet (issue 36): "
-                             "drop jax from frameworks or use train.world_size: [1]"},
+                       "frameworks or profile from workloads"},
 }
 # CUDA float32 math every backend pins at construction (docs/GPU.md): fp32 = no TF32 anywhere
 # (the matched comparison), tf32 = TF32 tensor cores for matmuls and convolutions.

@@ -282,7 +282,17 @@ def test_a_workload_a_framework_does_not_run_is_refused(tmp_path):
                         "workloads"), msg
 
 
-def test_data_parallel_with_a_framework_that_lacks_it_is_refused(tmp_path):
+def test_data_parallel_with_a_framework_that_lacks_it_is_refused(tmp_path, monkeypatch):
+    from models import registry
+
+    monkeypatch.setitem(registry.UNAVAILABLE, "jax", {"data-parallel": "not here (test)"})
     msg = _error(tmp_path, tiny_config(tmp_path / "r", frameworks=["torch", "jax"],
                                        train={"world_size": [1, 2]}))
-    assert "train.world_size: jax: JAX's data-parallel training is not built yet" in msg, msg
+    assert "train.world_size: jax: not here (test)" in msg, msg
+
+
+def test_jax_sampling_without_a_warm_up_chain_is_refused(tmp_path):
+    msg = _error(tmp_path, tiny_config(tmp_path / "r", frameworks=["torch", "jax"],
+                                       sample={"warmup": 0}))
+    assert "sample.warmup: 0 would put jax's compile of its sampling step inside the first " \
+        "measured chain" in msg, msg

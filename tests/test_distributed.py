@@ -40,6 +40,10 @@ def test_launch_commands():
     j = dist_run.launch_argv("jittor", 2, worker, cfg, {"OMP_NUM_THREADS": "1"})
     assert j[1:3] == ["-np", "2"] and j[-5:] == worker[2:] and j[-6] == "-m" and "OMP_NUM_THREADS" in j
     assert "PYTHONPATH" not in j  # only variables that are set are forwarded
+    env = {}   # JAX: torchrun starts the ranks, JAX's coordinator gets a port of its own
+    x = dist_run.launch_argv("jax", 2, worker, cfg, env)
+    assert x[1:3] == ["-m", "torch.distributed.run"] and "--master-port=29511" in x
+    assert env["DIFFBENCH_JAX_COORDINATOR"] == "127.0.0.1:29512"
     assert dist_run.threads_per_rank(cfg, 2, 2) == 1 and dist_run.threads_per_rank(cfg, 2, 4) == 1
 
 
@@ -77,7 +81,7 @@ def test_jittor_without_open_mpi_names_the_packages(tmp_path):
 @pytest.fixture(scope="module")
 def dp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dp")
-    frameworks = ["torch", "jittor"] if HAS_MPI else ["torch"]
+    frameworks = ["torch", "jittor", "jax"] if HAS_MPI else ["torch", "jax"]
     cfg = data_parallel_config(root / "results", frameworks)
     proc = harness("bench", write_config(root / "dp.yaml", cfg), timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -90,9 +94,16 @@ def _weights(run_dir, cell):
         return {k: z[k] for k in z.files}
 
 
-@pytest.mark.slow  # dp_run: four real cells, ~20-40 s
+@pytest.mark.slow  # dp_run: six real cells, ~40-60 s
 def test_two_ranks_train_the_single_process_model(dp_run):
     run_dir, frameworks = dp_run
+    # JAX's two ranks run ONE step over the global batch (XLA all-reduces inside it): the
+    # same losses as the single process, step for step
+    import json
+    losses = {c: [json.loads(line)["loss"] for line in open(os.path.join(
+        run_dir, "cells", f"{c}.r1", "events.jsonl")) if '"type": "step"' in line]
+        for c in ("jax-train", "jax-train-ws2")}
+    np.testing.assert_allclose(losses["jax-train-ws2"], losses["jax-train"], rtol=1e-5)
     for fw in frameworks:
         one, two = _weights(run_dir, f"{fw}-train"), _weights(run_dir, f"{fw}-train-ws2")
         assert one.keys() == two.keys()
@@ -154,6 +165,7 @@ def _leftovers(marker):
     ("torch", "raise"), pytest.param("torch", "hang", marks=pytest.mark.slow),
     pytest.param("jittor", "raise", marks=needs_mpi),
     pytest.param("jittor", "hang", marks=[needs_mpi, pytest.mark.slow]),
+    ("jax", "raise"),
 ])
 def test_a_failing_rank_fails_its_cell_and_leaves_nothing_running(tmp_path, framework, mode):
     # The sample cell after the failed one only has to run ("the next cell ran"): one 1-step
@@ -162,7 +174,8 @@ def test_a_failing_rank_fails_its_cell_and_leaves_nothing_running(tmp_path, fram
                   train={"epochs": 1, "steps_per_epoch": 4, "batch_size": 4,
                          "warmup_steps": 1, "val_batches": 0, "world_size": [2]},
                   sample={"runs": [{"sampler": "ddim", "steps": [1], "eta": 0.0}],
-                          "repeats": 1, "warmup": 0},
+                          # JAX compiles its sampling step in a warm-up chain (config.py)
+                          "repeats": 1, "warmup": 1 if framework == "jax" else 0},
                   debug={"fail_rank": 1, "fail_mode": mode, "fail_at_step": 2})
     # A hang checks that the cell times out and nothing is left running, not when: a short
     # limit. It is every cell's limit, with ample room for the sample cell (1-4 s); the hang

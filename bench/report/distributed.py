@@ -117,7 +117,8 @@ def section(run: RunData, out_dir, baseline: str) -> fmt.Section:
                                  "docs/DISTRIBUTED.md)."))
         return s
     s.intro = ("The same global batch split over N ranks (torch: DistributedDataParallel "
-               "under torchrun; Jittor: MPI under mpirun), each rank on its slice; one process "
+               "under torchrun; Jittor: MPI under mpirun; JAX: jax.distributed, one all-reduce "
+               "of the flattened gradient a step), each rank on its slice; one process "
                "per rank. Speed-up = the 1-process step time ÷ the N-rank step time over "
                "processes, [95% interval]; efficiency = speed-up ÷ N. All-reduce = the median "
                "time of one all-reduce of the whole gradient (the framework's own collective, "

@@ -32,7 +32,7 @@ from models.common.diffusion import select_timesteps
 from models.common.dit_spec import PRESETS as DIT_PRESETS
 from models.common.dit_spec import DiTSpec, dit_spec_from_dict
 from models.common.specs import DiffusionSpec, OptimSpec, UNetSpec, spec_from_dict
-from models.registry import UNAVAILABLE, installed, installed_frameworks
+from models.registry import COMPILES_AHEAD, UNAVAILABLE, installed, installed_frameworks
 
 # The config an empty config file is pointed to (the built-in defaults are its sizes).
 STARTER_CONFIG = "configs/quick.yaml"
@@ -317,6 +317,11 @@ def validate(cfg, where="config:", check_paths=True):
         for i, run in enumerate(cfg["sample"]["runs"]):
             _check_steps(f"{where}sample.runs[{i}]", run["steps"] or [], run["sampler"],
                          run["skip"], T)
+        ahead = [fw for fw in cfg["frameworks"] if fw in COMPILES_AHEAD]
+        if ahead and cfg["sample"]["warmup"] < 1:
+            raise ConfigError(f"{where}sample.warmup: 0 would put {ahead[0]}'s compile of its "
+                              "sampling step inside the first measured chain (a compile "
+                              "there fails the cell); set it to 1 or more")
 
     if "profile" in cfg["workloads"]:
         pr = cfg["profile"]

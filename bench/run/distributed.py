@@ -5,6 +5,11 @@ torch   `python -m torch.distributed.run` (torchrun) starts N ranks with the env
         RANK / LOCAL_RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT; the backend joins the
         process group (gloo on CPU, NCCL on CUDA) and wraps the model in
         DistributedDataParallel.
+jax     the same torchrun starts the ranks (a plain process launcher here), plus
+        DIFFBENCH_JAX_COORDINATOR (host:port of JAX's own coordinator, a port of its own);
+        the backend calls jax.distributed.initialize and jits the step over a global batch
+        sharded by rank (gloo collectives on CPU, NCCL on CUDA): XLA all-reduces the
+        gradients.
 jittor  `mpirun -np N` (Open MPI) starts N ranks; Jittor sees OMPI_COMM_WORLD_* at import,
         loads its MPI ops, and its optimizer all-reduces (means) the gradients.
 
@@ -36,7 +41,7 @@ def local_ranks(cfg, world_size, framework="torch"):
     which places every rank itself); torchrun with distributed.nnodes > 1: node k runs ranks
     [k * N/nnodes, (k + 1) * N/nnodes) (its static rendezvous)."""
     d = cfg["distributed"]
-    if world_size == 1 or d["nnodes"] == 1 or framework != "torch":
+    if world_size == 1 or d["nnodes"] == 1 or framework not in TORCHRUN:
         return list(range(world_size))
     per = world_size // d["nnodes"]
     return list(range(d["node_rank"] * per, (d["node_rank"] + 1) * per))
@@ -65,6 +70,9 @@ def mpi_problem():
             f"MPI; install the Debian packages {MPI_PACKAGES} (make setup does, as root)")
 
 
+TORCHRUN = ("torch", "jax")   # the frameworks whose ranks torchrun starts
+
+
 def launch_argv(framework, world_size, worker_argv, cfg, env):
     """The command that runs `worker_argv` (python -m bench.run.worker ...) as world_size
     ranks of `framework` with environment `env`; worker_argv itself for one process."""
@@ -72,8 +80,11 @@ def launch_argv(framework, world_size, worker_argv, cfg, env):
         return list(worker_argv)
     d = cfg["distributed"]
     module_args = worker_argv[worker_argv.index("-m") + 1:]  # bench.run.worker --cell-dir ...
-    if framework == "torch":
+    if framework in TORCHRUN:
         port = d["master_port"] or free_port()
+        if framework == "jax":   # a port every node agrees on: master_port + 1 when set
+            env["DIFFBENCH_JAX_COORDINATOR"] = \
+                f"{d['master_addr']}:{port + 1 if d['master_port'] else free_port()}"
         return [sys.executable, "-m", "torch.distributed.run",
                 f"--nnodes={d['nnodes']}", f"--node-rank={d['node_rank']}",
                 f"--nproc-per-node={world_size // d['nnodes']}",

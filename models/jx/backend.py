@@ -11,6 +11,8 @@ Dispatch is asynchronous: `sync()` blocks on every array handed out since the la
 Tensors at the interface are NCHW like the other frameworks'; the model runs NHWC inside.
 docs/JAX.md lists every default matched to torch's on purpose.
 """
+import glob
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -32,6 +34,8 @@ from models.registry import MATH_MODES  # noqa: E402
 
 # jax.config names of the CUDA float32 math modes (docs/GPU.md); no effect on a CPU
 MATMUL_PRECISION = {"fp32": "float32", "tf32": "tensorfloat32"}
+# jax.distributed's heartbeat and shutdown timeouts (data-parallel cells)
+DIST_TIMEOUT_S = 15
 # torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (norm + 1e-6), at most 1
 CLIP_EPS = 1e-6
 
@@ -68,20 +72,21 @@ class JaxBackend(BackendBase):
                              f"{sorted(offered)} (models/common/variants.py SUPPORTED)")
         if math_mode not in MATH_MODES:
             raise ValueError(f"math_mode={math_mode!r} is invalid: one of {list(MATH_MODES)}")
-        # first, before anything starts XLA's thread pools
-        self.thread_limit = runtime.limit_cpus(threads)
+        self.rank, self.world_size, local_rank = rank_env()   # torchrun's env contract
+        # first, before anything starts XLA's thread pools (a rank: CPUs of its own)
+        self.thread_limit = runtime.limit_cpus(threads, local_rank if self.world_size > 1
+                                               else 0)
         runtime.install_compile_listener()
         self.compilation_cache = runtime.compilation_cache()
         self.math_mode = math_mode
         jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION[math_mode])
-        self.jdev = _pick_device(device)
+        self.mesh = None
+        if self.world_size > 1:
+            self._join(local_rank, device)
+        self.jdev = jax.local_devices()[0] if self.mesh is not None else _pick_device(device)
         # one framework per process: every array and computation of this one on this device
         jax.config.update("jax_default_device", self.jdev)
         self.device = "cuda" if self.jdev.platform == "gpu" else "cpu"
-        self.rank, self.world_size, _ = rank_env()
-        if self.world_size > 1:
-            raise RuntimeError("jax data-parallel training is not available (world_size "
-                               f"{self.world_size}): docs/DISTRIBUTED.md")
         self.seed = seed
         self.reseed(seed)
         self._pending = {}
@@ -113,6 +118,58 @@ class JaxBackend(BackendBase):
         self._loss_fn = runtime.AheadOfTime(self._objective, "validation loss")
         self._normal = jax.jit(lambda key, i, shape: jax.random.normal(
             jax.random.fold_in(key, i), shape, jnp.float32), static_argnums=2)
+
+    # -- data parallelism (docs/DISTRIBUTED.md) ----------------------------------------------
+    def _join(self, local_rank, device):
+        """N ranks (started by torchrun): jax.distributed over the coordinator the launcher
+        chose, one global mesh axis "data" over every rank's device. The training step then
+        runs on a global batch sharded by rank with replicated parameters, and XLA inserts
+        the gradients' all-reduce (gloo on CPU, NCCL on CUDA)."""
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        # jax.distributed must come before anything asks jax for its devices: look for a
+        # GPU the way the harness does, by its device nodes
+        gpu = device != "cpu" and bool(glob.glob("/dev/nvidia[0-9]*"))
+        if not gpu:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        # Short timeouts: a rank that failed waits in shutdown's barrier for the others,
+        # which wait in a collective for it; after these seconds it exits, and torchrun then
+        # ends the other ranks (the cell fails instead of running into its timeout).
+        jax.distributed.initialize(
+            coordinator_address=os.environ["DIFFBENCH_JAX_COORDINATOR"],
+            num_processes=self.world_size, process_id=self.rank,
+            local_device_ids=[local_rank] if gpu else None,
+            heartbeat_timeout_seconds=DIST_TIMEOUT_S, shutdown_timeout_seconds=DIST_TIMEOUT_S)
+        self.mesh = Mesh(np.array(jax.devices()), ("data",))
+        self._by_rank = NamedSharding(self.mesh, PartitionSpec("data"))
+        self._replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.dist_engine = f"jax.distributed {'nccl' if gpu else 'gloo'}"
+
+    def _global(self, local, sharding=None):
+        """A rank's numpy slice (or a replicated value) as one global array; as is with one
+        process."""
+        if self.mesh is None or local is None:
+            return local
+        return jax.make_array_from_process_local_data(sharding or self._by_rank,
+                                                      np.asarray(local))
+
+    def _host(self, tree):
+        """A tree of (replicated) arrays as numpy, on every rank."""
+        if self.mesh is None:
+            return jax.device_get(tree)
+        return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), tree)
+
+    def _allreduce_op(self, numel):
+        if self.mesh is None:
+            raise RuntimeError("one process: nothing to all-reduce")
+        buf = self._global(np.zeros((1, numel), np.float32))   # (world, numel), by rank
+        total = jax.jit(lambda b: jnp.sum(b, axis=0), out_shardings=self._replicated)
+        total(buf).block_until_ready()   # compiled before the clock
+        return lambda: self._out("allreduce", total(buf))
+
+    def close(self):
+        if self.mesh is not None:
+            jax.distributed.shutdown()
 
     def _init_variables(self, key):
         s = self.model_spec
@@ -149,6 +206,8 @@ class JaxBackend(BackendBase):
 
     # -- weights ---------------------------------------------------------------------------
     def _put(self, tree):
+        if self.mesh is not None:   # parameters and optimizer state: the same on every rank
+            return jax.tree.map(lambda a: self._global(a, self._replicated), tree)
         return jax.device_put(tree, self.jdev)
 
     def _load_weights(self, weights, ema=None):
@@ -160,7 +219,7 @@ class JaxBackend(BackendBase):
 
     def export_weights(self, ema=False):
         params = self.ema if (ema and self.ema is not None) else self.params
-        host = jax.device_get((params, self.buffers.get(BUFFERS)))
+        host = self._host((params, self.buffers.get(BUFFERS)))
         return OrderedDict((k, np.array(v, dtype=np.float32))
                            for k, v in self.layout.to_canonical(*host).items())
 
@@ -169,10 +228,11 @@ class JaxBackend(BackendBase):
         keyed by fold_in(seed key, step) inside the training step."""
         self.seed, self._draws = seed, 0
         self._key = jax.random.PRNGKey(seed)
-        self._dropout_base = jax.random.fold_in(self._key, 1)
+        # numpy, so that N ranks pass it to the step as one replicated value
+        self._dropout_base = np.asarray(jax.random.fold_in(self._key, 1))
 
     def optimizer_state(self):
-        mu, nu = jax.device_get((self.opt_state.mu, self.opt_state.nu))
+        mu, nu = self._host((self.opt_state.mu, self.opt_state.nu))
         state = {"step": np.array(self.step, dtype=np.int64)}
         state.update({f"m.{k}": v for k, v in self.layout.to_canonical(mu).items()})
         state.update({f"v.{k}": v for k, v in self.layout.to_canonical(nu).items()})
@@ -186,7 +246,7 @@ class JaxBackend(BackendBase):
         mu = self.layout.to_flax({n: state[f"m.{n}"] for n in names})
         nu = self.layout.to_flax({n: state[f"v.{n}"] for n in names})
         self.opt_state = self._put(self.opt_state._replace(
-            count=jnp.asarray(self.step, jnp.int32), mu=mu, nu=nu))
+            count=np.asarray(self.step, np.int32), mu=mu, nu=nu))
 
     # -- tensors -----------------------------------------------------------------------------
     def _out(self, kind, *arrays):
@@ -201,8 +261,12 @@ class JaxBackend(BackendBase):
         return arrays[0]
 
     def to_device(self, array):
-        return self._out("data", jax.device_put(np.ascontiguousarray(array, dtype=np.float32),
-                                                self.jdev))
+        """A batch on the device; with N ranks, the rank's slice of the global batch (every
+        rank passes its own part, as the shared loader's RankSlice gives it)."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self.mesh is not None:
+            return self._out("data", self._global(array))
+        return self._out("data", jax.device_put(array, self.jdev))
 
     def to_numpy(self, tensor):
         return np.asarray(tensor)
@@ -220,7 +284,7 @@ class JaxBackend(BackendBase):
         self._pending = {}
 
     def loss_value(self, loss):
-        return float(loss)
+        return float(self._host(loss))
 
     def _clamp(self, x):
         return jnp.clip(x, -1.0, 1.0)
@@ -259,7 +323,7 @@ class JaxBackend(BackendBase):
     def _objective(self, params, buffers, x0, noise, t, ab, cond, train=False, rng=None):
         """The DDPM objective (BackendBase._training_loss): x_t = a x0 + b noise, the
         network predicts the noise; loss by DiffusionSpec.loss."""
-        a, b = ab[0][:, None, None, None], ab[1][:, None, None, None]
+        a, b = ab[:, 0, None, None, None], ab[:, 1, None, None, None]
         pred = self._apply(params, buffers, a * x0 + b * noise, t, cond, train, rng)
         d = pred - noise
         kind = self.diffusion_spec.loss
@@ -272,8 +336,40 @@ class JaxBackend(BackendBase):
 
     def _train_fn(self, params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step,
                   cond):
+        if self.mesh is not None:
+            return self._train_fn_ranks(params, opt_state, ema, buffers, x0, noise, t, ab, lr,
+                                        key, step, cond)
         loss, grads = jax.value_and_grad(self._objective)(
             params, buffers, x0, noise, t, ab, cond, True, jax.random.fold_in(key, step))
+        return self._update(params, opt_state, ema, grads, lr) + (loss,)
+
+    def _train_fn_ranks(self, params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step,
+                        cond):
+        """N ranks: each computes its slice's loss and gradients (shard_map over "data"),
+        the gradients are averaged in ONE all-reduce of the flattened vector (as DDP's
+        buckets; XLA's own SPMD partitioning all-reduced every tensor apart, ~27x slower on
+        gloo here), then every rank applies the same update. Dropout keys differ by rank."""
+        from jax.flatten_util import ravel_pytree
+        from jax.sharding import PartitionSpec as P
+
+        def local(params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step, cond):
+            rank_key = jax.random.fold_in(jax.random.fold_in(key, step),
+                                          jax.lax.axis_index("data"))
+            loss, grads = jax.value_and_grad(self._objective)(
+                params, buffers, x0, noise, t, ab, cond, True, rank_key)
+            flat, unravel = ravel_pytree(grads)
+            flat, loss = jax.lax.pmean((flat, loss), "data")
+            return self._update(params, opt_state, ema, unravel(flat), lr) + (loss,)
+
+        rep, data = P(), P("data")
+        specs = (rep, rep, rep, rep, data, data, data, data, rep, rep, rep,
+                 jax.tree.map(lambda _: data, cond))
+        return jax.shard_map(local, mesh=self.mesh, in_specs=specs,
+                             out_specs=(rep, rep, rep, rep), check_vma=False)(
+            params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step, cond)
+
+    def _update(self, params, opt_state, ema, grads, lr):
+        """Clip, Adam, EMA: (params, opt_state, ema)."""
         clip = self.optim_spec.grad_clip
         if clip > 0:   # torch's clip_grad_norm_: one global norm, scale min(1, clip/(n+eps))
             norm = optax.global_norm(grads)
@@ -284,7 +380,7 @@ class JaxBackend(BackendBase):
         if ema is not None:
             d = self.optim_spec.ema_decay
             ema = jax.tree.map(lambda e, p: e * d + p * (1.0 - d), ema, params)
-        return params, opt_state, ema, loss
+        return params, opt_state, ema
 
     def _grads_fn(self, params, buffers, x0, noise, t, ab, cond, key, step):
         return jax.value_and_grad(self._objective)(params, buffers, x0, noise, t, ab, cond,
@@ -347,14 +443,20 @@ class JaxBackend(BackendBase):
                                                   ts, coeffs, noises, key, cond))
 
     def _ab(self, t):
+        """q_sample's coefficients per sample, (B, 2); a rank's slice of the global batch."""
         a, b = self.schedule.q_sample_coefficients(t)
-        return np.stack([np.asarray(a, np.float32), np.asarray(b, np.float32)])
+        return self._global(np.stack([np.asarray(a, np.float32), np.asarray(b, np.float32)],
+                                     axis=1))
 
-    @staticmethod
-    def _cond_arrays(cond):
+    def _t_arg(self, t):
+        return self._global(np.asarray(t, np.int32))
+
+    def _cond_arrays(self, cond):
         """The model's keyword arguments as arrays (cfg_scale a float32 scalar), so the
-        jitted functions trace them instead of baking them in."""
-        return {k: (np.float32(v) if k == "cfg_scale" else v) for k, v in cond.items()}
+        jitted functions trace them instead of baking them in; labels and masks are per
+        sample (a rank's slice of the global batch)."""
+        return {k: (np.float32(v) if k == "cfg_scale" else self._global(v))
+                for k, v in cond.items()}
 
     @staticmethod
     def _key_of(what, x, cond):
@@ -364,7 +466,7 @@ class JaxBackend(BackendBase):
         cond = self._cond_arrays(cond)
         self.params, self.opt_state, self.ema, loss = self._train(
             self._key_of("train", x0, cond), self.params, self.opt_state, self.ema,
-            self.buffers, x0, noise, np.asarray(t, np.int32), self._ab(t), np.float32(lr),
+            self.buffers, x0, noise, self._t_arg(t), self._ab(t), np.float32(lr),
             self._dropout_base, np.uint32(self.step), cond)
         return self._out("train", loss, self.params, self.opt_state, self.ema)
 
@@ -381,8 +483,9 @@ class JaxBackend(BackendBase):
         if noise is None:
             noise = self.randn(tuple(x0.shape))
         cond = self._cond_arrays(self._cond(y))
-        return float(self._loss_fn(self._key_of("loss", x0, cond), self.params, self.buffers,
-                                   x0, noise, np.asarray(t, np.int32), self._ab(t), cond))
+        return self.loss_value(self._loss_fn(self._key_of("loss", x0, cond), self.params,
+                                             self.buffers, x0, noise, self._t_arg(t),
+                                             self._ab(t), cond))
 
     def _weights(self, ema):
         return self.ema if (ema and self.ema is not None) else self.params

@@ -15,16 +15,18 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # XLA's C++ start-up chatter
 
 
-def limit_cpus(threads):
+def limit_cpus(threads, slot=0):
     """Cap XLA's CPU threads by CPU affinity. XLA:CPU's thread pools are sized from the
     CPUs this process may run on, and its flags do not reliably cap them (docs/JAX.md);
     affinity is a hard limit: the process cannot use more cores than it is given. Call it
-    before the first computation (threads made later inherit the mask). Returns how the
-    process is limited, in words, for the start record."""
+    before the first computation (threads made later inherit the mask). slot: the local rank
+    of a data-parallel cell, whose ranks take disjoint CPUs (wrapping around when there are
+    too few). Returns how the process is limited, in words, for the start record."""
     allowed = sorted(os.sched_getaffinity(0))
-    if not threads or int(threads) >= len(allowed):
+    if not threads or (int(threads) >= len(allowed) and not slot):
         return f"CPU affinity: all {len(allowed)} usable CPUs"
-    keep = allowed[:int(threads)]
+    n = min(int(threads), len(allowed))
+    keep = [allowed[(slot * n + i) % len(allowed)] for i in range(n)]
     os.sched_setaffinity(0, keep)
     return f"CPU affinity: {len(keep)} of {len(allowed)} CPUs ({keep})"
 
