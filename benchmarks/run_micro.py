@@ -150,13 +150,13 @@ def split_passthrough(argv):
 def main(argv=None):
     sys.path.insert(0, REPO)
     from bench.run.matrix import balanced_order
-    from models.registry import FRAMEWORKS
+    from models.registry import FRAMEWORKS, installed_frameworks
 
     argv, extra = split_passthrough(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="benchmarks/run_micro.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="merged pytest-benchmark JSON to write")
-    ap.add_argument("--frameworks", nargs="+", default=list(FRAMEWORKS))
+    ap.add_argument("--frameworks", nargs="+", default=list(installed_frameworks()))
     ap.add_argument("--processes", type=int, default=DEFAULT_PROCESSES,
                     help="processes per framework, run alternately and pooled: each side of "
                          "a comparison then spans more time and more process start-ups "

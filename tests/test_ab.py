@@ -4,8 +4,9 @@ pair (--interleave calls, the default) and as pairs of processes (--interleave p
 The test makes its own repository from this project's files, with commits:
     c0  a README only (a revision without the micro-suite)
     c1  the project as it is (the base)
-    c2  the same with a committed, obvious slowdown: INJECTED_EXTRA_CONVS in the torch UNet
-        re-runs a convolution 400 times per forward (the tiny model gets ~6-10x slower)
+    c2  the same with a committed, obvious slowdown: INJECTED_EXTRA_CONVS in the torch and the
+        JAX UNet runs 400 more convolutions per forward (the tiny model gets ~6-10x slower);
+        the Jittor UNet is unchanged
 and runs the real CLI on it: tiny model, 1-5 pairs. Asserted: the verdicts on a
 change no machine noise can fake or hide, the outputs, the order, and that no worktree, temp
 folder or benchmark process is left behind on any exit path (success, failure, a crashing
@@ -64,8 +65,8 @@ def copy_project(dest):
         shutil.copy2(os.path.join(REPO, f), os.path.join(dest, f))
 
 
-def set_extra_convs(repo, n):
-    path = os.path.join(repo, "models", "pt", "unet.py")
+def set_extra_convs(repo, n, model="pt"):
+    path = os.path.join(repo, "models", model, "unet.py")
     text = open(path).read()
     assert "\nINJECTED_EXTRA_CONVS = 0\n" in text
     open(path, "w").write(text.replace("\nINJECTED_EXTRA_CONVS = 0\n",
@@ -82,7 +83,8 @@ def repo(tmp_path_factory):
     copy_project(root)
     shas["c1"] = commit_all(root, "c1: the project")
     set_extra_convs(root, EXTRA_CONVS)
-    shas["c2"] = commit_all(root, "c2: a ~10x slower forward")
+    set_extra_convs(root, EXTRA_CONVS, model="jx")
+    shas["c2"] = commit_all(root, "c2: a ~10x slower forward (torch and JAX)")
     micro_cfg = root.parent / "tiny-micro.yaml"
     micro_cfg.write_text(yaml.safe_dump({
         "name": "tiny-micro", "threads": 1, "model": TINY_MODEL,
@@ -200,6 +202,24 @@ def test_interleaved_calls_flag_a_committed_slowdown_with_one_process_a_pair(rep
                                                                                 "candidate"))
     assert "both revisions in each micro process" in proc.stdout
     assert "one process running both revisions" in (out / "ab.md").read_text()
+
+
+@pytest.mark.slow
+def test_interleaved_calls_flag_a_committed_jax_slowdown(repo, tmp_path):
+    """JAX in the gate: both revisions' jitted functions compiled in the warm-up calls of one
+    process, then alternated; c2's 400 extra convolutions (a lax.fori_loop) in the JAX UNet
+    make every JAX benchmark a regression."""
+    before = temp_checkouts()
+    out = tmp_path / "ab"
+    proc = ab(repo, "HEAD~1", "HEAD", "--pairs", "3", "--frameworks", "jax", "--rounds", "8",
+              out=out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert_nothing_left(repo, before)
+    rows = {r["cell"]: r for r in load(out)["rows"]}
+    assert set(rows) == {"test_unet_forward[jax]", "test_train_step[jax]",
+                         "test_sample_step[jax-ddpm]", "test_sample_step[jax-ddim]"}
+    for name, row in rows.items():
+        assert row["verdict"] == "regression" and row["change"] > 1.0, (name, proc.stdout)
 
 
 def test_working_tree_is_the_default_candidate_and_report_only_exits_0(repo, tmp_path):

@@ -48,6 +48,7 @@ from bench.gate.sides import BadInput
 from bench.measure.calibrate import hardware, machine_id
 from bench.run.matrix import ORDER_SCHEME
 from bench.run.schema import known_frameworks
+from models.registry import installed_frameworks
 
 # The pairs (schedule, processes, collecting their samples): bench/gate/ab_pairs.py; the
 # verdicts and the Result: bench/gate/ab_verdicts.py; its outputs: bench/gate/ab_report.py.
@@ -99,7 +100,7 @@ def add_arguments(p):
     p.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
                    help=f"significance level of the t-test over pairs (default {DEFAULT_ALPHA})")
     p.add_argument("--frameworks", nargs="+", default=None,
-                   help="frameworks of the micro-suite (default: all registered)")
+                   help="frameworks of the micro-suite (default: every installed one)")
     p.add_argument("--rounds", type=int, default=None,
                    help="measured micro rounds per process, or per revision and block with "
                         f"calls (default {DEFAULT_ROUNDS[PROCESSES]}, calls "
@@ -143,7 +144,7 @@ def _validate(args, repo):
     if args.timeout_s <= 0:
         raise BadInput(f"--timeout-s {args.timeout_s}: must be > 0")
     known = list(known_frameworks())
-    args.frameworks = args.frameworks or known
+    args.frameworks = args.frameworks or list(installed_frameworks())
     unknown = [f for f in args.frameworks if f not in known]
     if unknown:
         raise BadInput(f"--frameworks: unknown {unknown}; valid: {known}")

@@ -18,9 +18,22 @@ from models.common.weights import GROUPNORM_EPS, time_embedding_frequencies, une
 
 PAD1 = ((1, 1), (1, 1))
 # Deliberate extra work for calibrating the A/B regression gate (benchmarks/measure_ab.py, as in
-# models/pt/unet.py and models/jt/unet.py): each unit re-runs the first ResNet block, forward
-# and backward, and adds it times zero (XLA keeps float x*0: the math is unchanged). Keep it 0.
+# models/pt/unet.py and models/jt/unet.py): each unit runs one more 3x3 convolution of the first
+# feature map, forward and backward, and adds it times zero (XLA keeps float x*0: the math is
+# unchanged). A lax.fori_loop whose carry feeds the next convolution, so XLA neither unrolls
+# it into a huge program nor hoists it out of the loop. Keep it 0.
 INJECTED_EXTRA_CONVS = 0
+
+
+def injected_work(h, n):
+    k = jnp.full((3, 3, h.shape[-1], h.shape[-1]), 1e-3, h.dtype)
+
+    def body(_, acc):
+        y = jax.lax.conv_general_dilated(h + acc * 0.0, k, (1, 1), PAD1,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return acc + jnp.mean(y)
+
+    return h + 0.0 * jax.lax.fori_loop(0, n, body, jnp.zeros((), h.dtype))
 
 
 def conv(c_out, k, name, stride=1, dtype=None):
@@ -121,8 +134,8 @@ class UNet(nn.Module):
                 j += 1
 
         hs = [mods["conv_in"](x)]
-        for _ in range(INJECTED_EXTRA_CONVS):  # 0: nothing runs (see the constant)
-            hs[0] = hs[0] + 0.0 * mods["down.0.block.0"](hs[0], temb, train).mean()
+        if INJECTED_EXTRA_CONVS:  # 0: nothing runs (see the constant)
+            hs[0] = injected_work(hs[0], INJECTED_EXTRA_CONVS)
         for i in range(len(spec.ch_mult)):
             for h in blocks(f"down.{i}", hs[-1]):
                 hs.append(h)
