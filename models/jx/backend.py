@@ -218,7 +218,7 @@ class JaxBackend(BackendBase):
             self.ema = self._put(self.layout.to_flax(ema or weights))
 
     def export_weights(self, ema=False):
-        params = self.ema if (ema and self.ema is not None) else self.params
+        params = self._weights(ema)
         host = self._host((params, self.buffers.get(BUFFERS)))
         return OrderedDict((k, np.array(v, dtype=np.float32))
                            for k, v in self.layout.to_canonical(*host).items())
@@ -339,8 +339,7 @@ class JaxBackend(BackendBase):
         if self.mesh is not None:
             return self._train_fn_ranks(params, opt_state, ema, buffers, x0, noise, t, ab, lr,
                                         key, step, cond)
-        loss, grads = jax.value_and_grad(self._objective)(
-            params, buffers, x0, noise, t, ab, cond, True, jax.random.fold_in(key, step))
+        loss, grads = self._grads_fn(params, buffers, x0, noise, t, ab, cond, key, step)
         return self._update(params, opt_state, ema, grads, lr) + (loss,)
 
     def _train_fn_ranks(self, params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step,
@@ -406,17 +405,9 @@ class JaxBackend(BackendBase):
         chain)."""
         def body(x, i):
             t = jnp.full((x.shape[0],), ts[i], jnp.int32)
-            eps = self._apply(params, buffers, x, t, cond)
-            c = StepCoefficients(t=0, recip=coeffs[i, 0], recipm1=coeffs[i, 1],
-                                 coef_x0=coeffs[i, 2], coef_xt=coeffs[i, 3], sigma=0.0)
-            clamp = self._clamp if self.diffusion_spec.clip_x0 else None
-            x_prev, _ = sampler_step(x, eps, c, None, clamp)
-            if noises is not None:
-                x_prev = x_prev + coeffs[i, 4] * noises[i]
-            elif key is not None:
-                z = jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
-                x_prev = x_prev + coeffs[i, 4] * z
-            return x_prev, None
+            noise = noises[i] if noises is not None else None if key is None else \
+                jax.random.normal(jax.random.fold_in(key, i), x.shape, jnp.float32)
+            return self._sample_fn(params, buffers, x, t, coeffs[i], noise, cond)[0], None
 
         x, _ = jax.lax.scan(body, x, jnp.arange(ts.shape[0]))
         return x
@@ -473,9 +464,9 @@ class JaxBackend(BackendBase):
     def loss_and_grads(self, x0, t, noise, y=None, drop=None):
         cond = self._cond_arrays(self._cond(y, drop))
         loss, grads = self._grads(self._key_of("grads", x0, cond), self.params, self.buffers,
-                                  x0, noise, np.asarray(t, np.int32), self._ab(t), cond,
+                                  x0, noise, self._t_arg(t), self._ab(t), cond,
                                   self._dropout_base, np.uint32(self.step))
-        loss, grads = jax.device_get((loss, grads))
+        loss, grads = self._host((loss, grads))
         return float(loss), OrderedDict((k, np.array(v)) for k, v in
                                         self.layout.to_canonical(grads).items())
 
@@ -493,7 +484,7 @@ class JaxBackend(BackendBase):
     def eps(self, x, t, ema=False, y=None, cfg_scale=None):
         cond = self._cond_arrays(self._cond(y, cfg_scale=cfg_scale))
         return self._out("eps", self._eps_fn(self._key_of("eps", x, cond), self._weights(ema),
-                                             self.buffers, x, np.asarray(t, np.int32), cond))
+                                             self.buffers, x, self._t_arg(t), cond))
 
     def sample_step(self, x, coeffs, noise=None, ema=True, y=None, cfg_scale=None):
         if coeffs.sigma > 0 and noise is None:
