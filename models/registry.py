@@ -16,10 +16,7 @@ COMPILES_AHEAD = ("jax",)
 # Workloads a framework does not run yet: framework -> {workload: why}. A config asking for
 # one is refused (bench/run/config.py) instead of recording a cell that can only fail.
 # "data-parallel" stands for train.world_size > 1.
-UNAVAILABLE = {
-    "jax": {"profile": "JAX's op profile is not built yet (issue 36): drop jax from "
-                       "frameworks or profile from workloads"},
-}
+UNAVAILABLE = {}
 # CUDA float32 math every backend pins at construction (docs/GPU.md): fp32 = no TF32 anywhere
 # (the matched comparison), tf32 = TF32 tensor cores for matmuls and convolutions.
 MATH_MODES = ("fp32", "tf32")

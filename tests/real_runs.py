@@ -57,8 +57,8 @@ def dit_run_config(results_dir):
 
 
 def profile_run_config(results_dir):
-    """tests/test_profile.py's real run: both frameworks' profile workload."""
-    cfg = tiny_config(results_dir, name="profile", frameworks=["torch", "jittor"],
+    """tests/test_profile.py's real run: every framework's profile workload."""
+    cfg = tiny_config(results_dir, name="profile", frameworks=["torch", "jittor", "jax"],
                       workloads=["profile"],
                       profile={"train_steps": 3, "warmup": 1, "sampler": "ddpm",
                                "sample_steps": 3, "sample_batch_size": 2,

@@ -72,6 +72,11 @@ def run_cell(cell_dir, spec):
                     raise RuntimeError(f"debug.raise_in: cell {cell['cell']} matches "
                                        f"{pattern!r} (deliberate failure)")
             unet, diffusion, optim = build_specs(cfg)
+            if cell["workload"] == "profile":
+                # XLA's GPU command buffers run many kernels as one graph, which the trace
+                # cannot split by HLO instruction; read at XLA's start (no effect on a CPU)
+                os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                           " --xla_gpu_enable_command_buffer=").strip()
             Backend = load_backend(cell["framework"])  # the one framework this process imports
             math_mode = cfg.get("math_mode", "fp32")
             setting = cell["options"].get("setting")

@@ -19,7 +19,13 @@ Rules per framework, first match wins, on (shared object basename, symbol):
   MKL, libgomp and the C library's allocations (tensors are allocated inside ops) are inside;
   the interpreter and torch's Python bindings (argument parsing, before the dispatcher) are
   outside.
-- Both: the OS kernel (page faults, syscalls) is outside; the profiler's own bookkeeping is
+- JAX's Python thread only dispatches: XLA runs the compiled program's thunks on its own
+  threads (the op profile times them there), so on the main thread jaxlib (`_jax.so`,
+  `libjax_common.so`: PjRt dispatch, argument handling, waiting) is the executor, the C
+  library's allocations are allocation, and XLA's kernels (YNNPACK/XNNPACK, Eigen, oneDNN,
+  the compiled program, which perf shows as `[JIT]` or unknown) are op code should they run
+  there.
+- All: the OS kernel (page faults, syscalls) is outside; the profiler's own bookkeeping is
   outside for Jittor (key building before its timer starts) and inside for torch (its
   RecordFunction callbacks run within the op's span).
 """
@@ -52,6 +58,13 @@ RULES = {
         ("alloc", r"^libc\.so", _LIBC_ALLOC),
         ("op_code", r"_op\.so$|custom_ops|gen_ops|libdnnl|libmkldnn|^\[JIT\]|libgomp|^libm\.so"
                     r"|libmvec|^libc\.so", None),
+    ],
+    "jax": _COMMON + [
+        ("profiler", r"libjax_common|_jax\.so|_profiler", r"profiler|TraceMe"),
+        ("op_code", r"libjax_common|_jax\.so", r"ynn|xnn_|Eigen::|dnnl|__xla_cpu_runtime"),
+        ("executor", r"libjax_common|_jax\.so|_xla\.so|^libstdc\+\+", None),
+        ("alloc", r"^libc\.so", _LIBC_ALLOC),
+        ("op_code", r"^\[JIT\]|^\[unknown\]|libgomp|libdnnl|^libm\.so|libmvec|^libc\.so", None),
     ],
     "torch": _COMMON + [
         ("python", r"^libtorch_python", None),

@@ -41,6 +41,23 @@ order (JITTOR_RULES, first match wins):
     7. unary / binary / broadcast / reduce / index ops: activation & elementwise (also
        standalone reductions such as a bias gradient);
     8. anything else: other.
+JAX (XLA) runs one compiled program; its profile has one event per executed HLO
+instruction (models/jx/profiler.py), and the optimized HLO says what each is: its opcode,
+the instructions fused into it, and every instruction's op_name, the JAX call path that made
+it ("jit(_train_fn)/transpose(jvp(UNet))/up.1.block.0/norm1/reduce_sum": `transpose(` marks
+the backward pass; modules are named by their canonical dotted paths; the backend's regions
+are named scopes "diffbench:<region>"). An instruction is categorised by what it contains,
+first match wins (XLA_RULES):
+    1. a convolution: forward, or backward when its op_name is under transpose(;
+    2. a dot (matmul; XLA:CPU's ynn fusions wrap one with its epilogue): matmul & attention;
+    3. the loss or optimizer region (the instruction's own op_name, else most members');
+    4. softmax: exp with a max-reduction, or either in an attention module;
+    5. a member in a normalisation module (a path part named *norm*): normalisation;
+    6. a member in the upsample scope: resampling;
+    7. elementwise, reduction, data-movement and random-bit opcodes: activation &
+       elementwise (copies and transposes too, as torch's aten::copy_);
+    8. anything else (custom calls, collectives): other.
+
 Jittor relays a convolution pattern to its oneDNN kernel when one exists: the pattern's row
 then has TotalTime 0 (its work is the `mkl_conv*` row's), so summing TotalTime counts it once.
 """
@@ -64,7 +81,7 @@ OVERHEAD_LABEL = "framework overhead (unattributed)"
 REGIONS = ("data", "loss", "backward", "optimizer")
 REGION_CATEGORY = {"data": "data", "loss": "loss", "optimizer": "optimizer"}
 
-TORCH_REGION_PREFIX = "diffbench:"
+REGION_PREFIX = "diffbench:"   # torch record_function / JAX named scope & trace names
 TORCH_RULES = [  # (regex on the event name, category); outermost matching ancestor wins
     (r"^diffbench:(data)$", "data"),
     (r"^diffbench:(loss)$", "loss"),
@@ -104,7 +121,7 @@ def torch_category(chain):
     ancestor down to itself. Unknown (non-aten) names are "other". None for the self time
     of a region that is no category (backward): that is the framework's own work between
     ops (the autograd engine, Python), left to the unattributed remainder."""
-    if chain[-1].startswith(TORCH_REGION_PREFIX) and torch_rule(chain[-1]) is None:
+    if chain[-1].startswith(REGION_PREFIX) and torch_rule(chain[-1]) is None:
         return None
     for name in chain:
         category = torch_rule(name)
@@ -188,3 +205,55 @@ def jittor_short_name(key):
         shown = members[:6] + ([f"+{len(members) - 6} more"] if len(members) > 6 else [])
         name = f"fused({', '.join(shown)})"
     return f"[{region}] {name}" if region else name
+
+
+# ---------------------------------------------------------------- JAX (XLA HLO)
+
+_XLA_REGION = re.compile(re.escape(REGION_PREFIX) + r"(\w+)")
+_XLA_ATTENTION = re.compile(r"(^|[/.])attn([_./]|$)")
+_XLA_NORM = re.compile(r"(^|[/.])\w*norm\w*(/|$)", re.IGNORECASE)
+_XLA_OTHER = {"custom-call", "all-reduce", "all-gather", "reduce-scatter", "all-to-all",
+              "collective-permute", "send", "recv", "infeed", "outfeed", "send-done",
+              "recv-done", "all-reduce-start", "all-reduce-done", "sort", "fft",
+              "triangular-solve", "cholesky"}
+
+
+def _xla_region(op_name):
+    m = _XLA_REGION.search(op_name or "")
+    return m.group(1) if m else None
+
+
+def xla_category(members, op_name=""):
+    """The category of one executed HLO instruction: `members` are (opcode, op_name) of it
+    and of everything fused into it; `op_name` is its own (a fusion's: its root's)."""
+    opcodes = {o for o, _ in members}
+    names = [n for _, n in members if n]
+    if "convolution" in opcodes:
+        backward = any("transpose(" in n for o, n in members if o == "convolution")
+        return "conv_bwd" if backward else "conv_fwd"
+    if "dot" in opcodes:
+        return "matmul"
+    region = _xla_region(op_name)
+    if region is None and names:
+        found = [r for r in map(_xla_region, names) if r]
+        region = max(set(found), key=found.count) if len(found) * 2 > len(names) else None
+    if region in REGION_CATEGORY:
+        return REGION_CATEGORY[region]
+    primitives = {n.rsplit("/", 1)[-1] for n in names}
+    softmax = "exponential" in opcodes or "reduce_max" in primitives
+    if softmax and ("exponential" in opcodes and "reduce_max" in primitives or
+                    any(_XLA_ATTENTION.search(n) for n in names)):
+        return "matmul"
+    if any(_XLA_NORM.search(n.rsplit("/", 1)[0]) for n in names if "/" in n):
+        return "norm"
+    if any("/upsample/" in n for n in names):
+        return "resample"
+    if opcodes & _XLA_OTHER:
+        return "other"
+    return "elementwise"
+
+
+def xla_short_name(instruction):
+    """An HLO instruction's name without its number ("add_divide_fusion.18" ->
+    "add_divide_fusion"): XLA names a fusion by its root operations."""
+    return re.sub(r"\.\d+$", "", instruction)

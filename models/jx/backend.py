@@ -24,12 +24,15 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from models.common.backend_base import BackendBase  # noqa: E402
+from models.common.opcats import REGION_PREFIX  # noqa: E402
 from models.common.diffusion import StepCoefficients, sampler_step  # noqa: E402
 from models.common.distributed import rank_env  # noqa: E402
 from models.common.dit_spec import DiTSpec  # noqa: E402
 from models.common.variants import SUPPORTED  # noqa: E402
 from models.common.weights import init_weights  # noqa: E402
 from models.jx.layout import BUFFERS, Layout  # noqa: E402
+from models.jx.profiler import JaxOpProfiler  # noqa: E402
+from models.jx.runtime import scope  # noqa: E402
 from models.registry import MATH_MODES  # noqa: E402
 
 # jax.config names of the CUDA float32 math modes (docs/GPU.md); no effect on a CPU
@@ -116,8 +119,8 @@ class JaxBackend(BackendBase):
         self._step_fn = runtime.AheadOfTime(self._sample_fn, "sampling step")
         self._chain_fn = runtime.AheadOfTime(self._chain, "sampling chain (lax.scan)")
         self._loss_fn = runtime.AheadOfTime(self._objective, "validation loss")
-        self._normal = jax.jit(lambda key, i, shape: jax.random.normal(
-            jax.random.fold_in(key, i), shape, jnp.float32), static_argnums=2)
+        self._normal = runtime.AheadOfTime(lambda key, i, shape: jax.random.normal(
+            jax.random.fold_in(key, i), shape, jnp.float32), "noise draw", static_argnums=(2,))
 
     # -- data parallelism (docs/DISTRIBUTED.md) ----------------------------------------------
     def _join(self, local_rank, device):
@@ -195,11 +198,14 @@ class JaxBackend(BackendBase):
     def compile_events(self):
         return runtime.compile_log()
 
+    def _compiled_functions(self):
+        return (self._train, self._grads, self._eps_fn, self._step_fn, self._loss_fn,
+                self._chain_fn, self._normal)
+
     def compile_seconds(self):
         """Ahead-of-time compile seconds per jitted function (summed over its shapes)."""
         out = {}
-        for fn in (self._train, self._grads, self._eps_fn, self._step_fn, self._loss_fn,
-                   self._chain_fn):
+        for fn in self._compiled_functions():
             if fn.seconds:
                 out[fn.name] = float(sum(fn.seconds.values()))
         return out
@@ -273,8 +279,9 @@ class JaxBackend(BackendBase):
 
     def randn(self, shape):
         self._draws += 1
-        return self._out("randn", self._normal(self._key, np.uint32(self._draws),
-                                               tuple(shape)))
+        shape = tuple(shape)
+        return self._out("randn", self._normal(("randn", shape), self._key,
+                                               np.uint32(self._draws), shape))
 
     def sync(self):
         """Block until every array handed out since the last sync is computed (a state a
@@ -293,10 +300,18 @@ class JaxBackend(BackendBase):
         raise NotImplementedError("jax computes gradients only where asked (jax.grad)")
 
     def _region(self, name):
-        return jax.named_scope(name)
+        """Host-side regions (the data fetch) as trace annotations. The regions inside the
+        jitted functions (loss, optimizer) are named scopes, always on (models/jx/runtime.py
+        `scope`): they only name the HLO, so profiled and timed cells run one executable."""
+        return jax.profiler.TraceAnnotation(REGION_PREFIX + name)
 
     def op_profiler(self):
-        raise NotImplementedError("the profile workload does not run JAX yet")
+        return JaxOpProfiler(self.compiled_modules)
+
+    def compiled_modules(self):
+        """The optimized HLO text of every executable this backend compiled."""
+        return [exe.as_text() for aot in self._compiled_functions()
+                for exe in aot.compiled.values()]
 
     def matmul(self, a, b):
         return self._out("matmul", jnp.matmul(a, b))
@@ -325,14 +340,15 @@ class JaxBackend(BackendBase):
         network predicts the noise; loss by DiffusionSpec.loss."""
         a, b = ab[:, 0, None, None, None], ab[:, 1, None, None, None]
         pred = self._apply(params, buffers, a * x0 + b * noise, t, cond, train, rng)
-        d = pred - noise
-        kind = self.diffusion_spec.loss
-        if kind == "l2":
-            return jnp.mean(d * d)
-        if kind == "l1":
-            return jnp.mean(jnp.abs(d))
-        ad = jnp.abs(d)   # huber with delta 1 = torch's smooth_l1 with beta 1
-        return jnp.mean(jnp.where(ad < 1.0, 0.5 * d * d, ad - 0.5))
+        with scope("loss"):
+            d = pred - noise
+            kind = self.diffusion_spec.loss
+            if kind == "l2":
+                return jnp.mean(d * d)
+            if kind == "l1":
+                return jnp.mean(jnp.abs(d))
+            ad = jnp.abs(d)   # huber with delta 1 = torch's smooth_l1 with beta 1
+            return jnp.mean(jnp.where(ad < 1.0, 0.5 * d * d, ad - 0.5))
 
     def _train_fn(self, params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step,
                   cond):
@@ -367,6 +383,7 @@ class JaxBackend(BackendBase):
                              out_specs=(rep, rep, rep, rep), check_vma=False)(
             params, opt_state, ema, buffers, x0, noise, t, ab, lr, key, step, cond)
 
+    @scope("optimizer")
     def _update(self, params, opt_state, ema, grads, lr):
         """Clip, Adam, EMA: (params, opt_state, ema)."""
         clip = self.optim_spec.grad_clip

@@ -31,6 +31,18 @@ def limit_cpus(threads, slot=0):
     return f"CPU affinity: {len(keep)} of {len(allowed)} CPUs ({keep})"
 
 
+# -- profile regions -----------------------------------------------------------------------
+def scope(region):
+    """A region (opcats.REGIONS) inside a jitted function: a jax.named_scope, which only
+    names the HLO it encloses (the op_name metadata the profile classifies by), so it is on
+    in every cell. Usable as a decorator."""
+    import jax
+
+    from models.common.opcats import REGION_PREFIX
+
+    return jax.named_scope(REGION_PREFIX + region)
+
+
 # -- compile accounting ------------------------------------------------------------------
 # Every XLA compile of this process, from jax's own monitoring event: ahead-of-time ones
 # (labelled with the function they compiled) and any implicit one (an eager op, a jit cache
@@ -79,6 +91,9 @@ def compilation_cache():
         return None
     os.makedirs(where, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", where)
+    # The key leaves the HLO's metadata out by default: an executable cached before a named
+    # scope changed would carry the old op_names, which the profile classifies by.
+    jax.config.update("jax_compilation_cache_include_metadata_in_key", True)
     return where
 
 
@@ -101,11 +116,12 @@ class AheadOfTime:
     timed apart; calls then go to the compiled executable, which refuses arguments of any
     other shape or dtype (a TypeError) instead of recompiling behind the clock."""
 
-    def __init__(self, fn, name, donate_argnums=()):
+    def __init__(self, fn, name, donate_argnums=(), static_argnums=()):
         import jax
 
         self.name = name
-        self.jitted = jax.jit(fn, donate_argnums=donate_argnums)
+        self.static = tuple(static_argnums)
+        self.jitted = jax.jit(fn, donate_argnums=donate_argnums, static_argnums=self.static)
         self.compiled = {}
         self.seconds = {}
 
@@ -117,7 +133,8 @@ class AheadOfTime:
                 exe = self.jitted.lower(*args).compile()
             self.seconds[key] = time.perf_counter() - t0
             self.compiled[key] = exe
-        return exe(*args)
+        # the executable takes the traced arguments only: static ones are compiled in
+        return exe(*(a for i, a in enumerate(args) if i not in self.static))
 
 
 def versions(device, thread_limit, math_mode, cache=None):
