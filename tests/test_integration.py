@@ -32,17 +32,18 @@ def test_report_of_a_missing_dir_is_bad_input(tmp_path):
 
 
 @pytest.mark.slow
-def test_quality_workload_writes_fid_records_for_both_frameworks(tmp_path):
+def test_quality_workload_writes_fid_records_for_every_framework(tmp_path):
     # Each step count is scored in a FID child process (~10 s: torch's import, an Inception
     # pass per image, a 2048 x 2048 eigenproblem): 3 images, the pipeline is what is checked.
-    cfg = tiny_config(tmp_path / "results", name="quality", frameworks=["torch", "jittor"],
+    cfg = tiny_config(tmp_path / "results", name="quality",
+                      frameworks=["torch", "jittor", "jax"],
                       workloads=["quality"],
                       quality={"steps": [2, 4], "num_images": 3, "batch_size": 3,
                                "num_reference": 3, "reference": "synthetic:test"})
     proc = harness("bench", write_config(tmp_path / "q.yaml", cfg), "--quiet", timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run,) = run_dirs(tmp_path / "results")
-    for fw in ("torch", "jittor"):
+    for fw in ("torch", "jittor", "jax"):
         recs, _ = read_records(os.path.join(run, "cells", f"{fw}-quality.r1", "events.jsonl"))
         fids = [r for r in recs if r["type"] == "fid"]
         assert [r["steps"] for r in fids] == [2, 4]

@@ -1,10 +1,8 @@
 """Where the time goes: FLOP counts, the op-category table, and the profile workload run for
 real in both frameworks (tiny model), down to the report section."""
-import json
 import os
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -356,14 +354,16 @@ def test_real_profiles_fill_the_categories(profiled_run, framework):
             nat = p["native"]
             assert nat["available"], nat
             assert nat["main_s"] == pytest.approx(sum(nat["classes"].values()))
-            assert nat["classes"]["python"] > 0
-            if framework != "jax":   # JAX's main thread dispatches: XLA's threads run ops
-                assert nat["classes"]["op_code"] > 0, nat["classes"]
+            assert nat["main_s"] > 0, nat
+            if framework != "jax":   # JAX's main thread dispatches: XLA's threads run ops,
+                # and a 3-step chain leaves its Python thread too little time to be sure of
+                # a sample in every class
+                assert nat["classes"]["op_code"] > 0 and nat["classes"]["python"] > 0, nat
             assert p["coverage_native"] == pytest.approx(
                 (p["op_total_s"] + nat["outside_s"]) / p["step_s"])
             assert os.path.getsize(os.path.join(cdir, nat["raw"])) > 0
         if framework in ("jittor", "jax"):
-            assert train["native"]["classes"]["executor"] > 0
+            assert train["native"]["classes"]["executor"] > 0, train["native"]
     else:
         assert train["native"] == {"available": False, "reason": native_mod.problem()}
 

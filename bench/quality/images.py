@@ -89,7 +89,7 @@ def save_gif(frames, path, duration_ms: int = 80, last_frame_ms: int | None = 15
     the result can be seen before the loop restarts."""
     if len(frames) == 0:
         raise ValueError("save_gif: no frames")
-    pictures = []
+    pictures, frames_shape = [], None
     for i, f in enumerate(frames):
         f = np.asarray(f)
         if f.ndim == 2:

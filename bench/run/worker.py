@@ -73,10 +73,14 @@ def run_cell(cell_dir, spec):
                                        f"{pattern!r} (deliberate failure)")
             unet, diffusion, optim = build_specs(cfg)
             if cell["workload"] == "profile":
-                # XLA's GPU command buffers run many kernels as one graph, which the trace
-                # cannot split by HLO instruction; read at XLA's start (no effect on a CPU)
+                # JAX: XLA's GPU command buffers run many kernels as one graph, which the
+                # trace cannot split by HLO instruction (read at XLA's start; no effect on a
+                # CPU); and no persistent compilation cache, whose key leaves the HLO's
+                # metadata out: an executable cached by older code would carry its op_names,
+                # which the profile classifies by
                 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                            " --xla_gpu_enable_command_buffer=").strip()
+                os.environ["DIFFBENCH_JAX_CACHE"] = "off"
             Backend = load_backend(cell["framework"])  # the one framework this process imports
             math_mode = cfg.get("math_mode", "fp32")
             setting = cell["options"].get("setting")

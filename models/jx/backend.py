@@ -37,8 +37,9 @@ from models.registry import MATH_MODES  # noqa: E402
 
 # jax.config names of the CUDA float32 math modes (docs/GPU.md); no effect on a CPU
 MATMUL_PRECISION = {"fp32": "float32", "tf32": "tensorfloat32"}
-# jax.distributed's heartbeat and shutdown timeouts (data-parallel cells)
-DIST_TIMEOUT_S = 15
+# jax.distributed's heartbeat and shutdown timeouts (data-parallel cells): how long a rank
+# waits for a dead peer before its cell fails (docs/JAX.md)
+DIST_TIMEOUT_S = int(os.environ.get("DIFFBENCH_JAX_DIST_TIMEOUT_S", "15"))
 # torch.nn.utils.clip_grad_norm_'s guard: scale = max_norm / (norm + 1e-6), at most 1
 CLIP_EPS = 1e-6
 

@@ -91,9 +91,6 @@ def compilation_cache():
         return None
     os.makedirs(where, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", where)
-    # The key leaves the HLO's metadata out by default: an executable cached before a named
-    # scope changed would carry the old op_names, which the profile classifies by.
-    jax.config.update("jax_compilation_cache_include_metadata_in_key", True)
     return where
 
 
