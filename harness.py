@@ -3,6 +3,7 @@
 
     harness.py bench CONFIG [--set key.sub=value ...] [--only GLOB ...] [--results-dir DIR]
     harness.py bench --resume RUN_DIR [--only GLOB ...]
+    harness.py bench CONFIG --executor slurm [--partition P] [--time-limit MIN] ...
     harness.py env [--no-frameworks] [--json]
     harness.py gpu-check [--out FILE]                 # on a GPU machine; docs/GPU.md
 
@@ -42,7 +43,26 @@ def add_bench(sub):
     p.add_argument("--run-dir-file", metavar="FILE",
                    help="write the run folder's path to FILE as soon as it exists (make bench "
                         "uses it to report the run it just made)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: cells run here (default); slurm: a Slurm job per sweep point "
+                        "through submitit (docs/CLUSTER.md)")
+    p.add_argument("--partition", help="slurm: same as --set slurm.partition=P")
+    p.add_argument("--time-limit", type=int, metavar="MIN",
+                   help="slurm: same as --set slurm.time_limit_min=MIN")
+    p.add_argument("--gpus-per-node", type=int, metavar="N",
+                   help="slurm: same as --set slurm.gpus_per_node=N")
+    p.add_argument("--account", help="slurm: same as --set slurm.account=A")
     p.set_defaults(func=cmd_bench)
+
+
+def slurm_options(cfg, args):
+    """The config's slurm section with the command line's flags on top."""
+    options = dict(cfg.get("slurm") or {"time_limit_min": 60})
+    for key, flag in (("partition", args.partition), ("time_limit_min", args.time_limit),
+                      ("gpus_per_node", args.gpus_per_node), ("account", args.account)):
+        if flag is not None:
+            options[key] = flag
+    return options
 
 
 def cmd_bench(args):
@@ -77,6 +97,21 @@ def cmd_bench(args):
                 overrides.append(f"runner.results_dir={json.dumps(args.results_dir)}")
             cfg = C.load_config(args.config, overrides)
             cells = matrix.select_cells(matrix.expand_cells(cfg), args.only)
+        slurm = None
+        stray = [f for f, v in (("--partition", args.partition), ("--time-limit",
+                 args.time_limit), ("--gpus-per-node", args.gpus_per_node),
+                 ("--account", args.account)) if v is not None]
+        if stray and args.executor != "slurm":
+            raise C.ConfigError(f"{stray[0]}: only with --executor slurm")
+        if args.executor == "slurm":   # refused before anything is written
+            from bench.run.slurm import SlurmError, check
+
+            slurm = slurm_options(cfg, args)
+            try:
+                check(slurm)
+            except SlurmError as e:
+                raise C.ConfigError(str(e)) from None
+        if not args.resume:
             run_dir = runner.new_run_dir(cfg["runner"]["results_dir"], cfg["name"])
     except C.ConfigError as e:
         raise BadInput(str(e)) from None
@@ -84,8 +119,15 @@ def cmd_bench(args):
     if args.run_dir_file:
         with open(args.run_dir_file, "w") as f:
             f.write(run_dir + "\n")
-    code, summaries = runner.run(cfg, cells, run_dir, resume=bool(args.resume),
-                                 argv=sys.argv, progress=not args.quiet)
+    if slurm is not None:
+        from bench.run import slurm as slurm_executor
+
+        code, summaries = slurm_executor.run(cfg, cells, run_dir, slurm,
+                                             resume=bool(args.resume), argv=sys.argv,
+                                             progress=not args.quiet)
+    else:
+        code, summaries = runner.run(cfg, cells, run_dir, resume=bool(args.resume),
+                                     argv=sys.argv, progress=not args.quiet)
     print(runner.format_table(summaries))
     print(f"results: {run_dir}")
     return code

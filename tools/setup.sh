@@ -94,10 +94,11 @@ step "pip: torch and the rest (torch is a ~5.5 GB CUDA build; ~1 min from local 
 pip_install -r requirements.txt
 
 # Real data, a browser for report screenshots, Open MPI (Jittor's data parallelism,
-# docs/DISTRIBUTED.md) and perf (the profile's native sample, docs/REPORT.md) come from
-# Debian packages. Optional: without them the benchmark still runs on synthetic data, the
-# screenshot test skips, Jittor's multi-rank cells are refused with a line naming the
-# packages, and the profile says it has no native sample.
+# docs/DISTRIBUTED.md), perf (the profile's native sample, docs/REPORT.md) and Slurm with
+# munge (the one-node cluster of tests/test_slurm.py, docs/CLUSTER.md) come from Debian
+# packages. Optional: without them the benchmark still runs on synthetic data, the
+# screenshot and Slurm tests skip, Jittor's multi-rank cells are refused with a line naming
+# the packages, and the profile says it has no native sample.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   [ -d /usr/share/datasets/fashion-mnist ] || missing="$missing dataset-fashion-mnist"
@@ -108,6 +109,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     step "apt-get install$missing"
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null; } \
       || echo "[setup] WARNING: could not install$missing (continuing without)" >&2
+  fi
+  # apart: a package whose service cannot start here must not take the others down with it
+  if ! { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null; then
+    step "apt-get install slurm-wlm munge"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+      || echo "[setup] WARNING: could not install slurm-wlm munge (the Slurm tests will skip)" >&2
   fi
 fi
 

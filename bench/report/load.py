@@ -34,7 +34,7 @@ class RunData:
 # setting: the `variants` entry a cell runs (docs/VARIANTS.md); None for the matched cells
 # world_size: ranks of a data-parallel train cell (docs/DISTRIBUTED.md); 1 otherwise
 UNIT_COLUMNS = ["cell", "replicate", "unit", "framework", "workload", "variant", "setting",
-                "world_size", "status", "error", "dir", "t_start"]
+                "world_size", "status", "error", "dir", "t_start", "slot", "slot_info"]
 # A cell's status is "ok" when every replicate is; otherwise the first other status.
 CELL_COLUMNS = ["cell", "framework", "workload", "variant", "setting", "world_size", "status",
                 "error", "dir", "replicates", "replicates_ok"]
@@ -153,7 +153,10 @@ def load_run(run_dir) -> RunData:
                           "variant": variant, "setting": setting or None,
                           "world_size": int(world),
                           "status": str(status), "error": error,
-                          "dir": str(cdir), "t_start": t_start})
+                          "dir": str(cdir), "t_start": t_start,
+                          # runner.slots > 1: where it ran (bench/run/slots.py)
+                          "slot": (summary.get("slot") or {}).get("slot"),
+                          "slot_info": summary.get("slot")})
         recs = [dict(r, source="events") for r in events] + \
                [dict(r, source="monitor", type=r.get("type", "monitor")) for r in monitor]
         if recs:

@@ -8,7 +8,8 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from bench.report import distributed, facts, fmt, plots, profile, sweep, tables, variants
+from bench.report import (distributed, facts, fmt, plots, profile, slots, sweep, tables,
+                          variants)
 from bench.report.headline import headline
 from bench.report.load import ReportInputError, RunData, first_replicate, load_run, measured
 from bench.stats.replicates import MIN_REPLICATES
@@ -57,6 +58,7 @@ def overview(run: RunData) -> fmt.Section:
                      "the machine falls on every framework alike.")
         s.blocks.append(t)
     s.blocks.append(fmt.Note(replication_note(run)))
+    s.blocks += slots.blocks(run)
     if not tables.has_gpu(run):
         s.blocks.append(fmt.Note("No GPU in this run: GPU utilisation, device memory and energy "
                                  "are not measured; CPU utilisation and host memory are shown instead."))

@@ -238,6 +238,10 @@ def point_table(points: list, rows: pd.DataFrame, gaps: dict, baseline: str) -> 
     columns += [f"{fw} peak memory (MiB)" for fw in fws]
     columns += [f"{fw} ÷ {baseline}, sampling step" for fw in others]
     columns += ["largest category gap (profiled)", "parity", "cells"]
+    machines = {pt.name: machine(pt) for pt in points if pt.run is not None}
+    several = len(set(machines.values())) > 1   # e.g. Slurm jobs on different nodes
+    if several:
+        columns.insert(1, "machine")
     out = []
     for pt in points:
         if pt.run is None:
@@ -246,7 +250,8 @@ def point_table(points: list, rows: pd.DataFrame, gaps: dict, baseline: str) -> 
         mine = rows[rows["point"] == pt.name] if len(rows) else rows
         train = {r["framework"]: r for _, r in mine.iterrows() if r["workload"] == TRAINING}
         samp = mine[mine["workload"] != TRAINING] if len(mine) else mine
-        line = [pt.name, _params(pt.params), fmt.num(pt.train_gflop)]
+        line = [pt.name] + ([machines[pt.name]] if several else []) + \
+            [_params(pt.params), fmt.num(pt.train_gflop)]
         line += [_step_cell(train[fw]) if fw in train else fmt.DASH for fw in fws]
         line += [fmt.ratio(train[fw]["ratio"]) if fw in train else fmt.DASH for fw in others]
         line += [(f"{fmt.num(train[fw]['gflops'])} ({_pct(train[fw]['peak_fraction'])})"
@@ -272,7 +277,19 @@ def point_table(points: list, rows: pd.DataFrame, gaps: dict, baseline: str) -> 
         f"largest difference from {baseline} in a training step (ms, and in units of "
         f"{baseline}'s step). Parity: the short check of the point's model (forward, loss, "
         f"gradients, one Adam step) by `harness.py parity --config` (`make bench` runs it "
-        f"first), 'not checked' where no record of it exists."))
+        f"first), 'not checked' where no record of it exists." + (
+            " The points ran on different machines (the machine column: each point's "
+            "manifest, written by the node that ran it): every ratio is within its own "
+            "machine, and a change between points of different machines is the machines' "
+            "as much as the size's." if several else "")))
+
+
+def machine(pt) -> str:
+    """The hardware that measured a point: its GPU's name, else its CPU model."""
+    m = pt.run.manifest or {}
+    devices = (m.get("gpu") or {}).get("devices") or []
+    gpus = sorted({d.get("name") for d in devices if d.get("name")})
+    return ", ".join(gpus) or (m.get("host") or {}).get("cpu_model") or "unknown"
 
 
 def _step_cell(r) -> str:

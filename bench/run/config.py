@@ -47,6 +47,11 @@ def _check_value(value, f, key):
         return check_variants(value, key)
     if f.kind == "sweep":
         return sweep_axis.normalize(value, key)
+    if f.kind == "slots":
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool)
+                               and value >= 1):
+            return value
+        raise ConfigError(f"{key}: {value!r}: a number of slots (>= 1) or 'auto'")
     return check_value(value, f, key)
 
 
@@ -307,6 +312,8 @@ def validate(cfg, where="config:", check_paths=True):
     if "train" in cfg["workloads"]:
         _check_world_sizes(cfg, where)
 
+    _check_slots(cfg, where)
+
     if cfg["sample"]["cfg_scale"] is not None and not (
             isinstance(unet, DiTSpec) and unet.num_classes and unet.class_dropout > 0):
         raise ConfigError(f"{where}sample.cfg_scale: guidance needs a class-conditional DiT "
@@ -394,6 +401,21 @@ def _check_world_sizes(cfg, where):
             why = mpi_problem()
             if why:
                 raise ConfigError(f"{where}train.world_size: {why}")
+
+
+def _check_slots(cfg, where):
+    """runner.slots must fit the machine (bench/run/slots.py); a data-parallel cell takes
+    several devices itself, so it does not run in a slot."""
+    from bench.run.slots import SlotError, plan
+
+    try:
+        n = len(plan(cfg["runner"].get("slots", 1), cfg["device"], cfg.get("threads")))
+    except SlotError as e:
+        raise ConfigError(f"{where}runner.slots: {e}") from None
+    if n > 1 and "train" in cfg["workloads"] and max(cfg["train"]["world_size"]) > 1:
+        raise ConfigError(f"{where}runner.slots: {n} slots with train.world_size "
+                          f"{cfg['train']['world_size']}: a data-parallel cell takes several "
+                          f"devices itself; use slots 1 for data-parallel runs")
 
 
 def _check_steps(key, steps, sampler, skip, T):

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -22,7 +23,7 @@ from bench.measure.monitor import Monitor
 from bench.measure.monitor import summarize as monitor_summary
 from bench.records import results as res
 from bench.records.errors import failure_line, log_tail, strip_ansi
-from bench.run import distributed
+from bench.run import distributed, slots as slotmod
 from bench.run.config import config_hash, point_configs
 from bench.run.matrix import ORDER_SCHEME, Cell, expected_records
 
@@ -64,7 +65,7 @@ def write_manifest(run_dir, cfg, cells, argv=None, *, run_id=None, calibration=_
                    extra=None):
     """The run's identity: environment, full config + hash, seed, cells (Cells, or their dicts
     where a task lays out its folders itself). Framework versions are
-    filled in from each cell's start record as cells finish (see _record_versions).
+    filled in from each cell's start record as cells finish (see record_versions).
     A sweep's points pass their run id (<run>/<point>), the sweep's calibration (one machine,
     one job: measured once) and `extra` (the point's name and overrides)."""
     manifest = {
@@ -95,7 +96,7 @@ def write_manifest(run_dir, cfg, cells, argv=None, *, run_id=None, calibration=_
     return manifest
 
 
-def _record_versions(run_dir, manifest, cell, cells_root=None):
+def record_versions(run_dir, manifest, cell, cells_root=None):
     """The framework's versions from the cell's start record into run_dir's manifest;
     cells_root: where the cell's folder is when not under run_dir (a sweep's point)."""
     if manifest["frameworks"].get(cell.framework):
@@ -157,19 +158,22 @@ class Progress:
         self.tty = enabled and sys.stderr.isatty()
         self.enabled = enabled
         self.outer = self.inner = None
+        self.concurrent = False   # cells side by side (runner.slots): no per-cell bar
+        self.lock = threading.RLock()
         if self.tty:
             self.outer = tqdm(total=n_cells, desc="cells", unit="cell", position=0)
 
     def line(self, text):
         if not self.enabled:
             return
-        if self.tty:
-            tqdm.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
+        with self.lock:
+            if self.tty:
+                tqdm.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr, flush=True)
 
     def cell_start(self, cell_id, total):
-        if self.tty:
+        if self.tty and not self.concurrent:
             self.inner = tqdm(total=total, desc=cell_id, unit="rec", position=1, leave=False)
         else:
             self.line(f"[{cell_id}] started")
@@ -189,12 +193,13 @@ class Progress:
                           f"#{r['repeat']}: {r['time_s']:.3f} s")
 
     def cell_end(self, cell_id, status, wall_s):
-        if self.inner is not None:
-            self.inner.close()
-            self.inner = None
-        if self.outer is not None:
-            self.outer.update(1)
-        self.line(f"[{cell_id}] {status} in {wall_s:.1f} s")
+        with self.lock:
+            if self.inner is not None:
+                self.inner.close()
+                self.inner = None
+            if self.outer is not None:
+                self.outer.update(1)
+            self.line(f"[{cell_id}] {status} in {wall_s:.1f} s")
 
     def close(self):
         if self.outer is not None:
@@ -218,8 +223,10 @@ def signal_reason(signum):
         return f"killed by signal {signum}"
 
 
-def run_cell(run_dir, cfg, cell, progress):
-    """Run one cell to completion, timeout or failure; returns its final summary dict."""
+def run_cell(run_dir, cfg, cell, progress, slot=None, stop=None):
+    """Run one cell to completion, timeout or failure; returns its final summary dict.
+    slot: the bench/run/slots.py Slot it runs in when runner.slots > 1 (its cores, its GPU);
+    stop: an Event another thread sets to end the run (Ctrl-C): the worker is killed."""
     d = res.cell_dir(run_dir, cell.unit_id)
     if os.path.isdir(d):  # a torn attempt (resume): its partial records would mix with new ones
         shutil.rmtree(d)
@@ -228,7 +235,11 @@ def run_cell(run_dir, cfg, cell, progress):
     threads = resolved_threads(cfg)
     if world > 1:
         threads = distributed.threads_per_rank(cfg, threads, world, cell.framework)
+    if slot is not None:   # the slot's cores, all of them unless `threads` asks for fewer
+        threads = min(threads or len(slot.cores), len(slot.cores))
     env = child_env(threads, cfg)
+    if slot is not None:
+        env = slot.env(env)
     spec_path = os.path.join(d, res.SPEC)
     res.write_json_atomic(spec_path, {"cell": cell.to_dict(), "config": cfg, "threads": threads})
     stderr_path = os.path.join(d, res.STDERR)
@@ -247,7 +258,7 @@ def run_cell(run_dir, cfg, cell, progress):
         proc = subprocess.Popen(
             distributed.launch_argv(cell.framework, world, worker, cfg, env),
             stdin=subprocess.DEVNULL, stdout=err, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-            env=env)
+            env=env, preexec_fn=slot.pin if slot is not None else None)
     mon = None
     if cfg["monitor"]["enabled"]:
         mon = Monitor(proc.pid, os.path.join(d, res.MONITOR), cfg["monitor"]["interval_s"],
@@ -256,6 +267,8 @@ def run_cell(run_dir, cfg, cell, progress):
     timed_out = False
     try:
         while proc.poll() is None:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             if time.perf_counter() - t0 > timeout_s:
                 timed_out = True
                 _kill_tree(proc)
@@ -283,7 +296,7 @@ def run_cell(run_dir, cfg, cell, progress):
         if ranks[0] != 0:  # another node: rank 0 (and the cell's records) are on node 0
             summary = _node_summary(d, ranks[0], cfg["distributed"])
     if timed_out:
-        summary = _failed(cell, "timeout", f"timed out after {timeout_s:g} s "
+        summary = failed_summary(cell, "timeout", f"timed out after {timeout_s:g} s "
                           f"(runner.timeout_s)", started, stderr_path)
     elif summary is None or rc != 0:
         if errors:
@@ -294,12 +307,14 @@ def run_cell(run_dir, cfg, cell, progress):
             why = "worker exited 0 without writing a summary (did the framework ask to rerun?)"
         if summary is not None and rc != 0:
             why = f"worker exited with code {rc} after writing its summary"
-        summary = _failed(cell, "failed", why, started, stderr_path)
+        summary = failed_summary(cell, "failed", why, started, stderr_path)
     summary.setdefault("metrics", {})
     summary["wall_s"] = wall_s
     summary["returncode"] = rc
     if cell.point:
         summary["point"] = cell.point
+    if slot is not None:
+        summary["slot"] = slot.to_dict()
     if mon is not None:
         samples, _ = res.read_records(os.path.join(d, res.MONITOR))
         epochs = [r for r in events if r.get("type") == "epoch"]
@@ -384,7 +399,7 @@ def measured_windows(events):
     return windows, images
 
 
-def _failed(cell, status, error, started, stderr_path):
+def failed_summary(cell, status, error, started, stderr_path):
     return {"cell": cell.cell_id, "replicate": cell.replicate, "unit": cell.unit_id,
             "framework": cell.framework, "workload": cell.workload,
             "variant": cell.variant, "setting": cell.options.get("setting"),
@@ -396,10 +411,10 @@ def _failed(cell, status, error, started, stderr_path):
             "finished": time.time(), "metrics": {}}
 
 
-def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
-    """Run (or resume) a matrix into run_dir. Returns (exit code, list of summaries).
-    A sweep's cells run in the folders of their points (records/results.point_dir), each
-    point with its own manifest and config, in the one interleaved order of `cells`."""
+def open_run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
+    """The run folder's manifests (new, or marked resumed) and the progress output, with the
+    run's first line: (manifest, {point: its manifest}, {point: its config}, Progress).
+    Shared by the local runner and the Slurm submitter (bench/run/slurm.py)."""
     points = point_configs(cfg)
     if resume:
         manifest = _resumed(run_dir, argv)
@@ -418,24 +433,89 @@ def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
                                                      if points else "") +
               f" x {cfg['runner']['replicates']} replicate(s) "
               f"= {len(cells)} process(es), {resolved_threads(cfg)} thread(s)")
-    summaries = []
-    try:
-        for cell in cells:
-            where = res.point_dir(run_dir, cell.point) if cell.point else run_dir
-            done = res.read_summary(where, cell.unit_id) if resume else None
-            if done is not None and done.get("status") == "ok":
-                prog.cell_end(cell.label, "ok (kept from the earlier attempt)",
-                              done.get("wall_s") or 0.0)
-                summaries.append(done)
-                continue
-            summaries.append(run_cell(where, points.get(cell.point, cfg), cell, prog))
-            _record_versions(where, point_manifests.get(cell.point, manifest), cell)
+    return manifest, point_manifests, points, prog
+
+
+def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
+    """Run (or resume) a matrix into run_dir. Returns (exit code, list of summaries).
+    A sweep's cells run in the folders of their points (records/results.point_dir), each
+    point with its own manifest and config, in the one interleaved order of `cells`."""
+    manifest, point_manifests, points, prog = open_run(cfg, cells, run_dir, resume=resume,
+                                                       argv=argv, progress=progress)
+    slots = run_slots(cfg)
+    if len(slots) > 1:
+        prog.concurrent = True
+        prog.line(f"runner.slots: {len(slots)} cells at a time, "
+                  + "; ".join(_slot_words(s) for s in slots))
+    done_lock = threading.Lock()   # the manifests are read, changed and written per cell
+
+    def one(cell, slot=None, stop=None):
+        where = res.point_dir(run_dir, cell.point) if cell.point else run_dir
+        done = res.read_summary(where, cell.unit_id) if resume else None
+        if done is not None and done.get("status") == "ok":
+            prog.cell_end(cell.label, "ok (kept from the earlier attempt)",
+                          done.get("wall_s") or 0.0)
+            return done
+        summary = run_cell(where, points.get(cell.point, cfg), cell, prog, slot, stop)
+        with done_lock:
+            record_versions(where, point_manifests.get(cell.point, manifest), cell)
             if cell.point:  # the sweep's own manifest too (its cells are in the point's)
-                _record_versions(run_dir, manifest, cell, cells_root=where)
+                record_versions(run_dir, manifest, cell, cells_root=where)
+        return summary
+
+    try:
+        summaries = [one(c) for c in cells] if len(slots) == 1 else \
+            _run_in_slots(cells, slots, one)
     finally:
         prog.close()
     failed = [s for s in summaries if s.get("status") != "ok"]
     return (1 if failed else 0), summaries
+
+
+def run_slots(cfg):
+    """The run's slots (runner.slots; bench/run/slots.py): [one slot of every core] unless
+    several were asked for."""
+    return slotmod.plan(cfg["runner"].get("slots", 1), cfg["device"],
+                        cfg.get("threads"))
+
+
+def _slot_words(slot):
+    gpu = f"GPU {slot.gpu} + " if slot.gpu is not None else ""
+    return f"slot {slot.index}: {gpu}CPUs {list(slot.cores)}"
+
+
+def _run_in_slots(cells, slots, one):
+    """Each slot's cells (slots.assign) in run order, the slots side by side, one thread
+    each. Ctrl-C stops every slot: their workers are killed, then it is raised here."""
+    where = slotmod.assign(cells, len(slots))
+    results, stop, errors = {}, threading.Event(), []
+
+    def work(slot):
+        try:
+            for cell in cells:
+                if stop.is_set():
+                    return
+                if where[cell.label] == slot.index:
+                    results[cell.label] = one(cell, slot, stop)
+        except BaseException as e:  # noqa: B036 - handed to the main thread
+            errors.append(e)
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(s,), daemon=True) for s in slots]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=POLL_S)
+    except BaseException:
+        stop.set()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+    return [results[c.label] for c in cells]
 
 
 def _start_run(run_dir, cfg, cells, argv, *, sweep=(), **manifest_args):
@@ -457,8 +537,12 @@ def _resumed(run_dir, argv):
 
 
 def cells_from_manifest(manifest):
-    return [Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {},
-                 c.get("replicate") or 1, c.get("point") or "") for c in manifest["cells"]]
+    return [cell_from_dict(c) for c in manifest["cells"]]
+
+
+def cell_from_dict(c):
+    return Cell(c["framework"], c["workload"], c.get("variant") or "", c.get("options") or {},
+                c.get("replicate") or 1, c.get("point") or "")
 
 
 def _figure(value, spec):

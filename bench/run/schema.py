@@ -358,9 +358,21 @@ SCHEMA = {
         "timeout_s": Field("float", 1800.0, "wall-clock limit per cell (per replicate)",
                            above=0.0),
         "results_dir": Field("str", "results", "where run folders are created"),
+        "slots": Field("slots", 1, "cells run side by side, each on its own cores (and GPU): "
+                       "1 = one at a time; N; auto = one per visible GPU, or on a CPU as many "
+                       "sets of `threads` cores as fit (docs/CLUSTER.md)"),
         "peak_matmul_n": Field("int", 2048, "train/sample cells time an n x n float32 matmul "
                                "at start: the measured peak their GFLOP/s is a fraction of "
                                "(~1 s on 2 cores); 0 = skip (no % of peak)", minimum=0),
+    },
+    "slurm": {   # harness.py bench --executor slurm (docs/CLUSTER.md); flags override these
+        "partition": Field("str", None, "the partition to submit to (null: the cluster's "
+                           "default)", nullable=True),
+        "time_limit_min": Field("int", 60, "each job's time limit in minutes (a job is one "
+                                "sweep point, or the whole run without a sweep)", minimum=1),
+        "gpus_per_node": Field("int", 0, "GPUs each job asks for (0: none, or 1 when device is "
+                               "cuda)", minimum=0),
+        "account": Field("str", None, "the account jobs are charged to", nullable=True),
     },
     "debug": {
         "inject_delay_s": Field("float", 0.0, "known sleep added inside every train "
@@ -408,7 +420,8 @@ def _type_name(f):
     names = {"int": "an integer", "float": "a number", "bool": "true or false",
              "str": "a string", "runs": "a list of mappings",
              "variants": "a list of mappings", "flags": "a mapping",
-             "sweep": "a list of points or {product: ...}"}
+             "sweep": "a list of points or {product: ...}",
+             "slots": "an integer >= 1 or auto"}
     if f.kind == "list":
         plural = {"int": "integers", "float": "numbers", "str": "strings"}[f.item.kind]
         return f"a list of {plural}" + (" (or one value)" if f.scalar_ok else "")

@@ -1,0 +1,132 @@
+"""A real one-node Slurm cluster for the tests: munged, slurmctld and slurmd on this machine
+(Debian's slurm-wlm and munge, which tools/setup.sh installs), configured in a temporary
+folder and stopped afterwards. Jobs run as root in the test's own file system, which the
+"nodes" share by being this machine."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")
+MUNGE_KEY = "/etc/munge/munge.key"
+MUNGE_SOCKET_DIR = "/run/munge"
+
+
+def missing():
+    """Why a Slurm cluster cannot be started here, or None."""
+    gone = [d for d in DAEMONS if shutil.which(d) is None]
+    if gone:
+        return f"{', '.join(gone)} not on PATH (apt install slurm-wlm munge; tools/setup.sh does)"
+    if os.geteuid() != 0:
+        return "the test cluster runs its daemons as root"
+    return None
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CONF = """ClusterName=diffbench-test
+SlurmctldHost={host}
+SlurmUser=root
+SlurmdUser=root
+SlurmctldPort={ctld_port}
+SlurmdPort={d_port}
+AuthType=auth/munge
+StateSaveLocation={dir}/state
+SlurmdSpoolDir={dir}/spool
+SlurmctldPidFile={dir}/slurmctld.pid
+SlurmdPidFile={dir}/slurmd.pid
+SlurmctldLogFile={dir}/slurmctld.log
+SlurmdLogFile={dir}/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+ReturnToService=2
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MinJobAge=600
+InactiveLimit=0
+KillWait=5
+NodeName={host} CPUs={cpus} State=UNKNOWN
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class Cluster:
+    def __init__(self, folder):
+        self.dir = str(folder)
+        self.conf = os.path.join(self.dir, "slurm.conf")
+        self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.munged = None
+
+    def _run(self, *argv, check=True):
+        return subprocess.run(list(argv), env=self.env, capture_output=True, text=True,
+                              timeout=60, check=check)
+
+    def start(self):
+        host = socket.gethostname().split(".")[0]
+        for sub in ("state", "spool"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(host=host, dir=self.dir, cpus=os.cpu_count(),
+                                ctld_port=_free_port(), d_port=_free_port()))
+        self._start_munge()
+        self._run("slurmctld", "-f", self.conf)
+        self._run("slurmd", "-f", self.conf)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            state = self._run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
+            if state in ("idle", "mixed", "allocated"):
+                return self
+            time.sleep(0.5)
+        raise RuntimeError(f"the test Slurm did not come up (sinfo: {state!r}); logs in "
+                           f"{self.dir}")
+
+    def _start_munge(self):
+        if self._run("munge", "-n", check=False).returncode == 0:
+            return   # a munged is already running (the machine's own)
+        if not os.path.exists(MUNGE_KEY):
+            os.makedirs(os.path.dirname(MUNGE_KEY), exist_ok=True)
+            with open(MUNGE_KEY, "wb") as f:
+                f.write(os.urandom(1024))
+            os.chmod(MUNGE_KEY, 0o400)
+        os.makedirs(MUNGE_SOCKET_DIR, exist_ok=True)
+        pidfile = os.path.join(self.dir, "munged.pid")
+        self._run("munged", "--force", f"--pid-file={pidfile}")
+        self.munged = pidfile
+
+    def jobs(self):
+        out = self._run("squeue", "-h", "-o", "%i %T", check=False).stdout
+        return [line.split() for line in out.splitlines() if line.strip()]
+
+    def stop(self):
+        self._run("scancel", "--full", "-u", "root", check=False)
+        for name in ("slurmd", "slurmctld"):
+            _kill_pidfile(os.path.join(self.dir, f"{name}.pid"))
+        if self.munged:
+            _kill_pidfile(self.munged)
+
+
+def _kill_pidfile(path):
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

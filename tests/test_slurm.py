@@ -1,0 +1,163 @@
+"""`harness.py bench --executor slurm` (bench/run/slurm.py) on a real one-node Slurm started
+for these tests (tests/slurm_cluster.py): a sweep through Slurm gives the report a local run
+gives, a cancelled job fails its cells and --resume submits only what is missing, Ctrl-C
+cancels the run's jobs, and bad input is refused before anything is written."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, harness, run_dirs, tiny_config, write_config
+from tests.slurm_cluster import Cluster, missing
+
+pytestmark = pytest.mark.process
+
+needs_slurm = pytest.mark.skipif(missing() is not None, reason=str(missing()))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("slurm")).start()
+    yield c
+    c.stop()
+
+
+def sweep_config(results_dir, **kw):
+    """Two points, torch and Jittor, one training cell each: 4 processes."""
+    cfg = tiny_config(results_dir, frameworks=["torch", "jittor"], workloads=["train"],
+                      sweep=[{"name": "small"}, {"name": "wide", "model": {"base_channels": 16}}],
+                      **kw)
+    cfg["runner"]["replicates"] = 1
+    return cfg
+
+
+def _headings(md):
+    return [line for line in md.splitlines() if line.startswith("## ")]
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_a_sweep_through_slurm_reports_like_a_local_one(tmp_path, cluster):
+    cfg = sweep_config(tmp_path / "results")
+    path = write_config(tmp_path / "s.yaml", cfg)
+    proc = harness("bench", path, "--executor", "slurm", "--time-limit", "20", timeout=900,
+                   env=cluster.env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"\[slurm\] job \d+: small \(2 processes\)", proc.stderr), proc.stderr
+    (run_dir,) = run_dirs(tmp_path / "results")
+    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
+    jobs = manifest["slurm_jobs"]
+    assert [(j["point"], j["state"]) for j in jobs] == [("small", "COMPLETED"),
+                                                        ("wide", "COMPLETED")]
+    for job in jobs:
+        pm = json.load(open(os.path.join(run_dir, "points", job["point"], "manifest.json")))
+        assert pm["slurm"] == {"job_id": job["job_id"], "node": job["node"]}
+        assert pm["host"]["cpu_model"]
+    local = harness("bench", path, "--quiet", timeout=900)
+    assert local.returncode == 0, local.stderr[-3000:]
+    reports = {}
+    for kind, run in zip(("slurm", "local"), sorted(run_dirs(tmp_path / "results"))):
+        out = tmp_path / f"report-{kind}"
+        rep = harness("report", run, "--out", out)
+        assert rep.returncode == 0, rep.stderr[-2000:]
+        reports[kind] = (out / "report.md").read_text()
+    assert _headings(reports["slurm"]) == _headings(reports["local"])
+    assert "## How the gap changes with size" in reports["slurm"]
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_a_cancelled_job_fails_its_cells_and_resume_runs_only_those(tmp_path, cluster):
+    cfg = sweep_config(tmp_path / "results")
+    path = write_config(tmp_path / "s.yaml", cfg)
+    bench = subprocess.Popen([sys.executable, "harness.py", "bench", path, "--executor",
+                              "slurm", "--quiet"], cwd=REPO, env=cluster.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = _first_running_job(cluster)
+    subprocess.run(["scancel", victim], env=cluster.env, check=True)
+    out, err = bench.communicate(timeout=900)
+    assert bench.returncode == 1, out[-2000:] + err[-2000:]
+    (run_dir,) = run_dirs(tmp_path / "results")
+    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
+    states = {j["point"]: j["state"] for j in manifest["slurm_jobs"]}
+    assert states == {"small": "CANCELLED", "wide": "COMPLETED"}, states
+    cells = os.path.join(run_dir, "points", "small", "cells")
+    summaries = {u: json.load(open(os.path.join(cells, u, "summary.json")))
+                 for u in os.listdir(cells)}
+    failed = [s for s in summaries.values() if s["status"] != "ok"]
+    assert failed and all(f"slurm job {victim} ended CANCELLED" in s["error"] for s in failed)
+    proc = harness("bench", "--resume", run_dir, "--executor", "slurm", timeout=900,
+                   env=cluster.env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"\[slurm\] job \d+: small", proc.stderr)
+    assert not re.search(r"\[slurm\] job \d+: wide", proc.stderr)   # wide was complete
+    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
+    assert [j["state"] for j in manifest["slurm_jobs"]] == ["CANCELLED", "COMPLETED",
+                                                            "COMPLETED"]
+
+
+def _first_running_job(cluster, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        running = [j for j, state in cluster.jobs() if state == "RUNNING"]
+        if running:
+            time.sleep(2)   # into its first cell
+            return running[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no job started: {cluster.jobs()}")
+
+
+@needs_slurm
+def test_ctrl_c_cancels_the_runs_jobs(tmp_path, cluster):
+    path = write_config(tmp_path / "s.yaml", sweep_config(tmp_path / "results"))
+    bench = subprocess.Popen([sys.executable, "harness.py", "bench", path, "--executor",
+                              "slurm"], cwd=REPO, env=cluster.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    _first_running_job(cluster)
+    bench.send_signal(signal.SIGINT)
+    _, err = bench.communicate(timeout=120)
+    assert bench.returncode != 0 and "cancelled the run's 2 job(s)" in err, err[-2000:]
+    deadline = time.time() + 30
+    while cluster.jobs() and time.time() < deadline:
+        time.sleep(0.5)
+    assert cluster.jobs() == []
+
+
+@needs_slurm
+def test_an_unknown_partition_is_slurms_own_refusal(tmp_path, cluster):
+    path = write_config(tmp_path / "s.yaml", sweep_config(tmp_path / "results"))
+    proc = harness("bench", path, "--executor", "slurm", "--partition", "nope", env=cluster.env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: --executor slurm: Slurm refused the job: sbatch: error: invalid partition")
+    assert not (tmp_path / "results").exists()
+
+
+def test_no_sbatch_on_path_is_refused(tmp_path):
+    path = write_config(tmp_path / "s.yaml", sweep_config(tmp_path / "results"))
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable))
+    proc = harness("bench", path, "--executor", "slurm", env=env)
+    assert proc.returncode == 2 and "sbatch is not on PATH" in proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_no_submitit_is_refused(tmp_path):
+    """Without submitit (hidden from this process by a sitecustomize) the line says so."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text("import sys\nsys.modules['submitit'] = None\n")
+    bin_dir = tmp_path / "bin"   # an sbatch that is never run: the check stops before it
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(hide), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    path = write_config(tmp_path / "s.yaml", sweep_config(tmp_path / "results"))
+    proc = harness("bench", path, "--executor", "slurm", env=env)
+    assert proc.returncode == 2 and "submitit package is not installed" in proc.stderr, \
+        proc.stderr
+    assert not (tmp_path / "results").exists()
