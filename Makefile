@@ -43,7 +43,7 @@ report: setup
 # The tests' shared real runs are warmed once, here (tools/setup.sh --tests), not by make bench.
 test: setup
 	@VENV=$(VENV) bash tools/setup.sh --tests
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=20 $(ARGS)
 
 # The edit loop's tier (<= 2 min): config, statistics, reports from stored records, layering,
 # specs, the math and bad input; no framework process, nothing slow (tests/conftest.py).
