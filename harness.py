@@ -108,7 +108,7 @@ def cmd_bench(args):
 
             slurm = slurm_options(cfg, args)
             try:
-                check(slurm)
+                check(slurm, cfg, cells)
             except SlurmError as e:
                 raise C.ConfigError(str(e)) from None
         if not args.resume:

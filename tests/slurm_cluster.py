@@ -38,11 +38,11 @@ SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
 AuthType=auth/munge
 StateSaveLocation={dir}/state
-SlurmdSpoolDir={dir}/spool
+SlurmdSpoolDir={dir}/spool-%n
 SlurmctldPidFile={dir}/slurmctld.pid
-SlurmdPidFile={dir}/slurmd.pid
+SlurmdPidFile={dir}/slurmd-%n.pid
 SlurmctldLogFile={dir}/slurmctld.log
-SlurmdLogFile={dir}/slurmd.log
+SlurmdLogFile={dir}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 MpiDefault=none
@@ -56,14 +56,20 @@ AccountingStorageType=accounting_storage/none
 MinJobAge=600
 InactiveLimit=0
 KillWait=5
-NodeName={host} CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{nodes}
+PartitionName=debug Nodes={names} Default=YES MaxTime=INFINITE State=UP
 """
+# Several "nodes" on this one machine: each its own slurmd (`slurmd -N name`) on a port of its
+# own, all reached at 127.0.0.1; jobs of several nodes get srun steps on each of them.
+NODE = "NodeName={name} NodeHostname={host} NodeAddr=127.0.0.1 Port={port} CPUs={cpus} State=UNKNOWN"
 
 
 class Cluster:
-    def __init__(self, folder):
+    """nodes=1: one node named as this machine; nodes=N: nodes n1..nN, all on this machine."""
+
+    def __init__(self, folder, nodes=1):
         self.dir = str(folder)
+        self.nodes = nodes
         self.conf = os.path.join(self.dir, "slurm.conf")
         self.env = dict(os.environ, SLURM_CONF=self.conf)
         self.munged = None
@@ -74,18 +80,25 @@ class Cluster:
 
     def start(self):
         host = socket.gethostname().split(".")[0]
-        for sub in ("state", "spool"):
-            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "state"), exist_ok=True)
+        names = [host] if self.nodes == 1 else [f"n{i + 1}" for i in range(self.nodes)]
+        lines = [f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN"] if self.nodes == 1 \
+            else [NODE.format(name=n, host=host, port=_free_port(), cpus=os.cpu_count())
+                  for n in names]
         with open(self.conf, "w") as f:
-            f.write(CONF.format(host=host, dir=self.dir, cpus=os.cpu_count(),
-                                ctld_port=_free_port(), d_port=_free_port()))
+            f.write(CONF.format(host=host, dir=self.dir, ctld_port=_free_port(),
+                                d_port=_free_port(), nodes="\n".join(lines),
+                                names=",".join(names)))
         self._start_munge()
         self._run("slurmctld", "-f", self.conf)
-        self._run("slurmd", "-f", self.conf)
+        for name in names:
+            self._run("slurmd", "-f", self.conf, *(["-N", name] if self.nodes > 1 else []))
         deadline = time.time() + 60
         while time.time() < deadline:
-            state = self._run("sinfo", "-h", "-o", "%T", check=False).stdout.strip()
-            if state in ("idle", "mixed", "allocated"):
+            states = self._run("sinfo", "-h", "-N", "-o", "%T", check=False).stdout.split()
+            state = " ".join(states)
+            if len(states) == len(names) and \
+                    all(s in ("idle", "mixed", "allocated") for s in states):
                 return self
             time.sleep(0.5)
         raise RuntimeError(f"the test Slurm did not come up (sinfo: {state!r}); logs in "
@@ -110,8 +123,9 @@ class Cluster:
 
     def stop(self):
         self._run("scancel", "--full", "-u", "root", check=False)
-        for name in ("slurmd", "slurmctld"):
-            _kill_pidfile(os.path.join(self.dir, f"{name}.pid"))
+        for pidfile in sorted(os.listdir(self.dir)):   # slurmd-<node>.pid, slurmctld.pid
+            if pidfile.startswith("slurm") and pidfile.endswith(".pid"):
+                _kill_pidfile(os.path.join(self.dir, pidfile))
         if self.munged:
             _kill_pidfile(self.munged)
 

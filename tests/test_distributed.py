@@ -47,6 +47,35 @@ def test_launch_commands():
     assert dist_run.threads_per_rank(cfg, 2, 2) == 1 and dist_run.threads_per_rank(cfg, 2, 4) == 1
 
 
+def test_launch_commands_in_a_slurm_allocation_of_nnodes(monkeypatch):
+    """The batch script of a 2-node job: torchrun on each node through srun (node rank from
+    $SLURM_NODEID, rendezvous at the first node), mpirun an equal share of ranks per node; in
+    a job step, or with another node count, the launchers are placed by hand as before."""
+    cfg = {"distributed": {"master_addr": "127.0.0.1", "master_port": 29511, "nnodes": 2,
+                           "node_rank": 0, "mpirun_hosts": None, "threads_per_rank": None}}
+    worker = ["python", "-m", "bench.run.worker", "--cell-dir", "d", "--spec-json", "s"]
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
+    monkeypatch.setenv("SLURM_JOB_NUM_NODES", "2")
+    monkeypatch.delenv("SLURM_STEP_ID", raising=False)
+    monkeypatch.setattr(dist_run, "slurm_first_node_address", lambda: "10.0.0.1")
+    t = dist_run.launch_argv("torch", 4, worker, cfg, {})
+    assert t[:5] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1",
+                     "--kill-on-bad-exit=1"]
+    assert '--node-rank="$SLURM_NODEID"' in t[7] and "--master-addr=10.0.0.1" in t
+    assert "--nproc-per-node=2" in t and t[-6:] == ["--module", *worker[2:]]
+    j = dist_run.launch_argv("jittor", 4, worker, cfg, {})
+    assert j[1:3] == ["-np", "4"] and j[j.index("--map-by") + 1] == "ppr:2:node"
+    env = {}
+    dist_run.launch_argv("jax", 4, worker, cfg, env)
+    assert env["DIFFBENCH_JAX_COORDINATOR"] == "10.0.0.1:29512"
+    assert dist_run.local_ranks(cfg, 4) == [0, 1, 2, 3]   # their records meet on node 0
+    assert dist_run.threads_per_rank(cfg, 4, 4) == 2      # 2 ranks on each node's 4 threads
+    monkeypatch.setenv("SLURM_STEP_ID", "0")               # inside srun: placed by hand
+    assert dist_run.launch_argv("torch", 4, worker, cfg, {})[1:3] == \
+        ["-m", "torch.distributed.run"]
+    assert dist_run.local_ranks(cfg, 4) == [0, 1]
+
+
 # ------------------------------------------------------------------ config checks
 
 def _config(tmp_path, **sections):
@@ -104,10 +133,18 @@ def test_two_ranks_train_the_single_process_model(dp_run):
         run_dir, "cells", f"{c}.r1", "events.jsonl")) if '"type": "step"' in line]
         for c in ("jax-train", "jax-train-ws2")}
     np.testing.assert_allclose(losses["jax-train-ws2"], losses["jax-train"], rtol=1e-5)
+    assert_two_ranks_trained_the_one_process_model(run_dir, frameworks)
+
+
+def assert_two_ranks_trained_the_one_process_model(cells_root, frameworks):
+    """Each framework's 2-rank cell ends at its single-process cell's weights (the same
+    global batch; Jittor's and torch's reductions differ in order: within 2% of how far
+    training moved them)."""
     for fw in frameworks:
-        one, two = _weights(run_dir, f"{fw}-train"), _weights(run_dir, f"{fw}-train-ws2")
+        one, two = _weights(cells_root, f"{fw}-train"), _weights(cells_root, f"{fw}-train-ws2")
         assert one.keys() == two.keys()
-        moved = max(float(np.abs(one[k] - _weights_init(run_dir, fw)[k]).max()) for k in one)
+        init = _weights_init(cells_root, fw)
+        moved = max(float(np.abs(one[k] - init[k]).max()) for k in one)
         worst = max(float(np.abs(one[k] - two[k]).max()) for k in one)
         assert moved > 1e-4, fw             # training changed the weights...
         assert worst < 0.02 * moved, (fw, worst, moved)   # ...and both runs alike

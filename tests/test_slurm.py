@@ -1,7 +1,8 @@
-"""`harness.py bench --executor slurm` (bench/run/slurm.py) on a real one-node Slurm started
-for these tests (tests/slurm_cluster.py): a sweep through Slurm gives the report a local run
-gives, a cancelled job fails its cells and --resume submits only what is missing, Ctrl-C
-cancels the run's jobs, and bad input is refused before anything is written."""
+"""`harness.py bench --executor slurm` (bench/run/slurm.py) on a real Slurm started for these
+tests (tests/slurm_cluster.py; one node, and two nodes on this machine): a sweep through
+Slurm gives the report a local run gives, a cancelled job fails its cells and --resume
+submits only what is missing, Ctrl-C cancels the run's jobs, data-parallel cells span a
+job's two nodes through srun, and bad input is refused before anything is written."""
 import json
 import os
 import re
@@ -13,7 +14,9 @@ import time
 import pytest
 
 from tests.conftest import REPO, harness, run_dirs, tiny_config, write_config
+from tests.real_runs import data_parallel_config
 from tests.slurm_cluster import Cluster, missing
+from tests.test_distributed import HAS_MPI, assert_two_ranks_trained_the_one_process_model
 
 pytestmark = pytest.mark.process
 
@@ -23,6 +26,14 @@ needs_slurm = pytest.mark.skipif(missing() is not None, reason=str(missing()))
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("slurm")).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Nodes n1 and n2, each its own slurmd on this machine."""
+    c = Cluster(tmp_path_factory.mktemp("slurm2"), nodes=2).start()
     yield c
     c.stop()
 
@@ -161,3 +172,83 @@ def test_no_submitit_is_refused(tmp_path):
     assert proc.returncode == 2 and "submitit package is not installed" in proc.stderr, \
         proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def _start_node(cells_root, cell, rank):
+    folder = os.path.join(cells_root, "cells", f"{cell}.r1", *([f"rank{rank}"] if rank else []))
+    with open(os.path.join(folder, "events.jsonl")) as f:
+        return next(json.loads(ln) for ln in f if '"type": "start"' in ln)["node"]
+
+
+@needs_slurm
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_MPI, reason="Jittor's ranks need Open MPI (make setup installs it)")
+def test_data_parallel_cells_span_the_jobs_nodes_through_srun(tmp_path, two_nodes):
+    """distributed.nnodes: 2 makes the job ask for two nodes; torch's torchrun starts on each
+    through srun, Jittor's mpirun places a rank on each through Slurm, and the 2-rank cells
+    train the single-process model."""
+    cfg = data_parallel_config(tmp_path / "results", ["torch", "jittor"])
+    cfg["distributed"] = {"nnodes": 2}
+    path = write_config(tmp_path / "dp.yaml", cfg)
+    proc = harness("bench", path, "--executor", "slurm", "--time-limit", "20", timeout=900,
+                   env=two_nodes.env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert re.search(r"\[slurm\] job \d+: the run \(4 processes, 2 nodes\)", proc.stderr)
+    (run_dir,) = run_dirs(tmp_path / "results")
+    for fw in ("torch", "jittor"):
+        assert [_start_node(run_dir, f"{fw}-train-ws2", r) for r in (0, 1)] == ["n1", "n2"]
+    assert_two_ranks_trained_the_one_process_model(run_dir, ["torch", "jittor"])
+
+
+@needs_slurm
+def test_more_nodes_than_the_partition_has_is_slurms_refusal(tmp_path, cluster):
+    cfg = data_parallel_config(tmp_path / "results", ["torch"])
+    cfg["distributed"] = {"nnodes": 2}
+    proc = harness("bench", write_config(tmp_path / "dp.yaml", cfg), "--executor", "slurm",
+                   env=cluster.env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Slurm refused the job: allocation failure: Requested node configuration is not " \
+        "available" in proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@needs_slurm
+def test_node_placement_by_hand_is_refused_under_slurm(tmp_path):
+    """Refused before Slurm is asked: no cluster needed."""
+    cfg = data_parallel_config(tmp_path / "results", ["torch"])
+    cfg["distributed"] = {"nnodes": 2, "node_rank": 1}
+    proc = harness("bench", write_config(tmp_path / "dp.yaml", cfg), "--executor", "slurm")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: distributed.node_rank: set by hand, but under --executor slurm"), proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_a_hanging_rank_on_the_second_node_times_out_and_leaves_nothing_running(tmp_path,
+                                                                                two_nodes):
+    """The runner's timeout kills srun, and with it Slurm ends the step's ranks on the
+    other node (they are slurmstepd's children there, not srun's); the job's next cell
+    runs."""
+    from tests.test_distributed import _leftovers
+
+    cfg = data_parallel_config(tmp_path / "results", ["torch"])
+    cfg["train"]["world_size"] = [2]
+    cfg["distributed"] = {"nnodes": 2}
+    cfg["workloads"] = ["train", "sample"]
+    cfg["sample"] = {"runs": [{"sampler": "ddim", "steps": [1], "eta": 0.0}], "repeats": 1,
+                     "warmup": 0}
+    cfg["debug"] = dict(cfg.get("debug", {}), fail_rank=1, fail_mode="hang", fail_at_step=2)
+    cfg["runner"]["timeout_s"] = 20
+    proc = harness("bench", write_config(tmp_path / "h.yaml", cfg), "--executor", "slurm",
+                   timeout=900, env=two_nodes.env)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (run_dir,) = run_dirs(tmp_path / "results")
+    cells = os.path.join(run_dir, "cells")
+    with open(os.path.join(cells, "torch-train-ws2.r1", "summary.json")) as f:
+        assert json.load(f)["status"] == "timeout"
+    with open(os.path.join(cells, "torch-sample.r1", "summary.json")) as f:
+        assert json.load(f)["status"] == "ok"     # the next cell ran
+    time.sleep(1.0)
+    assert not _leftovers(str(tmp_path)), _leftovers(str(tmp_path))

@@ -17,10 +17,19 @@ Each rank trains on its slice of the same global batch (train.batch_size), so N 
 compute the single-process step. Rank 0 writes the cell folder's records; rank k > 0 writes
 rank<k>/ inside it. Either launcher ends every rank when one fails; the runner's timeout
 kills the launcher and all its children.
+
+Several nodes (distributed.nnodes > 1) are placed by hand (node_rank, master_addr,
+mpirun_hosts on each node), or by Slurm: in the batch script of a job of exactly nnodes
+nodes (`harness.py bench --executor slurm` submits such jobs) srun starts one torchrun on
+every node, each told its node rank by $SLURM_NODEID, meeting at the first node's address;
+mpirun maps world size / nnodes ranks to each node of the allocation and starts its remote
+daemons through srun itself (Open MPI's Slurm support). The run folder is on a shared file
+system there, so node 0's runner reads every rank's records.
 """
 import os
 import shutil
 import socket
+import subprocess
 import sys
 
 MPI_PACKAGES = "openmpi-bin libopenmpi-dev"
@@ -37,21 +46,55 @@ def rank_dir(cell_dir, rank):
 
 
 def local_ranks(cfg, world_size, framework="torch"):
-    """The ranks this machine's launcher runs: all of them on one node (and under mpirun,
-    which places every rank itself); torchrun with distributed.nnodes > 1: node k runs ranks
-    [k * N/nnodes, (k + 1) * N/nnodes) (its static rendezvous)."""
+    """The ranks whose records this machine's runner reads: all of them on one node, under
+    mpirun (which places every rank itself) and in a Slurm allocation (the launcher reaches
+    every node; their records meet on the shared file system); torchrun with
+    distributed.nnodes > 1 placed by hand: node k runs ranks [k * N/nnodes, (k + 1) * N/nnodes)
+    (its static rendezvous)."""
     d = cfg["distributed"]
-    if world_size == 1 or d["nnodes"] == 1 or framework not in TORCHRUN:
+    if world_size == 1 or d["nnodes"] == 1 or framework not in TORCHRUN or \
+            in_slurm_allocation(cfg):
         return list(range(world_size))
     per = world_size // d["nnodes"]
     return list(range(d["node_rank"] * per, (d["node_rank"] + 1) * per))
 
 
 def threads_per_rank(cfg, threads, world_size, framework="torch"):
-    """distributed.threads_per_rank, else the cell's threads shared out among the ranks this
-    machine runs (at least 1 each)."""
+    """distributed.threads_per_rank, else the cell's threads shared out among the ranks one
+    node runs (at least 1 each)."""
     per = cfg["distributed"]["threads_per_rank"]
-    return per if per else max(1, int(threads) // len(local_ranks(cfg, world_size, framework)))
+    if per:
+        return per
+    on_node = world_size // cfg["distributed"]["nnodes"] if in_slurm_allocation(cfg) \
+        else len(local_ranks(cfg, world_size, framework))
+    return max(1, int(threads) // on_node)
+
+
+def in_slurm_allocation(cfg):
+    """True in the batch script of a Slurm job of exactly distributed.nnodes > 1 nodes: the
+    data-parallel launchers then start on every node through srun. Not inside a job step
+    (SLURM_STEP_ID: someone ran the harness with srun and placed the processes)."""
+    env, n = os.environ, cfg["distributed"]["nnodes"]
+    return (n > 1 and "SLURM_JOB_ID" in env and "SLURM_STEP_ID" not in env
+            and env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES")) == str(n))
+
+
+def slurm_first_node_address():
+    """The allocation's first node (srun's node 0), by the address Slurm reaches it at
+    (its NodeAddr, which is its name unless slurm.conf says otherwise)."""
+    def scontrol(*args):
+        return subprocess.run(["scontrol", *args], capture_output=True, text=True,
+                              timeout=60, check=True).stdout
+    first = scontrol("show", "hostnames", os.environ["SLURM_JOB_NODELIST"]).split()[0]
+    fields = dict(f.split("=", 1) for f in scontrol("show", "node", "-o", first).split()
+                  if "=" in f)
+    return fields.get("NodeAddr") or first
+
+
+def node_name():
+    """The node this process runs on, as its start record names it: Slurm's name for it
+    inside a job (SLURMD_NODENAME; several Slurm nodes may share one host), else the host."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def free_port():
@@ -80,20 +123,29 @@ def launch_argv(framework, world_size, worker_argv, cfg, env):
         return list(worker_argv)
     d = cfg["distributed"]
     module_args = worker_argv[worker_argv.index("-m") + 1:]  # bench.run.worker --cell-dir ...
+    slurm = in_slurm_allocation(cfg)
     if framework in TORCHRUN:
+        addr = slurm_first_node_address() if slurm else d["master_addr"]
         port = d["master_port"] or free_port()
         if framework == "jax":   # a port every node agrees on: master_port + 1 when set
             env["DIFFBENCH_JAX_COORDINATOR"] = \
-                f"{d['master_addr']}:{port + 1 if d['master_port'] else free_port()}"
-        return [sys.executable, "-m", "torch.distributed.run",
-                f"--nnodes={d['nnodes']}", f"--node-rank={d['node_rank']}",
-                f"--nproc-per-node={world_size // d['nnodes']}",
-                f"--master-addr={d['master_addr']}", f"--master-port={port}",
-                "--module", *module_args]
+                f"{addr}:{port + 1 if d['master_port'] else free_port()}"
+        options = [f"--nnodes={d['nnodes']}", f"--nproc-per-node={world_size // d['nnodes']}",
+                   f"--master-addr={addr}", f"--master-port={port}", "--module", *module_args]
+        if not slurm:
+            return [sys.executable, "-m", "torch.distributed.run",
+                    f"--node-rank={d['node_rank']}", *options]
+        # one torchrun a node, its node rank srun's node id; one failing ends them all
+        return ["srun", "--overlap", f"--nodes={d['nnodes']}", "--ntasks-per-node=1",
+                "--kill-on-bad-exit=1", "bash", "-c",
+                'exec "$0" -m torch.distributed.run --node-rank="$SLURM_NODEID" "$@"',
+                sys.executable, *options]
     if framework == "jittor":
         argv = [shutil.which("mpirun") or "mpirun", "-np", str(world_size),
                 "--oversubscribe", "--bind-to", "none"]
-        if d["mpirun_hosts"]:
+        if slurm:   # the allocation's nodes, an equal share of ranks each
+            argv += ["--map-by", f"ppr:{world_size // d['nnodes']}:node"]
+        elif d["mpirun_hosts"]:
             argv += ["-H", d["mpirun_hosts"]]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             argv.append("--allow-run-as-root")  # containers run as root; Open MPI refuses it

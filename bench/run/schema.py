@@ -340,11 +340,13 @@ SCHEMA = {
         "master_addr": Field("str", "127.0.0.1", "torchrun --master-addr: rank 0's host"),
         "master_port": Field("int", None, "torchrun --master-port; null = a free local port "
                              "(one node)", nullable=True, minimum=1),
-        "nnodes": Field("int", 1, "torchrun --nnodes (ranks per node = world size / nnodes)",
+        "nnodes": Field("int", 1, "torchrun --nnodes (ranks per node = world size / nnodes); "
+                        "under --executor slurm the nodes a data-parallel job asks for",
                         minimum=1),
-        "node_rank": Field("int", 0, "torchrun --node-rank of this machine", minimum=0),
-        "mpirun_hosts": Field("str", None, "mpirun -H (e.g. 'a:1,b:1'); null = this machine",
-                              nullable=True),
+        "node_rank": Field("int", 0, "torchrun --node-rank of this machine (by hand; Slurm "
+                           "sets it)", minimum=0),
+        "mpirun_hosts": Field("str", None, "mpirun -H (e.g. 'a:1,b:1'); null = this machine "
+                              "(or, under Slurm, the job's nodes)", nullable=True),
     },
     "monitor": {
         "enabled": Field("bool", True, "sample the cell process (psutil, NVML) from the parent"),

@@ -8,7 +8,9 @@ waits; each job runs its cells one after another with the local runner (bench/ru
 run_cell: the same worker processes, timeouts and records) into the run folder, which must be
 on a file system the nodes share. A job first rewrites its point's manifest with the node's
 own hardware (host, GPU, calibration) and its job id, so each point's report describes the
-machine that measured it.
+machine that measured it. A point with data-parallel cells over distributed.nnodes > 1
+nodes gets that many nodes; their launchers reach the other nodes through srun
+(bench/run/distributed.py).
 
 A job that ends otherwise than COMPLETED (failed, timed out, preempted, cancelled, node lost)
 leaves its unfinished cells failed with the job's state as the reason; `--resume` submits
@@ -45,13 +47,21 @@ def problem():
     return None
 
 
-def check(options):
-    """Refuse before anything is written: no Slurm client, no submitit, or a partition (or
-    account) Slurm itself refuses (`sbatch --test-only`, Slurm's own message)."""
+def check(options, cfg, cells):
+    """Refuse before anything is written: no Slurm client, no submitit, node placement the
+    allocation decides (distributed.node_rank, mpirun_hosts) set by hand, or a job Slurm
+    itself refuses (`sbatch --test-only`, Slurm's own message: an unknown partition or
+    account, more nodes than the partition has)."""
     why = problem()
     if why:
         raise SlurmError(why)
-    argv = ["sbatch", "--test-only", "--wrap", "true", "--nodes", "1"] + _flags(options)
+    nodes = max(job_nodes(cfg, group) for _, group in groups(cells))
+    d = cfg["distributed"]
+    if nodes > 1 and (d["node_rank"] or d["mpirun_hosts"]):
+        key = "node_rank" if d["node_rank"] else "mpirun_hosts"
+        raise SlurmError(f"distributed.{key}: set by hand, but under --executor slurm the "
+                         f"allocation places the {nodes} nodes' ranks (srun); leave it unset")
+    argv = ["sbatch", "--test-only", "--wrap", "true", "--nodes", str(nodes)] + _flags(options)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         said = (proc.stderr or proc.stdout).strip().splitlines()
@@ -79,14 +89,26 @@ def groups(cells):
     return list(out.items())
 
 
-def executor(run_dir, options, cpus, device="cpu"):
+def job_nodes(cfg, group):
+    """The nodes a job asks for: distributed.nnodes when one of its cells is data-parallel
+    over several nodes, else 1."""
+    n = cfg["distributed"]["nnodes"]
+    return n if n > 1 and any(c.options.get("world_size", 1) > 1 for c in group) else 1
+
+
+def executor(run_dir, options, cpus, device="cpu", nodes=1):
+    """submitit's executor for a job of `nodes` nodes. One node: the job's function runs as
+    its one srun task. Several: it runs once, in the batch script on the first node, and the
+    data-parallel launchers reach the other nodes through srun (bench/run/distributed.py)."""
     import submitit
 
     ex = submitit.SlurmExecutor(folder=os.path.join(run_dir, JOBS_DIR, "%j"),
                                 max_num_timeout=0)
-    params = {"nodes": 1, "ntasks_per_node": 1, "cpus_per_task": cpus,
+    params = {"nodes": nodes, "ntasks_per_node": 1, "cpus_per_task": cpus,
               "time": int(options["time_limit_min"]),
               "setup": [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]}
+    if nodes > 1:
+        params["use_srun"] = False
     for key in ("partition", "account", "gpus_per_node"):
         if options.get(key):
             params[key] = options[key]
@@ -119,16 +141,18 @@ def submit_and_wait(run_dir, cfg, cells, options, progress, *, resume=False):
     [summary of every cell] in `cells` order. Ctrl-C cancels the jobs and re-raises."""
     from bench.run import runner
 
-    ex = executor(run_dir, options, runner.resolved_threads(cfg), cfg["device"])
     todo = [(point, group) for point, group in groups(cells)
             if not resume or any(not _ok(run_dir, c) for c in group)]
     jobs = []
     try:
         for point, group in todo:
+            nodes = job_nodes(cfg, group)
+            ex = executor(run_dir, options, runner.resolved_threads(cfg), cfg["device"], nodes)
             jobs.append(ex.submit(run_job, run_dir, point, [c.to_dict() for c in group],
                                   resume))
             progress.line(f"[slurm] job {jobs[-1].job_id}: {point or 'the run'} "
-                          f"({len(group)} processes)")
+                          f"({len(group)} processes" +
+                          (f", {nodes} nodes)" if nodes > 1 else ")"))
         _record_jobs(run_dir, [(point, job, "SUBMITTED", None)
                                for (point, _), job in zip(todo, jobs)])
         states = {}

@@ -23,7 +23,7 @@ from bench.measure.peak import record_peak
 from bench.records.errors import strip_ansi
 from bench.records.results import EVENTS, SUMMARY, RecordWriter, write_json_atomic
 from bench.run import workloads
-from bench.run.distributed import rank_dir
+from bench.run.distributed import node_name, rank_dir
 from bench.run.checkpoint import read_checkpoint, restore
 from bench.run.config import build_specs
 from models.common.distributed import rank_env
@@ -96,7 +96,8 @@ def run_cell(cell_dir, spec):
                       math_mode=math_mode if backend.device == "cuda"
                       else f"{math_mode} (CUDA only; not applicable on {backend.device})",
                       pid=os.getpid(), versions=backend.versions(), threads=spec["threads"],
-                      params=count_params(unet), rank=rank, world_size=world)
+                      params=count_params(unet), rank=rank, world_size=world,
+                      node=node_name())
             backend.load_weights(init_weights(unet, seed=cfg["seed"]))
             backend.sync()
             backend.reset_peak_memory()
