@@ -1,6 +1,6 @@
-"""A real one-node Slurm cluster for the tests: munged, slurmctld and slurmd on this machine
-(Debian's slurm-wlm and munge, which tools/setup.sh installs), configured in a temporary
-folder and stopped afterwards. Jobs run as root in the test's own file system, which the
+"""A real Slurm cluster for the tests: munged, slurmctld and one slurmd per node on this
+machine (one node, or several sharing it; Debian's slurm-wlm and munge, which
+tools/setup.sh installs), configured in a temporary folder and stopped afterwards. Jobs run as root in the test's own file system, which the
 "nodes" share by being this machine."""
 import os
 import shutil
@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+
+import psutil
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")
 MUNGE_KEY = "/etc/munge/munge.key"
@@ -123,24 +125,36 @@ class Cluster:
 
     def stop(self):
         self._run("scancel", "--full", "-u", "root", check=False)
-        for pidfile in sorted(os.listdir(self.dir)):   # slurmd-<node>.pid, slurmctld.pid
-            if pidfile.startswith("slurm") and pidfile.endswith(".pid"):
-                _kill_pidfile(os.path.join(self.dir, pidfile))
-        if self.munged:
-            _kill_pidfile(self.munged)
+        pidfiles = [os.path.join(self.dir, f) for f in sorted(os.listdir(self.dir))
+                    if f.startswith("slurm") and f.endswith(".pid")]  # slurmctld, slurmd-<node>
+        _stop([*pidfiles, *([self.munged] if self.munged else [])])
 
 
-def _kill_pidfile(path):
+def _stop(pidfiles, grace_s=5.0):
+    """SIGTERM to every daemon at once, SIGKILL to those still there after grace_s."""
+    pids = []
+    for path in pidfiles:
+        try:
+            with open(path) as f:
+                pids.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            continue
+    pids = [pid for pid in pids if _signal(pid, signal.SIGTERM)]
+    deadline = time.time() + grace_s
+    while pids and time.time() < deadline:
+        time.sleep(0.1)
+        pids = [pid for pid in pids if _signal(pid, 0)]
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid, sig):
+    """True if the process was there to receive it (a zombie is gone: a daemon's parent is
+    PID 1, which in a container may never reap it)."""
     try:
-        with open(path) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            os.kill(pid, 0)
-            time.sleep(0.1)
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return False
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, psutil.NoSuchProcess):
+        return False

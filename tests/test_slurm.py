@@ -51,65 +51,73 @@ def _headings(md):
     return [line for line in md.splitlines() if line.startswith("## ")]
 
 
+@pytest.fixture(scope="module")
+def cancelled_and_resumed(cluster, tmp_path_factory):
+    """A two-point sweep through Slurm whose first job is cancelled while it runs, then
+    resumed: the run folder, the config, both commands' outputs, the cancelled job's id, and
+    the jobs and the first point's summaries as the first command left them."""
+    tmp = tmp_path_factory.mktemp("cancel")
+    path = write_config(tmp / "s.yaml", sweep_config(tmp / "results"))
+    bench = subprocess.Popen([sys.executable, "harness.py", "bench", path, "--executor",
+                              "slurm", "--time-limit", "20"], cwd=REPO, env=cluster.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = _first_running_job(cluster)
+    subprocess.run(["scancel", victim], env=cluster.env, check=True)
+    out, err = bench.communicate(timeout=900)
+    (run_dir,) = run_dirs(tmp / "results")
+    jobs_then = json.load(open(os.path.join(run_dir, "manifest.json")))["slurm_jobs"]
+    cells = os.path.join(run_dir, "points", "small", "cells")
+    summaries_then = [json.load(open(os.path.join(cells, u, "summary.json")))
+                      for u in os.listdir(cells)]
+    resumed = harness("bench", "--resume", run_dir, "--executor", "slurm", timeout=900,
+                      env=cluster.env)
+    return dict(run_dir=run_dir, config=path, first=(bench.returncode, out + err),
+                resumed=resumed, victim=victim, jobs_then=jobs_then,
+                summaries_then=summaries_then)
+
+
 @needs_slurm
 @pytest.mark.slow
-def test_a_sweep_through_slurm_reports_like_a_local_one(tmp_path, cluster):
-    cfg = sweep_config(tmp_path / "results")
-    path = write_config(tmp_path / "s.yaml", cfg)
-    proc = harness("bench", path, "--executor", "slurm", "--time-limit", "20", timeout=900,
-                   env=cluster.env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert re.search(r"\[slurm\] job \d+: small \(2 processes\)", proc.stderr), proc.stderr
-    (run_dir,) = run_dirs(tmp_path / "results")
-    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
-    jobs = manifest["slurm_jobs"]
-    assert [(j["point"], j["state"]) for j in jobs] == [("small", "COMPLETED"),
-                                                        ("wide", "COMPLETED")]
-    for job in jobs:
-        pm = json.load(open(os.path.join(run_dir, "points", job["point"], "manifest.json")))
+def test_a_cancelled_job_fails_its_cells_and_resume_runs_only_those(cancelled_and_resumed):
+    r = cancelled_and_resumed
+    code, said = r["first"]
+    assert code == 1, said[-3000:]
+    assert re.search(r"\[slurm\] job \d+: small \(2 processes\)", said), said[-3000:]
+    states = {j["point"]: j["state"] for j in r["jobs_then"]}
+    assert states == {"small": "CANCELLED", "wide": "COMPLETED"}, states
+    failed = [s for s in r["summaries_then"] if s["status"] != "ok"]
+    assert failed and all(f"slurm job {r['victim']} ended CANCELLED" in s["error"]
+                          for s in failed)
+    proc = r["resumed"]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert re.search(r"\[slurm\] job \d+: small", proc.stderr)
+    assert not re.search(r"\[slurm\] job \d+: wide", proc.stderr)   # wide was complete
+    jobs = json.load(open(os.path.join(r["run_dir"], "manifest.json")))["slurm_jobs"]
+    assert [j["state"] for j in jobs] == ["CANCELLED", "COMPLETED", "COMPLETED"]
+    for point in ("small", "wide"):   # each point's manifest: the job that measured it last
+        job = [j for j in jobs if j["point"] == point][-1]
+        pm = json.load(open(os.path.join(r["run_dir"], "points", point, "manifest.json")))
         assert pm["slurm"] == {"job_id": job["job_id"], "node": job["node"]}
         assert pm["host"]["cpu_model"]
-    local = harness("bench", path, "--quiet", timeout=900)
+
+
+@needs_slurm
+@pytest.mark.slow
+def test_a_sweep_through_slurm_reports_like_a_local_one(cancelled_and_resumed, tmp_path):
+    """The (resumed) Slurm run and the same sweep run here have the same report sections."""
+    r = cancelled_and_resumed
+    assert r["resumed"].returncode == 0, r["resumed"].stderr[-2000:]
+    local = harness("bench", r["config"], "--quiet", "--results-dir", tmp_path / "local",
+                    timeout=900)
     assert local.returncode == 0, local.stderr[-3000:]
     reports = {}
-    for kind, run in zip(("slurm", "local"), sorted(run_dirs(tmp_path / "results"))):
+    for kind, run in (("slurm", r["run_dir"]), ("local", run_dirs(tmp_path / "local")[0])):
         out = tmp_path / f"report-{kind}"
         rep = harness("report", run, "--out", out)
         assert rep.returncode == 0, rep.stderr[-2000:]
         reports[kind] = (out / "report.md").read_text()
     assert _headings(reports["slurm"]) == _headings(reports["local"])
     assert "## How the gap changes with size" in reports["slurm"]
-
-
-@needs_slurm
-@pytest.mark.slow
-def test_a_cancelled_job_fails_its_cells_and_resume_runs_only_those(tmp_path, cluster):
-    cfg = sweep_config(tmp_path / "results")
-    path = write_config(tmp_path / "s.yaml", cfg)
-    bench = subprocess.Popen([sys.executable, "harness.py", "bench", path, "--executor",
-                              "slurm", "--quiet"], cwd=REPO, env=cluster.env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    victim = _first_running_job(cluster)
-    subprocess.run(["scancel", victim], env=cluster.env, check=True)
-    out, err = bench.communicate(timeout=900)
-    assert bench.returncode == 1, out[-2000:] + err[-2000:]
-    (run_dir,) = run_dirs(tmp_path / "results")
-    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
-    states = {j["point"]: j["state"] for j in manifest["slurm_jobs"]}
-    assert states == {"small": "CANCELLED", "wide": "COMPLETED"}, states
-    cells = os.path.join(run_dir, "points", "small", "cells")
-    summaries = {u: json.load(open(os.path.join(cells, u, "summary.json")))
-                 for u in os.listdir(cells)}
-    failed = [s for s in summaries.values() if s["status"] != "ok"]
-    assert failed and all(f"slurm job {victim} ended CANCELLED" in s["error"] for s in failed)
-    proc = harness("bench", "--resume", run_dir, "--executor", "slurm", timeout=900,
-                   env=cluster.env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert re.search(r"\[slurm\] job \d+: small", proc.stderr)
-    assert not re.search(r"\[slurm\] job \d+: wide", proc.stderr)   # wide was complete
-    manifest = json.load(open(os.path.join(run_dir, "manifest.json")))
-    assert [j["state"] for j in manifest["slurm_jobs"]] == ["CANCELLED", "COMPLETED",
-                                                            "COMPLETED"]
 
 
 def _first_running_job(cluster, timeout=120):
