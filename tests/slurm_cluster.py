@@ -33,7 +33,7 @@ def _free_port():
 
 
 CONF = """ClusterName=diffbench-test
-SlurmctldHost={host}
+SlurmctldHost={host}(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 SlurmctldPort={ctld_port}
@@ -84,7 +84,9 @@ class Cluster:
         host = socket.gethostname().split(".")[0]
         os.makedirs(os.path.join(self.dir, "state"), exist_ok=True)
         names = [host] if self.nodes == 1 else [f"n{i + 1}" for i in range(self.nodes)]
-        lines = [f"NodeName={host} CPUs={os.cpu_count()} State=UNKNOWN"] if self.nodes == 1 \
+        # every address is 127.0.0.1: no name lookup, whatever the machine's resolver says
+        lines = [f"NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} State=UNKNOWN"] \
+            if self.nodes == 1 \
             else [NODE.format(name=n, host=host, port=_free_port(), cpus=os.cpu_count())
                   for n in names]
         with open(self.conf, "w") as f:
