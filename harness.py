@@ -55,13 +55,19 @@ def add_bench(sub):
     p.set_defaults(func=cmd_bench)
 
 
+# --executor slurm's flags: (flag, the slurm.* key it overrides, its argparse attribute)
+SLURM_FLAGS = (("--partition", "partition", "partition"),
+               ("--time-limit", "time_limit_min", "time_limit"),
+               ("--gpus-per-node", "gpus_per_node", "gpus_per_node"),
+               ("--account", "account", "account"))
+
+
 def slurm_options(cfg, args):
     """The config's slurm section with the command line's flags on top."""
     options = dict(cfg.get("slurm") or {"time_limit_min": 60})
-    for key, flag in (("partition", args.partition), ("time_limit_min", args.time_limit),
-                      ("gpus_per_node", args.gpus_per_node), ("account", args.account)):
-        if flag is not None:
-            options[key] = flag
+    for _, key, attr in SLURM_FLAGS:
+        if getattr(args, attr) is not None:
+            options[key] = getattr(args, attr)
     return options
 
 
@@ -98,9 +104,7 @@ def cmd_bench(args):
             cfg = C.load_config(args.config, overrides)
             cells = matrix.select_cells(matrix.expand_cells(cfg), args.only)
         slurm = None
-        stray = [f for f, v in (("--partition", args.partition), ("--time-limit",
-                 args.time_limit), ("--gpus-per-node", args.gpus_per_node),
-                 ("--account", args.account)) if v is not None]
+        stray = [flag for flag, _, attr in SLURM_FLAGS if getattr(args, attr) is not None]
         if stray and args.executor != "slurm":
             raise C.ConfigError(f"{stray[0]}: only with --executor slurm")
         if args.executor == "slurm":   # refused before anything is written

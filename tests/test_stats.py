@@ -245,3 +245,19 @@ def test_block_ratio_is_the_geometric_mean_of_the_blocks_median_ratios():
     assert S.block_ratio([[9, 10, 11], [10]], [[20, 19, 21], [5]]) == pytest.approx(1.0)
     assert S.block_ratio([[10], [10]], [[30], []]) == pytest.approx(3.0)
     assert np.isnan(S.block_ratio([[10], [12]], []))
+
+
+def test_geometric_mean_interval_is_the_t_interval_on_logs():
+    from scipy import stats as scipy_stats
+
+    values = [0.9, 1.05, 1.1, 0.98]
+    mean, low, high = S.geometric_mean_interval(values)
+    logs = np.log(values)
+    lo, hi = scipy_stats.t.interval(0.95, len(logs) - 1, loc=logs.mean(),
+                                    scale=scipy_stats.sem(logs))
+    assert mean == pytest.approx(np.exp(logs.mean()))
+    assert (low, high) == pytest.approx((np.exp(lo), np.exp(hi)))
+    one = S.geometric_mean_interval([1.2])
+    flat = S.geometric_mean_interval([1.1, 1.1])
+    assert one[0] == pytest.approx(1.2) and np.isnan(one[1]) and np.isnan(one[2])
+    assert flat[0] == pytest.approx(1.1) and np.isnan(flat[1])

@@ -111,6 +111,18 @@ def point_dir(run_dir, point):
     return os.path.join(run_dir, POINTS_DIR, point)
 
 
+def cells_root(run_dir, point):
+    """Where the cells of `point` keep their folders: its point folder in a sweep, else the
+    run folder ("" is no point)."""
+    return point_dir(run_dir, point) if point else run_dir
+
+
+def ok_summary(run_dir, unit_id):
+    """The process's summary when it finished ok (a resume keeps it), else None."""
+    summary = read_summary(run_dir, unit_id)
+    return summary if summary is not None and summary.get("status") == "ok" else None
+
+
 def read_summary(run_dir, unit_id):
     path = os.path.join(cell_dir(run_dir, unit_id), SUMMARY)
     try:

@@ -10,12 +10,10 @@ so a slow slot slows every framework alike, but it widens every interval.
 """
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from bench.report import fmt
 from bench.report.load import RunData
-
-CONFIDENCE = 0.95
+from bench.stats.replicates import geometric_mean_interval
 
 
 def _process_times(run: RunData) -> pd.DataFrame:
@@ -47,14 +45,8 @@ def slot_effects(run: RunData) -> list:
     df = df.assign(ratio=df["seconds"] / df.groupby("key")["seconds"].transform("median"))
     out = []
     for slot, g in df.groupby("slot"):
-        logs = np.log(g["ratio"].to_numpy())
-        n, mean = len(logs), float(np.mean(logs))
-        if n >= 2 and np.std(logs, ddof=1) > 0:
-            half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * np.std(logs, ddof=1) / np.sqrt(n)
-        else:
-            half = np.nan
-        out.append((int(slot), int(g["unit"].nunique()), float(np.exp(mean)),
-                    float(np.exp(mean - half)), float(np.exp(mean + half))))
+        out.append((int(slot), int(g["unit"].nunique()),
+                    *geometric_mean_interval(g["ratio"].to_numpy())))
     return out
 
 

@@ -450,9 +450,9 @@ def run(cfg, cells, run_dir, *, resume=False, argv=None, progress=True):
     done_lock = threading.Lock()   # the manifests are read, changed and written per cell
 
     def one(cell, slot=None, stop=None):
-        where = res.point_dir(run_dir, cell.point) if cell.point else run_dir
-        done = res.read_summary(where, cell.unit_id) if resume else None
-        if done is not None and done.get("status") == "ok":
+        where = res.cells_root(run_dir, cell.point)
+        done = res.ok_summary(where, cell.unit_id) if resume else None
+        if done is not None:
             prog.cell_end(cell.label, "ok (kept from the earlier attempt)",
                           done.get("wall_s") or 0.0)
             return done

@@ -131,7 +131,8 @@ def run(cfg, cells, run_dir, options, *, resume=False, argv=None, progress=True)
         prog.close()
     manifest = res.read_json(os.path.join(run_dir, res.MANIFEST))
     for cell in cells:   # the jobs are over: nothing else writes the manifests now
-        runner.record_versions(run_dir, manifest, cell, cells_root=_where(run_dir, cell))
+        runner.record_versions(run_dir, manifest, cell,
+                               cells_root=res.cells_root(run_dir, cell.point))
     failed = [s for s in summaries if s.get("status") != "ok"]
     return (1 if failed else 0), summaries
 
@@ -200,17 +201,12 @@ def job_state(job_id):
     return "PENDING"   # slurmctld busy or unreachable for a moment: ask again
 
 
-def _where(run_dir, cell):
-    return res.point_dir(run_dir, cell.point) if cell.point else run_dir
-
-
 def _ok(run_dir, cell):
-    s = res.read_summary(_where(run_dir, cell), cell.unit_id)
-    return s is not None and s.get("status") == "ok"
+    return res.ok_summary(res.cells_root(run_dir, cell.point), cell.unit_id) is not None
 
 
 def _summary(run_dir, cell):
-    return res.read_summary(_where(run_dir, cell), cell.unit_id) or \
+    return res.read_summary(res.cells_root(run_dir, cell.point), cell.unit_id) or \
         {"cell": cell.unit_id, "framework": cell.framework, "workload": cell.workload,
          "status": "failed", "error": "no summary"}
 
@@ -229,10 +225,11 @@ def _fail_unfinished(run_dir, group, job_id, state):
     if lines and state != "COMPLETED":
         why += f" ({lines[-1].strip()[:300]})"
     for cell in group:
-        own = res.read_summary(_where(run_dir, cell), cell.unit_id)
+        root = res.cells_root(run_dir, cell.point)
+        own = res.read_summary(root, cell.unit_id)
         if own is not None and (own.get("status") == "ok" or state == "COMPLETED"):
             continue
-        d = res.cell_dir(_where(run_dir, cell), cell.unit_id)
+        d = res.cell_dir(root, cell.unit_id)
         os.makedirs(d, exist_ok=True)
         error = why + (f"; the cell's own record: {own.get('error')}" if own else "")
         summary = runner.failed_summary(cell, "failed", error, time.time(),
@@ -243,10 +240,14 @@ def _fail_unfinished(run_dir, group, job_id, state):
         res.write_json_atomic(os.path.join(d, res.SUMMARY), summary)
 
 
+def _node_file(run_dir, job_id):
+    """What a job wrote of its node on start (run_job), by job id."""
+    return os.path.join(run_dir, JOBS_DIR, f"{job_id}.json")
+
+
 def _node(run_dir, job):
-    info = res.read_json(os.path.join(run_dir, JOBS_DIR, f"{job.job_id}.json")) \
-        if os.path.exists(os.path.join(run_dir, JOBS_DIR, f"{job.job_id}.json")) else {}
-    return info.get("node")
+    path = _node_file(run_dir, job.job_id)
+    return res.read_json(path).get("node") if os.path.exists(path) else None
 
 
 def _record_jobs(run_dir, rows):
@@ -271,7 +272,7 @@ def run_job(run_dir, point, cell_dicts, resume):
     from bench.measure.env import gpu_info, host_info
     from bench.run import runner
 
-    where = res.point_dir(run_dir, point) if point else run_dir
+    where = res.cells_root(run_dir, point)
     job_id = os.environ.get("SLURM_JOB_ID")
     manifest_path = os.path.join(where, res.MANIFEST)
     manifest = res.read_json(manifest_path)
@@ -279,7 +280,7 @@ def run_job(run_dir, point, cell_dicts, resume):
     threads = runner.resolved_threads(cfg)
     node = {"job_id": job_id, "node": socket.gethostname(), "host": host_info(),
             "gpu": gpu_info() if cfg["device"] != "cpu" else manifest.get("gpu")}
-    res.write_json_atomic(os.path.join(run_dir, JOBS_DIR, f"{job_id}.json"), node)
+    res.write_json_atomic(_node_file(run_dir, job_id), node)
     manifest.update(host=node["host"], gpu=node["gpu"], slurm={"job_id": job_id,
                                                               "node": node["node"]},
                     calibration=runner.machine_calibration(threads))

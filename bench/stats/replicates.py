@@ -95,6 +95,19 @@ def between_cv(medians) -> float:
     return float(np.std(m, ddof=1) / np.mean(m))
 
 
+def geometric_mean_interval(values, confidence_level=CONFIDENCE_LEVEL):
+    """(geometric mean, low, high) of positive values, with a t interval on the log scale
+    (e.g. the slot check's times ÷ their cells' medians, a value per process and timed
+    thing); low/high are NaN with fewer than 2 values or no spread among them."""
+    logs = np.log(np.asarray(values, dtype=float))
+    n, mean = logs.size, float(np.mean(logs))
+    sd = float(np.std(logs, ddof=1)) if n >= 2 else 0.0
+    if sd == 0:
+        return float(math.exp(mean)), float("nan"), float("nan")
+    half = float(_scipy_stats.t.ppf(0.5 + confidence_level / 2, n - 1)) * sd / math.sqrt(n)
+    return float(math.exp(mean)), float(math.exp(mean - half)), float(math.exp(mean + half))
+
+
 @dataclass(frozen=True)
 class Ratio:
     """sample / baseline from replicate medians: the ratio of their geometric means, with a
